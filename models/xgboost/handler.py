@@ -1,0 +1,113 @@
+"""The XGBoost handler: a drop-in for SageMaker's built-in XGBoost in algorithm mode.
+
+Request options (JSON top-level keys, or `X-Amzn-SageMaker-Custom-Attributes` such as `contributions=true;top_k=5`):
+    contributions  true -> per-prediction TreeSHAP feature contributions (XGBoost's pred_contribs), by feature name
+    top_k          keep the k largest contributions by absolute value (the bias term is always returned)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from serve import codecs
+from serve.errors import BadRequest
+from serve.handler import Handler, Request
+
+from models.xgboost import inputs, outputs
+from models.xgboost.artifact import XGBoostModel, load_model, objective_of
+
+TRUE = ("1", "true", "yes")
+
+
+def as_model(model: Any) -> XGBoostModel:
+    """A user's model_fn may return a bare Booster; serve it with the same pipeline."""
+    if isinstance(model, XGBoostModel):
+        return model
+    if isinstance(model, xgb.Booster):
+        objective, num_class = objective_of(model)
+        return XGBoostModel([model], objective, model.num_features(), num_class, model.feature_names)
+    raise TypeError(f"model_fn returned a {type(model).__name__}; the default predict_fn needs an xgboost Booster")
+
+
+def _options(data: Any, request: Request) -> tuple[bool, int | None]:
+    options = dict(request.attributes)
+    if isinstance(data, dict):
+        options.update({key: str(data[key]).lower() for key in ("contributions", "top_k") if key in data})
+    wanted = str(options.get("contributions", "false")).lower() in TRUE
+    top_k = options.get("top_k")
+    if top_k is None:
+        return wanted, None
+    try:
+        top_k = int(top_k)
+    except ValueError:
+        raise BadRequest("top_k must be a positive integer") from None
+    if top_k < 1:
+        raise BadRequest("top_k must be a positive integer")
+    return wanted, top_k
+
+
+def predict_raw(model: XGBoostModel, matrix) -> np.ndarray:
+    """Booster.inplace_predict, averaged over an ensemble (or voted, for class-valued objectives)."""
+    scores = [booster.inplace_predict(matrix, validate_features=False) for booster in model.boosters]
+    if len(scores) == 1:
+        return scores[0]
+    stacked = np.stack(scores)
+    if not model.votes:
+        return stacked.mean(axis=0)
+    classes = stacked.astype(np.int64)
+    counts = np.apply_along_axis(np.bincount, 0, classes, minlength=max(model.num_class, 2))
+    return counts.argmax(axis=0).astype(scores[0].dtype)  # ties go to the lowest class, as scipy.stats.mode
+
+
+def predict_contributions(model: XGBoostModel, matrix) -> np.ndarray:
+    values = [booster.predict(xgb.DMatrix(matrix, missing=np.nan, nthread=1), pred_contribs=True,
+                              validate_features=False) for booster in model.boosters]
+    return values[0] if len(values) == 1 else np.mean(values, axis=0)
+
+
+class XGBoostHandler(Handler):
+    default_accept = codecs.CSV  # the official algorithm mode answers CSV when Accept is absent or */*
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        if settings.inference_output:
+            self.encoders = {k: v for k, v in codecs.ENCODERS.items() if k != codecs.NPY}
+
+    def model_fn(self, model_dir: Path) -> XGBoostModel:
+        model = load_model(model_dir, allow_pickle=self.settings.allow_pickle)
+        if self.settings.inference_output:
+            outputs.check_selectable(self.settings.inference_output, model)
+        return model
+
+    def warm_up(self) -> None:
+        predict_raw(self.model, np.zeros((1, self.model.num_features)))
+
+    def describe(self) -> dict:
+        return self.model.describe() if isinstance(self.model, XGBoostModel) else {}
+
+    def input_fn(self, body: bytes, request: Request) -> Any:
+        if request.content_type == codecs.LIBSVM and self.settings.libsvm_one_based:
+            request = Request(**{**vars(request), "params": {"indexing": "1", **request.params}})
+        return super().input_fn(body, request)
+
+    def predict_fn(self, data: Any, model: Any, request: Request) -> Any:
+        model = as_model(model)
+        wanted, top_k = _options(data, request)
+        matrix = inputs.to_matrix(data, model)
+        raw = predict_raw(model, matrix)
+        if wanted:
+            contribs = predict_contributions(model, matrix)
+            if request.accept == codecs.NPY:
+                return contribs
+            records = outputs.selectable(raw, self.settings.inference_output, model) \
+                if self.settings.inference_output else [{"score": row} for row in raw.astype(np.float64).tolist()]
+            for record, explanation in zip(records, outputs.contributions(contribs, model, top_k)):
+                record["contributions"] = explanation
+            return records
+        if self.settings.inference_output:
+            return outputs.selectable(raw, self.settings.inference_output, model)
+        return raw

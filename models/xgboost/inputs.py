@@ -1,0 +1,97 @@
+"""Decoded request data -> the feature matrix a booster predicts on, with the feature count checked for every format.
+
+JSON documents (and JSON Lines) hold instances as rows `[[...], ...]`, as `{"features": [...]}`, or by feature name
+`{"age": 71, ...}` (the model's feature names; null or an absent name is a missing value only where allowed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.sparse import csr_matrix, issparse
+
+from serve.errors import BadRequest
+
+from models.xgboost.artifact import XGBoostModel
+
+
+def _check_width(width: int, model: XGBoostModel) -> None:
+    if width != model.num_features:
+        raise BadRequest(f"expected {model.num_features} features per row, got {width}")
+
+
+def _dense(rows: Any, model: XGBoostModel) -> np.ndarray:
+    try:
+        matrix = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BadRequest("instances must be rows of numbers (null for missing) of equal length") from None
+    if matrix.ndim == 1:
+        matrix = matrix.reshape(1, -1)
+    if matrix.ndim != 2:
+        raise BadRequest(f"instances must form a 2-D table, got {matrix.ndim} dimensions")
+    _check_width(matrix.shape[1], model)
+    return matrix
+
+
+def _named(instances: list[dict], model: XGBoostModel) -> np.ndarray:
+    if model.feature_names is None:
+        raise BadRequest("this model has no feature names; send instances as rows of numbers")
+    names = model.feature_names
+    index = {name: i for i, name in enumerate(names)}
+    matrix = np.full((len(instances), len(names)), np.nan)
+    for row, instance in enumerate(instances):
+        unknown = [key for key in instance if key not in index]
+        missing = [name for name in names if name not in instance]
+        if unknown or missing:
+            parts = [f"unknown features {unknown}" if unknown else "", f"missing features {missing}" if missing else ""]
+            raise BadRequest(f"instance {row + 1}: " + "; ".join(part for part in parts if part)
+                             + " (send null for a missing value)")
+        try:
+            matrix[row] = [np.nan if instance[name] is None else float(instance[name]) for name in names]
+        except (TypeError, ValueError):
+            raise BadRequest(f"instance {row + 1}: feature values must be numbers or null") from None
+    return matrix
+
+
+def _instances(document: Any) -> list:
+    if isinstance(document, dict):
+        if "instances" not in document:
+            raise BadRequest('JSON body must be {"instances": [...]}')
+        document = document["instances"]
+    if not isinstance(document, list) or not document:
+        raise BadRequest('"instances" must be a non-empty list')
+    return document
+
+
+def from_json(document: Any, model: XGBoostModel) -> np.ndarray:
+    instances = _instances(document)
+    first = instances[0]
+    if isinstance(first, dict):
+        if not all(isinstance(instance, dict) for instance in instances):
+            raise BadRequest("instances must all have the same form")
+        if "features" in first:
+            try:
+                return _dense([instance["features"] for instance in instances], model)
+            except KeyError:
+                raise BadRequest('every instance needs "features" when the first has it') from None
+        return _named(instances, model)
+    return _dense(instances, model)
+
+
+def from_sparse(matrix: csr_matrix, model: XGBoostModel) -> csr_matrix:
+    """LIBSVM/RecordIO sparse rows: absent entries are missing values; no index may reach past the model's width."""
+    if matrix.shape[1] > model.num_features:
+        raise BadRequest(f"expected {model.num_features} features per row, got a feature index up to "
+                         f"{matrix.shape[1] - 1}")
+    if matrix.shape[1] < model.num_features:
+        matrix = csr_matrix((matrix.data, matrix.indices, matrix.indptr), shape=(matrix.shape[0], model.num_features))
+    return matrix
+
+
+def to_matrix(data: Any, model: XGBoostModel):
+    if issparse(data):
+        return from_sparse(csr_matrix(data), model)
+    if isinstance(data, np.ndarray):
+        return _dense(data, model)
+    return from_json(data, model)

@@ -1,0 +1,30 @@
+"""`serve`: SageMaker runs `docker run IMAGE serve`; the optional `serve` argument is accepted and ignored."""
+
+from __future__ import annotations
+
+import sys
+
+from serve import logs
+from serve.settings import Settings, SettingsError, apply_process_defaults
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["serve"]):
+        print(f"usage: serve [serve]  (got {' '.join(args)})", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"serve: configuration error: {error}", file=sys.stderr)
+        return 2
+    apply_process_defaults()
+    logs.configure(settings.log_level)
+    from serve.server import run
+
+    run(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Codecs: one dict per direction, media type -> function.
+
+A decoder turns a request body into data for a handler: a 2-D float array (CSV, NPY), a scipy CSR matrix (LIBSVM,
+sparse RecordIO), or a parsed JSON document (JSON, JSON Lines). An encoder turns a handler's output into a body: an
+array of scores, or a list of records (dicts). Decoders raise BadRequest and never echo the data they were given.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import orjson
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header, parse_options_header
+
+from serve import recordio
+from serve.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+
+CSV = "text/csv"
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+NPY = "application/x-npy"
+LIBSVM = "text/libsvm"
+RECORDIO = "application/x-recordio-protobuf"
+
+ALIASES = {
+    "csv": CSV,
+    "json": JSON,
+    "jsonlines": JSONLINES,
+    "application/jsonl": JSONLINES,
+    "application/x-jsonlines": JSONLINES,
+    "libsvm": LIBSVM,
+    "text/x-libsvm": LIBSVM,
+    "recordio-protobuf": RECORDIO,
+    "npy": NPY,
+}
+
+
+def media_type(header: str | None) -> tuple[str, dict[str, str]]:
+    """The canonical media type of a Content-Type header and its parameters (lower-cased names)."""
+    value, params = parse_options_header(header or "")
+    value = value.strip().lower()
+    return ALIASES.get(value, value), {k.lower(): v for k, v in params.items()}
+
+
+# --- decoders ----------------------------------------------------------------------------------------------------
+
+
+def _text(body: bytes, params: Mapping[str, str]) -> str:
+    charset = params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8", "us-ascii", "ascii"):
+        raise UnsupportedMediaType(f"charset {charset} is not supported; send utf-8")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("body is not valid UTF-8 text") from None
+
+
+def _csv_rows_slow(lines: list[str]) -> np.ndarray:
+    """Row by row, for bodies with missing fields or text: says which row and column is wrong."""
+    width = lines[0].count(",") + 1
+    rows = np.empty((len(lines), width), dtype=np.float64)
+    for r, line in enumerate(lines):
+        fields = line.split(",")
+        if len(fields) != width:
+            raise BadRequest(f"CSV row {r + 1} has {len(fields)} columns; row 1 has {width}")
+        for c, field in enumerate(fields):
+            field = field.strip()
+            try:
+                rows[r, c] = float(field) if field else np.nan
+            except ValueError:
+                raise BadRequest(f"CSV row {r + 1}, column {c + 1} is not a number") from None
+    return rows
+
+
+def decode_csv(body: bytes, params: Mapping[str, str]) -> np.ndarray:
+    """Headerless numeric CSV, comma-separated; an empty field is a missing value. Returns float64 rows."""
+    if params.get("label_size", "1").strip() != "1":
+        raise UnsupportedMediaType("text/csv parameter label_size must be 1 when given")
+    text = _text(body, params)
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        raise BadRequest("CSV body has no rows")
+    width = lines[0].count(",") + 1
+    flat = "\n".join(lines)
+    if flat.count(",") == len(lines) * (width - 1) and ",," not in flat and "\n," not in flat \
+            and ",\n" not in flat and not flat.startswith(",") and not flat.endswith(","):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = np.fromstring(flat.replace("\n", ","), dtype=np.float64, sep=",")
+        if values.size == len(lines) * width:
+            rows = values.reshape(len(lines), width)
+            if len(lines) == 1 or all(line.count(",") == width - 1 for line in lines):
+                return rows
+    return _csv_rows_slow(lines)
+
+
+def _json(text: bytes | str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise BadRequest("body is not valid JSON") from None
+
+
+def decode_json(body: bytes, params: Mapping[str, str]) -> Any:
+    return _json(body)
+
+
+def decode_jsonlines(body: bytes, params: Mapping[str, str]) -> dict:
+    """JSON Lines: one instance per line, returned as a JSON document `{"instances": [...]}`."""
+    lines = [line for line in body.splitlines() if line.strip()]
+    instances = []
+    for number, line in enumerate(lines, 1):
+        try:
+            instances.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            raise BadRequest(f"JSON Lines line {number} is not valid JSON") from None
+    return {"instances": instances}
+
+
+def decode_npy(body: bytes, params: Mapping[str, str]) -> np.ndarray:
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        raise BadRequest("body is not a valid .npy array (object arrays are refused)") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise BadRequest("NPY body must hold a numeric array")
+    return array
+
+
+def decode_libsvm(body: bytes, params: Mapping[str, str]):
+    """LIBSVM rows: an optional leading label (ignored), then index:value pairs.
+
+    Indices are 0-based unless the request says `text/libsvm; indexing=1` (or the server is configured so).
+    Missing pairs are missing values, as in XGBoost's own LIBSVM reader.
+    """
+    from scipy.sparse import csr_matrix
+
+    base = params.get("indexing", "0").strip()
+    if base not in ("0", "1"):
+        raise UnsupportedMediaType("text/libsvm parameter indexing must be 0 or 1")
+    lines = [line.split() for line in _text(body, params).splitlines() if line.strip()]
+    if not lines:
+        raise BadRequest("LIBSVM body has no rows")
+    indptr, indices, values = [0], [], []
+    for number, tokens in enumerate(lines, 1):
+        if tokens and ":" not in tokens[0]:
+            tokens = tokens[1:]
+        for token in tokens:
+            index, sep, value = token.partition(":")
+            try:
+                indices.append(int(index) - int(base))
+                values.append(float(value))
+            except ValueError:
+                raise BadRequest(f"LIBSVM row {number} has a malformed index:value pair") from None
+            if not sep or indices[-1] < 0:
+                raise BadRequest(f"LIBSVM row {number} has a malformed or negative index (indexing={base})")
+        indptr.append(len(indices))
+    width = max(indices) + 1 if indices else 0
+    return csr_matrix((np.asarray(values, dtype=np.float64), np.asarray(indices), np.asarray(indptr)),
+                      shape=(len(lines), width))
+
+
+def decode_recordio(body: bytes, params: Mapping[str, str]):
+    try:
+        return recordio.decode(body)
+    except ValueError as error:
+        raise BadRequest(f"RecordIO-protobuf body: {error}") from None
+
+
+Decoder = Callable[[bytes, Mapping[str, str]], Any]
+
+DECODERS: dict[str, Decoder] = {
+    CSV: decode_csv,
+    JSON: decode_json,
+    JSONLINES: decode_jsonlines,
+    NPY: decode_npy,
+    LIBSVM: decode_libsvm,
+    RECORDIO: decode_recordio,
+}
+
+# --- encoders ----------------------------------------------------------------------------------------------------
+# Outputs are either an array of scores (1-D, or 2-D with one row per instance) or a list of records (dicts).
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _scores(output) -> np.ndarray | None:
+    """float64 scores (so the text is the float32 result written exactly), or None for records."""
+    if isinstance(output, np.ndarray):
+        return output.astype(np.float64, copy=False)
+    return None
+
+
+def _records(output) -> list:
+    scores = _scores(output)
+    if scores is None:
+        return output
+    return [{"score": row} for row in (scores.tolist() if scores.ndim == 1 else scores)]
+
+
+def encode_json(output) -> bytes:
+    return orjson.dumps({"predictions": _records(output)}, option=_NUMPY)
+
+
+def encode_jsonlines(output) -> bytes:
+    return b"".join(orjson.dumps(record, option=_NUMPY) + b"\n" for record in _records(output))
+
+
+def _csv_field(value) -> str:
+    if isinstance(value, (list, tuple, dict, np.ndarray)):
+        return '"' + orjson.dumps(value, option=_NUMPY).decode().replace('"', '""') + '"'
+    return "" if value is None else orjson.dumps(value, option=_NUMPY).decode().strip('"')
+
+
+def encode_csv(output) -> bytes:
+    """One line per instance. Scores: the row's values comma-separated. Records: values in key order, lists quoted."""
+    scores = _scores(output)
+    if scores is not None:
+        text = orjson.dumps(np.atleast_1d(scores), option=_NUMPY)
+        if scores.ndim == 1:
+            return text[1:-1].replace(b",", b"\n") + b"\n"
+        return text[2:-2].replace(b"],[", b"\n") + b"\n"
+    return "".join(",".join(map(_csv_field, record.values())) + "\n" for record in output).encode()
+
+
+def encode_npy(output) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(output), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def encode_recordio(output) -> bytes:
+    return recordio.encode(_records(output))
+
+
+Encoder = Callable[[Any], bytes]
+
+ENCODERS: dict[str, Encoder] = {
+    JSON: encode_json,
+    JSONLINES: encode_jsonlines,
+    CSV: encode_csv,
+    NPY: encode_npy,
+    RECORDIO: encode_recordio,
+}
+
+# --- negotiation -------------------------------------------------------------------------------------------------
+
+
+def choose_decoder(content_type: str | None, decoders: Mapping[str, Decoder]) -> tuple[str, dict[str, str]]:
+    """The media type to decode with (and its parameters); 415 when it is missing or unsupported."""
+    if not content_type:
+        raise UnsupportedMediaType(f"Content-Type is required; supported: {', '.join(decoders)}")
+    kind, params = media_type(content_type)
+    if kind in decoders:
+        return kind, params
+    if "*/*" in decoders:
+        return kind, params
+    raise UnsupportedMediaType(f"Content-Type {kind} is not supported; supported: {', '.join(decoders)}")
+
+
+def choose_encoder(accept: str | None, encoders: Mapping[str, Encoder], default: str) -> str:
+    """The best supported media type for an Accept header (lists and q-values honoured); 406 when none fits."""
+    if not accept or not accept.strip():
+        return default
+    entries = [(ALIASES.get(value.split(";")[0].strip().lower(), value.split(";")[0].strip().lower()), quality)
+               for value, quality in parse_accept_header(accept, MIMEAccept)]
+    offered = [default] + [kind for kind in encoders if kind != default and kind != "*/*"]
+    best = MIMEAccept(entries).best_match(offered)
+    if best is None:
+        if "*/*" in encoders and entries:
+            return max(entries, key=lambda entry: entry[1])[0]
+        raise NotAcceptable(f"Accept {accept[:100]} cannot be met; supported: {', '.join(offered)}")
+    return best

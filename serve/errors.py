@@ -1,0 +1,54 @@
+"""Typed errors. Each carries its HTTP status; serve.app maps them to responses in one place.
+
+Messages are sent to clients: they say what was wrong, never which values were sent.
+"""
+
+from __future__ import annotations
+
+
+class ServeError(Exception):
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ServeError):
+    status = 400
+
+
+class NotFound(ServeError):
+    status = 404
+
+
+class NotAcceptable(ServeError):
+    status = 406
+
+
+class Conflict(ServeError):
+    status = 409
+
+
+class PayloadTooLarge(ServeError):
+    status = 413
+
+
+class UnsupportedMediaType(ServeError):
+    status = 415
+
+
+class ModelLoadError(ServeError):
+    """The model artifact cannot be served (raised at start-up or on a multi-model load)."""
+
+    status = 500
+
+
+class NotReady(ServeError):
+    status = 503
+
+
+class InsufficientMemory(ServeError):
+    """Multi-model endpoints: SageMaker evicts a model and retries the load on 507."""
+
+    status = 507

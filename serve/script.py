@@ -1,0 +1,106 @@
+"""Script mode: a user's `code/inference.py` replaces any of the toolkit's hooks.
+
+Same meaning as AWS's sagemaker-inference toolkit: `model_fn(model_dir)`, `input_fn(input_data, content_type)`,
+`predict_fn(data, model)`, `output_fn(prediction, accept)`, or `transform_fn(model, input_data, content_type, accept)`
+alone. Hooks the user leaves out are the handler's own. `SAGEMAKER_PROGRAM` names another file under `code/`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from serve.errors import BadRequest, ModelLoadError, ServeError
+from serve.handler import Handler, Request
+
+HOOKS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+ANY = {"*/*": None}
+
+
+def find_script(model_dir: Path, program: str | None) -> Path | None:
+    script = model_dir / "code" / (program or "inference.py")
+    if script.is_file():
+        return script
+    if program:
+        raise ModelLoadError(f"SAGEMAKER_PROGRAM={program} but {script} does not exist")
+    return None
+
+
+def import_script(script: Path) -> ModuleType:
+    """Import a user's script under a name unique to its path (each multi-model artifact has its own)."""
+    name = f"user_inference_{abs(hash(str(script.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(script.parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        raise ModelLoadError(f"{script} failed to import: {type(error).__name__}: {error}") from error
+    finally:
+        sys.path.remove(str(script.parent))
+    return module
+
+
+class ScriptHandler(Handler):
+    """A handler whose hooks come from a user's module where it defines them."""
+
+    def __init__(self, inner: Handler, module: ModuleType):
+        super().__init__(inner.settings)
+        self.inner = inner
+        self.hooks = {name: getattr(module, name) for name in HOOKS if callable(getattr(module, name, None))}
+        if "transform_fn" in self.hooks and len(self.hooks.keys() - {"model_fn", "transform_fn"}):
+            raise ModelLoadError("inference.py defines transform_fn together with input_fn/predict_fn/output_fn; "
+                                 "define transform_fn alone or the other three")
+        whole = "transform_fn" in self.hooks
+        self.decoders = ANY if whole or "input_fn" in self.hooks else inner.decoders
+        self.encoders = ANY if whole or "output_fn" in self.hooks else inner.encoders
+        self.default_accept = inner.default_accept
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "script_hooks": sorted(self.hooks)}
+
+    def model_fn(self, model_dir: Path) -> Any:
+        if "model_fn" in self.hooks:
+            try:
+                return self.hooks["model_fn"](str(model_dir))
+            except Exception as error:
+                raise ModelLoadError(f"inference.py model_fn failed: {type(error).__name__}: {error}") from error
+        return self.inner.model_fn(model_dir)
+
+    def input_fn(self, body: bytes, request: Request) -> Any:
+        if "transform_fn" in self.hooks:
+            return body
+        if "input_fn" not in self.hooks:
+            return self.inner.input_fn(body, request)
+        try:
+            return self.hooks["input_fn"](body, request.content_type_header or request.content_type)
+        except ServeError:
+            raise
+        except Exception:
+            raise BadRequest(f"inference.py input_fn could not decode the {request.content_type} body") from None
+
+    def predict_fn(self, data: Any, model: Any, request: Request) -> Any:
+        if "transform_fn" in self.hooks:
+            return self.hooks["transform_fn"](model, data, request.content_type_header or request.content_type,
+                                              request.accept)
+        if "predict_fn" in self.hooks:
+            return self.hooks["predict_fn"](data, model)
+        return self.inner.predict_fn(data, model, request)
+
+    def output_fn(self, output: Any, request: Request):
+        if "transform_fn" in self.hooks:
+            return output
+        if "output_fn" in self.hooks:
+            return self.hooks["output_fn"](output, request.accept)
+        return self.inner.output_fn(output, request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def with_user_hooks(handler: Handler, model_dir: Path, program: str | None) -> Handler:
+    script = find_script(model_dir, program)
+    return ScriptHandler(handler, import_script(script)) if script else handler
