@@ -1,0 +1,346 @@
+#!/usr/bin/env bash
+# build.sh: builds the SageMaker inference images from source and serves the demo. Run ./build.sh --help.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+PYTHON="${PYTHON:-python3}"
+DEFAULT_BASE_IMAGE="python:3.11-slim-bookworm"
+LOCAL_BASE_IMAGE="${LOCAL_BASE_IMAGE:-inference-base:bookworm}"
+PAT_TORCH_VARIANT="${PAT_TORCH_VARIANT:-cpu}"
+WHEELHOUSE="${WHEELHOUSE:-build/wheelhouse}"
+IMAGES=(xgboost pat)
+DRY_RUN=false
+
+usage() {
+    cat <<'EOF'
+Usage: ./build.sh [--dry-run] COMMAND [ARGS]
+
+Commands:
+  build [xgboost|pat|all]     prepare the wheelhouse from the lock files, then docker build (default: all).
+                              Tags IMAGE:latest and IMAGE:VERSION-GITSHA (xgboost-inference, pat-inference).
+  demo                        train the example models, build the xgboost image, serve the risk model in a
+                              container on a free port and send it a sample request (a local `serve` process
+                              when no Docker engine can be started)
+  base [--force]              build the air-gapped base image with debootstrap (containers/base/build-base.sh)
+  engine [--install]          start a Docker engine when none answers (--install: apt-get install docker.io first)
+  lock [xgboost|pat|pat-cuda|all]
+                              regenerate the hashed lock files from containers/**/*.in (needs pip-tools)
+  push, register, deploy, batch, all
+                              deployment to ECR and SageMaker (not in this build yet)
+
+Options:
+  --dry-run    print the commands that change anything instead of running them
+  -h, --help   this text
+
+Settings (environment):
+  BASE_IMAGE         base for every image (default: python:3.11-slim-bookworm when it can be pulled,
+                     otherwise the local base LOCAL_BASE_IMAGE, built on first use)
+  LOCAL_BASE_IMAGE   tag of the air-gapped base (default: inference-base:bookworm)
+  DEBIAN_MIRROR      Debian mirror for the air-gapped base (default: http://deb.debian.org/debian)
+  PAT_TORCH_VARIANT  cpu (default; what the tests build) or cuda (g4dn/T4: torch's CUDA wheels)
+  WHEELHOUSE         where the locked wheels are downloaded (default: build/wheelhouse)
+  PYTHON             Python used on the host (default: python3)
+EOF
+}
+
+say() { echo "build.sh: $*" >&2; }
+die() {
+    echo "build.sh: error: $*" >&2
+    exit 1
+}
+
+# Prints a command, then runs it unless --dry-run.
+run() {
+    echo "+ $*" >&2
+    [[ "$DRY_RUN" == true ]] || "$@"
+}
+
+project_version() {
+    "$PYTHON" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])'
+}
+
+# The commit, with -dirty when the files that go into the images differ from it.
+git_revision() {
+    local format="$1" revision
+    revision="$(git rev-parse "$format" HEAD 2>/dev/null)" || { echo "nogit"; return; }
+    if [[ -n "$(git status --porcelain -- pyproject.toml serve models containers .dockerignore 2>/dev/null)" ]]; then
+        revision="$revision-dirty"
+    fi
+    echo "$revision"
+}
+
+# --- Docker engine ---------------------------------------------------------------------------------------------
+
+engine_reachable() { docker info >/dev/null 2>&1; }
+
+# Starts dockerd in the background when no engine answers (root only); with "install", installs docker.io first.
+start_engine() {
+    local install="${1:-}"
+    engine_reachable && return 0
+    if [[ "$(id -u)" != 0 ]]; then
+        say "no Docker engine answers and only root can start one"
+        return 1
+    fi
+    if ! command -v dockerd >/dev/null; then
+        [[ "$install" == install ]] || { say "no Docker engine is installed"; return 1; }
+        say "installing Docker (apt-get install docker.io)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q docker.io >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q docker.io >/dev/null; } \
+            || { say "apt-get install docker.io failed"; return 1; }
+    fi
+    mkdir -p build
+    say "starting dockerd in the background (log: build/dockerd.log)"
+    setsid dockerd >build/dockerd.log 2>&1 </dev/null &
+    local deadline=$((SECONDS + 60))
+    until engine_reachable; do
+        ((SECONDS < deadline)) || { say "dockerd did not answer within 60 s; see build/dockerd.log"; return 1; }
+        sleep 0.5
+    done
+    say "Docker engine is up"
+}
+
+require_engine() {
+    [[ "$DRY_RUN" == true ]] || engine_reachable \
+        || die "no Docker engine answers ('docker info' fails): start one, or run './build.sh engine --install' as root"
+}
+
+# --- Base image ------------------------------------------------------------------------------------------------
+
+# The base every image builds FROM: BASE_IMAGE when set; else the public default when present or pullable;
+# else the local debootstrapped base (built on first use).
+resolve_base_image() {
+    if [[ -n "${BASE_IMAGE:-}" ]]; then
+        echo "$BASE_IMAGE"
+        return
+    fi
+    if docker image inspect "$DEFAULT_BASE_IMAGE" >/dev/null 2>&1; then
+        echo "$DEFAULT_BASE_IMAGE"
+        return
+    fi
+    local reason
+    if [[ "$DRY_RUN" == true ]]; then
+        reason="dry run: not pulling"
+    elif reason="$(docker pull -q "$DEFAULT_BASE_IMAGE" 2>&1)"; then
+        echo "$DEFAULT_BASE_IMAGE"
+        return
+    fi
+    say "the default base image $DEFAULT_BASE_IMAGE cannot be pulled (${reason##*$'\n'})"
+    say "using the local air-gapped base $LOCAL_BASE_IMAGE instead (containers/base/build-base.sh)"
+    if [[ "$DRY_RUN" == true ]]; then
+        containers/base/build-base.sh --dry-run >&2
+    else
+        containers/base/build-base.sh >&2
+    fi
+    echo "$LOCAL_BASE_IMAGE"
+}
+
+# --- Images ----------------------------------------------------------------------------------------------------
+
+# Sets IMAGE_REPO, DOCKERFILE, LOCKS, WHEELS and BUILD_ARGS for one image.
+image_spec() {
+    LOCKS=(containers/build-tools.lock)
+    BUILD_ARGS=()
+    case "$1" in
+        xgboost)
+            IMAGE_REPO=xgboost-inference
+            DOCKERFILE=containers/xgboost/Dockerfile
+            LOCKS+=(containers/xgboost/requirements.lock)
+            WHEELS="$WHEELHOUSE/xgboost"
+            ;;
+        pat)
+            [[ "$PAT_TORCH_VARIANT" == cpu || "$PAT_TORCH_VARIANT" == cuda ]] \
+                || die "PAT_TORCH_VARIANT must be cpu or cuda, got '$PAT_TORCH_VARIANT'"
+            [[ -d models/pat && -n "$(ls -A models/pat)" ]] || die "models/pat/ is not in this tree yet: nothing to build"
+            IMAGE_REPO=pat-inference
+            DOCKERFILE=containers/pat/Dockerfile
+            LOCKS+=("containers/pat/requirements-$PAT_TORCH_VARIANT.lock")
+            WHEELS="$WHEELHOUSE/pat-$PAT_TORCH_VARIANT"
+            BUILD_ARGS=(--build-arg "PAT_TORCH_VARIANT=$PAT_TORCH_VARIANT")
+            ;;
+        *) die "unknown image '$1' (expected: ${IMAGES[*]} or all)" ;;
+    esac
+    local lock
+    for lock in "${LOCKS[@]}"; do
+        [[ -f "$lock" ]] || die "$lock is missing: create it with './build.sh lock' (for pat-cuda: on a machine that can download torch's CUDA wheels)"
+    done
+}
+
+# Downloads the locked wheels for linux x86_64 CPython 3.11 (hash-checked); skipped when the locks are unchanged.
+prepare_wheelhouse() {
+    local stamp="$WHEELS/.locks.sha256" digest
+    digest="$(cat "${LOCKS[@]}" | sha256sum | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$digest" ]]; then
+        say "wheelhouse $WHEELS matches the locks; not downloading"
+        return
+    fi
+    local platforms=() minor lock_args=() lock
+    for minor in $(seq 36 -1 17); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
+    platforms+=(--platform manylinux2014_x86_64)
+    for lock in "${LOCKS[@]}"; do lock_args+=(-r "$lock"); done
+    run rm -rf "$WHEELS"
+    run "$PYTHON" -m pip download --quiet --no-deps --require-hashes --only-binary=:all: \
+        --python-version 3.11 --implementation cp --abi cp311 "${platforms[@]}" \
+        --dest "$WHEELS" "${lock_args[@]}" \
+        || die "pip download of ${LOCKS[*]} failed: is the package index reachable?"
+    [[ "$DRY_RUN" == true ]] || echo "$digest" >"$stamp"
+}
+
+build_image() {
+    local base="$1" name="$2" version revision tag
+    image_spec "$name"
+    prepare_wheelhouse
+    version="$(project_version)"
+    revision="$(git_revision --verify)"
+    tag="$version-$(git_revision --short=7)"
+    [[ "$name" == pat ]] && tag="$tag-$PAT_TORCH_VARIANT"
+    say "building $IMAGE_REPO ($IMAGE_REPO:latest, $IMAGE_REPO:$tag) on $base"
+    run docker build --file "$DOCKERFILE" \
+        --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version" --build-arg "GIT_REVISION=$revision" \
+        "${BUILD_ARGS[@]}" --tag "$IMAGE_REPO:latest" --tag "$IMAGE_REPO:$tag" . \
+        || die "docker build of $IMAGE_REPO failed (see the output above)"
+    if [[ "$DRY_RUN" == false ]]; then
+        say "$IMAGE_REPO:$tag is $(docker image inspect --format '{{.Size}}' "$IMAGE_REPO:latest" \
+            | awk '{printf "%.0f MB", $1 / 1e6}')"
+    fi
+}
+
+images_of() {
+    case "${1:-all}" in
+        all) echo "${IMAGES[@]}" ;;
+        *) echo "$1" ;;
+    esac
+}
+
+cmd_build() {
+    (($# <= 1)) || die "build takes one image name or all, got: $*"
+    require_engine
+    local base name names
+    read -ra names <<<"$(images_of "${1:-all}")"
+    for name in "${names[@]}"; do image_spec "$name"; done  # fail before building anything
+    base="$(resolve_base_image)"
+    for name in "${names[@]}"; do build_image "$base" "$name"; done
+}
+
+# --- Lock files ------------------------------------------------------------------------------------------------
+
+compile_lock() {
+    local source="$1" output="${1%.in}.lock"
+    [[ "$source" == */requirements.in ]] && output="${source%/*}/requirements.lock"
+    run env CUSTOM_COMPILE_COMMAND="./build.sh lock" "$PYTHON" -m piptools compile --quiet --generate-hashes \
+        --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --output-file "$output" "$source"
+}
+
+cmd_lock() {
+    "$PYTHON" -m piptools --version >/dev/null 2>&1 || die "locking needs pip-tools: $PYTHON -m pip install pip-tools"
+    case "${1:-all}" in
+        all) compile_lock containers/build-tools.in
+             compile_lock containers/xgboost/requirements.in
+             compile_lock containers/pat/requirements-cpu.in ;;
+        xgboost) compile_lock containers/xgboost/requirements.in ;;
+        pat) compile_lock containers/pat/requirements-cpu.in ;;
+        # Without this machine's pip settings, which offer the CPU torch wheel on disk for torch==2.13.0.
+        pat-cuda) PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS="" compile_lock containers/pat/requirements-cuda.in ;;
+        *) die "unknown lock '$1' (expected: xgboost, pat, pat-cuda or all)" ;;
+    esac
+}
+
+# --- Demo ------------------------------------------------------------------------------------------------------
+
+# Polls a URL until it answers 200, at most $2 seconds.
+wait_for_ping() {
+    local url="$1" deadline=$((SECONDS + $2))
+    until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+send_sample() {
+    local port="$1" sample="$2"
+    say "POST /invocations with $sample (text/csv):"
+    curl -fsS -X POST -H "Content-Type: text/csv" -H "Accept: application/json" --data-binary "@$sample" \
+        "http://127.0.0.1:$port/invocations"
+    echo
+}
+
+demo_in_docker() {
+    local models="$1" name="xgboost-demo-$$" port started
+    cmd_build xgboost
+    started=$SECONDS
+    run docker run --detach --rm --name "$name" --publish 127.0.0.1::8080 \
+        --volume "$ROOT/$models/risk:/opt/ml/model:ro" xgboost-inference:latest serve >/dev/null
+    [[ "$DRY_RUN" == false ]] || return 0
+    trap 'docker rm -f "$name" >/dev/null 2>&1 || true' EXIT
+    port="$(docker port "$name" 8080/tcp | head -n 1)"
+    port="${port##*:}"
+    wait_for_ping "http://127.0.0.1:$port/ping" 60 \
+        || { docker logs "$name" >&2; die "the container did not answer /ping within 60 s (its log is above)"; }
+    say "container $name serves the risk model on 127.0.0.1:$port (ready in $((SECONDS - started)) s)"
+    send_sample "$port" "$models/risk.sample.csv"
+    run docker stop "$name" >/dev/null
+}
+
+demo_local() {
+    local models="$1" port pid
+    port="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    echo "+ SERVE_HANDLER=xgboost SM_MODEL_DIR=$models/risk SAGEMAKER_BIND_TO_PORT=$port $PYTHON -m serve" >&2
+    [[ "$DRY_RUN" == false ]] || return 0
+    SERVE_HANDLER=xgboost SM_MODEL_DIR="$models/risk" SAGEMAKER_BIND_TO_PORT="$port" "$PYTHON" -m serve &
+    pid=$!
+    trap 'kill "$pid" 2>/dev/null || true' EXIT
+    wait_for_ping "http://127.0.0.1:$port/ping" 60 || die "the local server did not answer /ping within 60 s"
+    say "local serve process $pid serves the risk model on 127.0.0.1:$port (0.0.0.0 inside; stop: Ctrl-C)"
+    send_sample "$port" "$models/risk.sample.csv"
+    kill -TERM "$pid"
+    wait "$pid" || true
+}
+
+cmd_demo() {
+    local models=build/models/xgboost
+    say "training the example models into $models (synthetic data, no patient records)"
+    run "$PYTHON" -m models.xgboost.examples --out "$models" >/dev/null
+    if [[ "$DRY_RUN" == true ]] || start_engine; then
+        demo_in_docker "$models"
+    else
+        say "NO DOCKER ENGINE could be reached or started, so the demo runs without a container:"
+        say "serving the risk model with a local 'serve' process (the same runtime the image runs)"
+        demo_local "$models"
+    fi
+}
+
+# --- Deployment: push, register, deploy, batch, all ------------------------------------------------------------
+# Reserved for the ECR and SageMaker steps (the deployment issue): they go here as cmd_push, cmd_register,
+# cmd_deploy, cmd_batch and cmd_all, and the dispatcher below routes to them.
+
+cmd_reserved() { die "'$1' is not part of this build yet (ECR push and SageMaker registration come with the deployment work)"; }
+
+# --- Dispatch --------------------------------------------------------------------------------------------------
+
+main() {
+    local args=() arg
+    for arg in "$@"; do
+        case "$arg" in
+            --dry-run) DRY_RUN=true ;;
+            -h|--help) usage; exit 0 ;;
+            *) args+=("$arg") ;;
+        esac
+    done
+    ((${#args[@]} > 0)) || { usage >&2; exit 2; }
+    local command="${args[0]}"
+    args=("${args[@]:1}")
+    case "$command" in
+        build) cmd_build "${args[@]}" ;;
+        demo) cmd_demo ;;
+        base) require_engine; run containers/base/build-base.sh "${args[@]}" ;;
+        engine) ((${#args[@]} == 0)) || [[ "${args[*]}" == --install ]] || die "engine takes only --install"
+                [[ "$DRY_RUN" == true ]] || start_engine "${args[*]/--install/install}" ;;
+        lock) cmd_lock "${args[@]}" ;;
+        push|register|deploy|batch|all) cmd_reserved "$command" ;;
+        *) usage >&2; die "unknown command '$command'" ;;
+    esac
+}
+
+main "$@"
