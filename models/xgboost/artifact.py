@@ -1,8 +1,8 @@
 """Reading a SageMaker XGBoost model directory: one booster or an ensemble, plus optional metadata.json.
 
-Model files are the regular files directly in the directory other than metadata.json and dotfiles: `xgboost-model`
-(what SageMaker's built-in algorithm writes), `*.json`, `*.ubj`, legacy binary (`*.bin`, `*.model`, no extension),
-and `xgboost-model-0..k` (k-fold outputs, served as an ensemble). Pickles load only when allowed (pickle runs code).
+Model files are `xgboost-model` (what SageMaker's built-in algorithm writes) or `xgboost-model-0..k` (k-fold outputs,
+served as an ensemble) when the directory has them; otherwise the regular files directly in it, other than metadata.json
+and dotfiles, named `*.json`, `*.ubj`, legacy binary (`*.bin`, `*.model`, no extension). Pickles load only when allowed (pickle runs code).
 """
 
 from __future__ import annotations
@@ -129,6 +129,8 @@ def model_files(model_dir: Path) -> list[Path]:
     files = sorted(path for path in model_dir.iterdir()
                    if path.is_file() and not path.name.startswith(".") and path.name != METADATA
                    and (path.suffix.lower() in MODEL_SUFFIXES or path.name.startswith("xgboost-model")))
+    conventional = [path for path in files if path.name.startswith("xgboost-model")]
+    files = conventional or files
     if not files:
         raise ModelLoadError(f"no XGBoost model file in {model_dir} (expected xgboost-model, *.json or *.ubj)")
     return files

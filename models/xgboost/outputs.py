@@ -56,6 +56,7 @@ def _label_index(raw: np.ndarray, model: XGBoostModel) -> np.ndarray:
 def selectable(raw: np.ndarray, keys: tuple[str, ...], model: XGBoostModel) -> list[dict]:
     """One record per row with the requested keys, in the order the operator listed them."""
     columns: dict[str, list] = {}
+    raw = raw.astype(np.float64)
     names = labels(model)
     two_class = raw.ndim == 1
     for key in keys:

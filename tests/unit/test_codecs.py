@@ -1,0 +1,153 @@
+import io
+
+import numpy as np
+import orjson
+import pytest
+
+from serve import codecs, recordio
+from serve.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+
+
+def test_csv_rows_are_parsed_exactly():
+    rows = codecs.decode_csv(b"2,0.645,0.515\n1,0.685,0.55\n", {})
+    np.testing.assert_array_equal(rows, [[2, 0.645, 0.515], [1, 0.685, 0.55]])
+    assert rows.dtype == np.float64
+
+
+def test_csv_single_row_crlf_spaces_and_charset():
+    assert codecs.decode_csv(b"1, 2 ,3\r\n", {"charset": "UTF-8"}).tolist() == [[1, 2, 3]]
+
+
+def test_csv_empty_field_is_missing():
+    rows = codecs.decode_csv(b"1,,3\n,5,\n", {})
+    assert np.isnan(rows[0, 1]) and np.isnan(rows[1, 0]) and np.isnan(rows[1, 2])
+    assert rows[1, 1] == 5
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"1,2,3\n4,5\n", "row 2 has 2 columns"),
+    (b"1,2\n3,4,5\n", "row 2 has 3 columns"),
+    (b"age,bmi\n1,2\n", "row 1, column 1 is not a number"),
+    (b"1,2,secret\n", "row 1, column 3 is not a number"),
+    (b"\xff\xfe1,2", "not valid UTF-8"),
+    (b"\n\n", "no rows"),
+])
+def test_bad_csv_is_a_bad_request_without_its_values(body, message):
+    with pytest.raises(BadRequest, match=message) as error:
+        codecs.decode_csv(body, {})
+    assert "secret" not in error.value.message
+
+
+def test_csv_label_size_other_than_one_is_unsupported():
+    assert codecs.decode_csv(b"1,2", {"label_size": "1"}).shape == (1, 2)
+    with pytest.raises(UnsupportedMediaType):
+        codecs.decode_csv(b"1,2", {"label_size": "0"})
+
+
+def test_json_and_jsonlines():
+    assert codecs.decode_json(b'{"instances": [[1, 2]]}', {}) == {"instances": [[1, 2]]}
+    assert codecs.decode_jsonlines(b'[1, 2]\n{"features": [3, 4]}\n', {}) == {"instances": [[1, 2], {"features": [3, 4]}]}
+    with pytest.raises(BadRequest, match="not valid JSON"):
+        codecs.decode_json(b'{"instances": [1, 2', {})
+    with pytest.raises(BadRequest, match="line 2"):
+        codecs.decode_jsonlines(b"[1]\n[2\n", {})
+
+
+def _npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def test_npy_round_trip_and_pickle_refused():
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(codecs.decode_npy(_npy(array), {}), array)
+    with pytest.raises(BadRequest, match="object arrays are refused"):
+        codecs.decode_npy(_npy(np.array([{"x": 1}], dtype=object)), {})
+    with pytest.raises(BadRequest):
+        codecs.decode_npy(b"not npy", {})
+
+
+def test_libsvm_zero_based_by_default_one_based_on_request():
+    matrix = codecs.decode_libsvm(b"10 0:2 3:0.5\n1:7\n", {})
+    assert matrix.shape == (2, 4)
+    np.testing.assert_array_equal(matrix.toarray(), [[2, 0, 0, 0.5], [0, 7, 0, 0]])
+    one_based = codecs.decode_libsvm(b"10 1:2 4:0.5\n", {"indexing": "1"})
+    np.testing.assert_array_equal(one_based.toarray(), [[2, 0, 0, 0.5]])
+    with pytest.raises(BadRequest, match="negative index"):
+        codecs.decode_libsvm(b"0:1\n", {"indexing": "1"})
+    with pytest.raises(BadRequest, match="malformed"):
+        codecs.decode_libsvm(b"1 a:b\n", {})
+    with pytest.raises(UnsupportedMediaType):
+        codecs.decode_libsvm(b"0:1", {"indexing": "2"})
+
+
+def test_recordio_dense_sparse_and_broken():
+    rows = np.array([[42, 6, 9], [1, 2, 3]], dtype=np.float32)
+    np.testing.assert_array_equal(codecs.decode_recordio(recordio.encode_features(rows), {}), rows)
+    record = recordio.Record()
+    tensor = record.features["values"].float64_tensor
+    tensor.values.extend([1.0, 5.0])
+    tensor.keys.extend([0, 5])
+    tensor.shape.extend([8])
+    sparse = codecs.decode_recordio(recordio.frame([record]), {})
+    assert sparse.shape == (1, 8) and sparse[0, 5] == 5
+    with pytest.raises(BadRequest, match="bad magic"):
+        codecs.decode_recordio(b"\x00" * 12, {})
+    with pytest.raises(BadRequest, match="truncated"):
+        codecs.decode_recordio(recordio.encode_features(rows)[:-6], {})
+
+
+def test_json_output_is_valid_json_with_exact_float32_values():
+    scores = np.array([11.100030899047852, np.nan], dtype=np.float32)
+    body = codecs.encode_json(scores)
+    assert body == b'{"predictions":[{"score":11.100030899047852},{"score":null}]}'
+    assert orjson.loads(body)["predictions"][0]["score"] == float(scores[0])
+
+
+def test_csv_output_one_row_per_line():
+    assert codecs.encode_csv(np.array([0.5, 0.25], dtype=np.float32)) == b"0.5\n0.25\n"
+    assert codecs.encode_csv(np.array([[0.5, 0.5], [0.25, 0.75]])) == b"0.5,0.5\n0.25,0.75\n"
+    records = [{"predicted_label": 1, "probabilities": [0.25, 0.75]}]
+    assert codecs.encode_csv(records) == b'1,"[0.25,0.75]"\n'
+
+
+def test_jsonlines_and_npy_and_recordio_output():
+    assert codecs.encode_jsonlines(np.array([1.0, 2.0])) == b'{"score":1.0}\n{"score":2.0}\n'
+    array = np.array([[1.0, 2.0]])
+    np.testing.assert_array_equal(np.load(io.BytesIO(codecs.encode_npy(array))), array)
+    stream = codecs.encode_recordio([{"score": 0.5}])
+    (payload,) = recordio.split_records(stream)
+    record = recordio.Record()
+    record.ParseFromString(payload)
+    assert list(record.label["score"].float32_tensor.values) == [0.5]
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("text/csv", "text/csv"), ("text/csv; charset=utf-8", "text/csv"), ("CSV", "text/csv"),
+    ("application/json; charset=UTF-8", "application/json"), ("text/x-libsvm", "text/libsvm"),
+])
+def test_content_type_matching(header, expected):
+    assert codecs.choose_decoder(header, codecs.DECODERS)[0] == expected
+
+
+@pytest.mark.parametrize("header", [None, "", "application/x-parquet", "image/png"])
+def test_unsupported_content_type_is_415(header):
+    with pytest.raises(UnsupportedMediaType):
+        codecs.choose_decoder(header, codecs.DECODERS)
+
+
+@pytest.mark.parametrize("accept, expected", [
+    (None, "text/csv"), ("*/*", "text/csv"), ("application/json", "application/json"),
+    ("application/json;verbose=True", "application/json"), ("text/csv, application/json", "text/csv"),
+    ("text/csv;q=0.1, application/jsonlines", "application/jsonlines"), ("application/*", "application/json"),
+    ("text/html, application/x-npy;q=0.5", "application/x-npy"),
+])
+def test_accept_negotiation(accept, expected):
+    assert codecs.choose_encoder(accept, codecs.ENCODERS, "text/csv") == expected
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/xml, image/*", "text/libsvm"])
+def test_unacceptable_accept_is_406(accept):
+    with pytest.raises(NotAcceptable):
+        codecs.choose_encoder(accept, codecs.ENCODERS, "text/csv")

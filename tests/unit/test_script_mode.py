@@ -1,0 +1,98 @@
+import shutil
+import textwrap
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from serve import codecs
+from serve.errors import BadRequest, ModelLoadError
+from serve.handler import Request, build_handler
+from serve.settings import Settings
+
+
+def with_script(tmp_path, source_dir, source, name="inference.py"):
+    model_dir = tmp_path / "model"
+    shutil.copytree(source_dir, model_dir)
+    (model_dir / "code").mkdir()
+    (model_dir / "code" / name).write_text(textwrap.dedent(source))
+    return model_dir
+
+
+def test_user_hooks_replace_only_what_they_define(tmp_path, outcome_dir):
+    model_dir = with_script(tmp_path, outcome_dir, """
+        import numpy as np
+        from helper import scale
+
+        def input_fn(body, content_type):
+            assert content_type.startswith("text/plain")
+            return np.array([[float(v) * scale for v in body.decode().split()]])
+
+        def output_fn(prediction, accept):
+            return ("score=%r" % float(prediction[0])).encode(), "text/plain"
+    """)
+    (model_dir / "code" / "helper.py").write_text("scale = 2.0\n")
+    handler = build_handler(Settings(model_dir=model_dir))
+    request = Request(content_type="text/plain", accept="text/plain", content_type_header="text/plain; charset=utf-8")
+    data = handler.input_fn(b"1 2 3 4", request)
+    output = handler.output_fn(handler.predict_fn(data, handler.model, request), request)
+    expected = xgb.Booster(model_file=str(outcome_dir / "xgboost-model")).inplace_predict(np.array([[2.0, 4, 6, 8]]))
+    assert output == (f"score={float(expected[0])!r}".encode(), "text/plain")
+    assert handler.decoders == {"*/*": None} and handler.encoders == {"*/*": None}
+
+
+def test_model_fn_and_transform_fn(tmp_path, outcome_dir):
+    model_dir = with_script(tmp_path, outcome_dir, """
+        import json, os
+        import numpy as np
+        import xgboost as xgb
+
+        def model_fn(model_dir):
+            return xgb.Booster(model_file=os.path.join(model_dir, "xgboost-model"))
+
+        def transform_fn(model, body, content_type, accept):
+            rows = np.array(json.loads(body))
+            return json.dumps({"contribs": model.predict(xgb.DMatrix(rows), pred_contribs=True).tolist()}), accept
+    """)
+    handler = build_handler(Settings(model_dir=model_dir))
+    request = Request(content_type="application/json", accept="application/json")
+    body, accept = handler.predict_fn(handler.input_fn(b"[[1, 2, 3, 4]]", request), handler.model, request)
+    assert accept == "application/json" and len(__import__("json").loads(body)["contribs"][0]) == 5
+
+
+def test_default_predict_fn_serves_a_booster_from_model_fn(tmp_path, outcome_dir):
+    model_dir = with_script(tmp_path, outcome_dir, """
+        import os, xgboost as xgb
+        def model_fn(model_dir):
+            return xgb.Booster(model_file=os.path.join(model_dir, "xgboost-model"))
+    """)
+    handler = build_handler(Settings(model_dir=model_dir))
+    request = Request(content_type=codecs.CSV, accept=codecs.CSV)
+    data = handler.input_fn(b"1,2,3,4", request)
+    assert handler.output_fn(handler.predict_fn(data, handler.model, request), request).count(b"\n") == 1
+
+
+def test_sagemaker_program_names_the_script(tmp_path, outcome_dir):
+    model_dir = with_script(tmp_path, outcome_dir, "def output_fn(p, accept):\n    return b'custom'\n", name="serve_me.py")
+    handler = build_handler(Settings(model_dir=model_dir, program="serve_me.py"))
+    assert handler.output_fn(np.zeros(1), Request(content_type=codecs.CSV, accept=codecs.CSV)) == b"custom"
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        build_handler(Settings(model_dir=model_dir, program="missing.py"))
+
+
+@pytest.mark.parametrize("source, message", [
+    ("raise RuntimeError('boom')\n", "failed to import"),
+    ("def model_fn(d):\n    raise IOError('no file')\n", "model_fn failed"),
+    ("def transform_fn(m, b, c, a):\n    pass\ndef input_fn(b, c):\n    pass\n", "transform_fn together"),
+])
+def test_broken_scripts_fail_at_load(tmp_path, outcome_dir, source, message):
+    with pytest.raises(ModelLoadError, match=message):
+        build_handler(Settings(model_dir=with_script(tmp_path, outcome_dir, source)))
+
+
+def test_user_input_fn_errors_are_bad_requests_without_details(tmp_path, outcome_dir):
+    model_dir = with_script(tmp_path, outcome_dir, "def input_fn(body, ct):\n    raise ValueError(body.decode())\n")
+    handler = build_handler(Settings(model_dir=model_dir))
+    with pytest.raises(BadRequest) as error:
+        handler.input_fn(b"patient-secret", Request(content_type=codecs.CSV, accept=codecs.CSV))
+    assert "patient-secret" not in error.value.message

@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+
+from serve.settings import MIB, Settings, SettingsError, apply_process_defaults
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_follow_sagemaker():
+    settings = Settings.from_env({})
+    assert settings.model_dir == Path("/opt/ml/model")
+    assert settings.port == 8080
+    assert settings.timeout_seconds == 60
+    assert settings.max_payload_bytes == 6 * MIB
+    assert settings.workers >= 1
+    assert settings.handler == "xgboost"
+    assert settings.default_accept is None
+    assert not settings.multi_model and not settings.allow_pickle
+
+
+def test_values_are_read():
+    settings = Settings.from_env({
+        "SM_MODEL_DIR": "/models/risk", "SAGEMAKER_BIND_TO_PORT": "9000", "SAGEMAKER_MODEL_SERVER_WORKERS": "3",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "120", "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv; charset=utf-8",
+        "SAGEMAKER_INFERENCE_OUTPUT": " predicted_label, PROBABILITY ", "SAGEMAKER_PROGRAM": "serve.py",
+        "SERVE_HANDLER": "pat", "SAGEMAKER_MULTI_MODEL": "TRUE",
+    })
+    assert settings.model_dir == Path("/models/risk")
+    assert (settings.port, settings.workers, settings.timeout_seconds) == (9000, 3, 120)
+    assert settings.default_accept == "text/csv"
+    assert settings.inference_output == ("predicted_label", "probability")
+    assert settings.program == "serve.py" and settings.handler == "pat" and settings.multi_model
+
+
+def test_batch_raises_the_timeout_and_payload_limit():
+    settings = Settings.from_env({"SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20"})
+    assert settings.timeout_seconds == 600
+    assert settings.max_payload_bytes == 20 * MIB and settings.max_payload_mb == 20
+    explicit = Settings.from_env({"SAGEMAKER_BATCH": "true", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "900"})
+    assert explicit.timeout_seconds == 900
+
+
+def test_max_content_length_is_honoured():
+    assert Settings.from_env({"MAX_CONTENT_LENGTH": str(10 * MIB)}).max_payload_bytes == 10 * MIB
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"SAGEMAKER_BIND_TO_PORT": "http"}, "SAGEMAKER_BIND_TO_PORT must be an integer"),
+    ({"SAGEMAKER_MODEL_SERVER_WORKERS": "0"}, "at least 1"),
+    ({"SAGEMAKER_BATCH": "maybe"}, "true or false"),
+    ({"SERVE_HANDLER": "sklearn"}, "SERVE_HANDLER must be one of"),
+    ({"SAGEMAKER_INFERENCE_OUTPUT": "predicted_labels"}, "unknown keys"),
+    ({"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "csv"}, "media type"),
+    ({"SERVE_BATCH_WAIT_MS": "soon"}, "must be a number"),
+])
+def test_bad_values_fail_with_a_clear_message(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        Settings().port = 1
+
+
+def test_process_defaults_keep_operator_choice():
+    env = {}
+    apply_process_defaults(env)
+    assert env == {"OMP_NUM_THREADS": "1"}
+    env = {"OMP_NUM_THREADS": "4"}
+    apply_process_defaults(env)
+    assert env["OMP_NUM_THREADS"] == "4"
+
+
+def test_only_settings_touches_the_environment():
+    offenders = [str(path.relative_to(ROOT)) for folder in ("serve", "models") for path in (ROOT / folder).rglob("*.py")
+                 if path.name != "settings.py" and ("os.environ" in path.read_text() or "getenv" in path.read_text())]
+    assert offenders == []
+
+
+def test_runtime_imports_no_model_family():
+    offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "serve").rglob("*.py")
+                 if "from models" in path.read_text() or "import models" in path.read_text()]
+    assert offenders == []
