@@ -219,7 +219,12 @@ def load_head(path: Path) -> TaskHead:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"task head {path.name} not found")
-    state = read_keras_h5(path)[1] if _magic(path) == H5_MAGIC else read_state(path)[0]
+    if _magic(path) == H5_MAGIC:
+        state = read_keras_h5(path)[1]
+        if not state:
+            raise WeightsError(f"{path.name}: no fine-tuning head (Keras layers dense_128 and output)")
+    else:
+        state = read_state(path)[0]
     try:
         return head_from_state(state)
     except WeightsError as exc:
