@@ -27,9 +27,10 @@ constant recording, whose variance is 0) is None.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class MetricOptions:
             raise ValueError(f"option nonwear must be one of: {', '.join(NONWEAR_ALGORITHMS)}")
 
     @classmethod
-    def from_mapping(cls, options: Mapping[str, Any] | None) -> "MetricOptions":
+    def from_mapping(cls, options: Mapping[str, Any] | None) -> MetricOptions:
         """Options from a request's JSON object; unknown names are an error."""
         if options is None:
             return cls()
@@ -83,7 +84,7 @@ def _as_counts(counts) -> np.ndarray:
     try:
         array = np.asarray(counts)
         if array.dtype == object:
-            array = np.where(array == None, np.nan, array)  # noqa: E711 (element-wise)
+            array = np.where(array == None, np.nan, array)  # element-wise: None -> NaN
         if array.dtype.kind not in "iufO":
             raise ValueError(NOT_NUMBERS)
         values = array.astype(np.float64)
@@ -165,12 +166,14 @@ def _timestamp(start: datetime | None, minute: int) -> str | None:
 
 
 def compute_metrics(counts, start: datetime | None = None,
-                    options: MetricOptions | None = None) -> dict:
+                    options: MetricOptions | Mapping[str, Any] | None = None) -> dict:
     """Actigraphy measures of a minute-count recording as a JSON-ready dict.
 
-    Raises ValueError (message without data values) for input that is not a flat list of
-    non-negative numbers / nulls of at least 1440 minutes, or for bad options."""
-    options = options or MetricOptions()
+    `options` is a MetricOptions or the request's JSON object of them. Raises ValueError
+    (message without data values) for input that is not a flat list of non-negative
+    numbers / nulls of at least 1440 minutes, or for bad options."""
+    if not isinstance(options, MetricOptions):
+        options = MetricOptions.from_mapping(options)
     if start is not None and not isinstance(start, datetime):
         raise ValueError("start must be a date and time")
     values = _as_counts(counts)

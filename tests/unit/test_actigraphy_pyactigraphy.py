@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ VALUE_NAMES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def recording(name: str) -> dict:
     return json.loads((FIXTURES / f"{name}.json").read_text())
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from models.pat.actigraphy import MetricOptions, compute_metrics
-from models.pat.sleep import (cole_kripke, period_measures, sadeh, sleep_periods,
-                              webster_rescore)
+from models.pat.sleep import cole_kripke, period_measures, sadeh, sleep_periods, webster_rescore
 from models.pat.wear import choi_nonwear, troiano_nonwear
 
 
@@ -243,3 +242,8 @@ def test_options_from_mapping():
         binarize=False, threshold=10)
     with pytest.raises(ValueError, match="JSON object"):
         MetricOptions.from_mapping(["binarize"])
+    counts = nights_recording()
+    assert compute_metrics(counts, None, {"binarize": False}) == compute_metrics(
+        counts, None, MetricOptions(binarize=False))
+    with pytest.raises(ValueError, match="unknown"):
+        compute_metrics(counts, None, {"colour": "blue"})
