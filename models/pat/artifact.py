@@ -183,7 +183,7 @@ class PatArtifact:
         return {name: self.config.tasks.get(name, {}).get("threshold", DEFAULT_THRESHOLD) for name in self.heads}
 
     def standardize(self, activity: np.ndarray) -> np.ndarray:
-        """z-scores with the artifact's statistics; float32 copy of the input when there are none."""
+        """z-scores with the artifact's statistics; the input as float32 when there are none."""
         if self.standardization is None:
             return np.asarray(activity, dtype=np.float32)
         return self.standardization.apply(activity)
@@ -200,10 +200,9 @@ class PatArtifact:
 
 
 def _inside(model_dir: Path, name: str) -> Path:
-    path = (model_dir / name).resolve()
-    if path.parent != model_dir.resolve():
+    if name in (".", "..") or Path(name).name != name or "\\" in name:
         raise ArtifactError(f"{CONFIG_FILE}: encoder {name!r} must be a file name in the model directory")
-    return path
+    return model_dir / name
 
 
 def find_encoder_file(model_dir: Path, config: ArtifactConfig) -> Path:

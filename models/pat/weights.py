@@ -37,7 +37,7 @@ class WeightsError(ValueError):
     """A weights file is missing, unreadable, or does not hold a PAT encoder/head."""
 
 
-# Keras path endings -> (torch name template, converter of the Keras array).
+# How a Keras dataset path ends -> the torch state-dict name (layer numbers become 0-based).
 _KERAS_RULES = [
     (re.compile(r"(?:^|/)dense/(kernel|bias)$"), "patch_embed.proj.{0}"),
     (re.compile(r"(?:^|/)conv1d_patch_embedding/(?:.*/)?(kernel|bias)$"), "patch_embed.conv.{0}"),

@@ -98,6 +98,7 @@ def test_keras_finetuned_file_serves_as_a_head(dropped_in, s_groups):
     ({"tasks": {"depression": {"threshold": 1.5}}}, "threshold must be a number in"),
     ({"tasks": {"bad name": {}}}, "task name 'bad name'"),
     ({"encoder": "../PAT-S_29k_weights.h5"}, "must be a file name in the model directory"),
+    ({"encoder": "/etc/hostname"}, "must be a file name in the model directory"),
     ({"encoder": "other.safetensors"}, "'other.safetensors' named in config.json not found"),
 ])
 def test_config_errors(dropped_in, config, message):
@@ -195,7 +196,8 @@ def test_example_build_is_a_loadable_labelled_artifact(tmp_path):
     assert examples.main(["--out", str(out), "--subjects", "48", "--steps", "5"]) == 0
     artifact = load_artifact(out)
     assert artifact.variant == "PAT-S" and artifact.config.pretrained is False
-    assert artifact.config.description.startswith("EXAMPLE ONLY") and "randomly initialized" in artifact.config.description
+    description = artifact.config.description
+    assert description.startswith("EXAMPLE ONLY") and "randomly initialized" in description
     assert list(artifact.heads) == list(examples.TASKS)
     assert artifact.standardization.minutes == WEEK
 
