@@ -1,0 +1,478 @@
+"""Multi-model endpoints (SAGEMAKER_MULTI_MODEL=true): SageMaker's model-management API on the one request pipeline.
+
+Routes (SageMaker's "custom containers contract for multi-model endpoints"; success bodies in the shapes that
+multi-model-server gave, since SageMaker and existing clients read those; errors as everywhere in this runtime,
+`{"error": ..., "code": N}`):
+
+    POST   /models {"model_name", "url"}  200 loaded. 400 the body is not that JSON object, the name is empty, too long
+                                          or holds "/" or control characters, or url is not under the model root
+                                          (SAGEMAKER_MULTI_MODEL_DIR, /opt/ml/models). 404 url is not a directory.
+                                          409 a model of that name is loaded or loading. 422 the artifact cannot be
+                                          served (a broken model file, a failing inference.py: the message says why).
+                                          507 it does not fit in the memory budget.
+    GET    /models                        {"models": [{"modelName", "modelUrl"}], "nextPageToken"} by name; query
+                                          `max_results` (or MMS's `limit`; 1-1000, default 100), `next_page_token`.
+    GET    /models/{name}                 the model's description (memory, load time, invocations); 404.
+    DELETE /models/{name}                 200 {"status": "Model \"name\" unregistered"}; 404; 409 while it first loads.
+    POST   /models/{name}/invoke          the /invocations pipeline on that model; 404 "Model not found: name".
+    POST   /invocations                   X-Amzn-SageMaker-Target-Model names the model (exact model_name; it may be
+                                          left out while exactly one model is loaded, as MMS allowed).
+
+A broken artifact answers 422, not 500: the request and the server are fine, the artifact is not, and retrying
+cannot help. A model's own `code/inference.py` replaces its hooks (serve.script), one module per model directory.
+
+Processes. gunicorn runs one worker process with threads (serve.server). A load then reaches the one process every
+invocation reaches, each model is in memory once, and no cross-process registry is needed. Several processes would
+each hold their own copy of every model (or miss models loaded through another process). XGBoost releases the GIL
+while predicting, so threads predict in parallel; what stays serial is Python's share of a request (HTTP, parsing).
+
+Locks. The registry lock guards only the dictionaries and counters, for microseconds, never while loading or
+predicting, so loading one model never blocks invocations of the others. Loads (and reloads) run one at a time under
+a load lock, so that each measures its own memory; a model's reload lock makes concurrent invocations of an evicted
+model wait for one reload.
+
+Memory. Each load is charged the larger of two growths measured around it: the C heap in use (glibc's mallinfo2,
+exact for XGBoost's trees whatever freed memory malloc reuses) and the resident set (/proc/self/statm, which also
+sees memory mapped outside malloc; alone it is noisy, since malloc reuses freed pages). Invocations running at the
+same time make the figure approximate. With SERVE_MODEL_MEMORY_MB (the budget for all loaded models together), a
+load that would exceed it first evicts the least recently used idle models (none of their invocations in flight).
+An evicted model stays registered, listed and described, and loads again from its url on its next invocation:
+SageMaker still believes it is loaded and routes requests to it, which a 404 would fail. When the model cannot fit
+even so (larger than the budget, or the other models busy) the load answers 507 and evicts nothing; SageMaker then
+unloads models it considers unused (DELETE) and retries the load. A reload that cannot fit answers 507 as well.
+Without a budget (0) models are limited by the machine alone, and a MemoryError while loading answers 507.
+After an eviction or unload, malloc_trim hands the freed heap back to the system so that the resident set shrinks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ctypes
+import ctypes.util
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+from flask import Flask, g, request
+
+from serve.app import invoke
+from serve.errors import BadRequest, Conflict, InsufficientMemory, ModelLoadError, NotFound, ServeError
+from serve.handler import Handler, build_handler, handler_class
+from serve.settings import MIB, Settings
+
+log = logging.getLogger("serve.multimodel")
+
+MAX_NAME_LENGTH = 1024  # SageMaker's limit on TargetModel
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+LEASES = "multimodel_leases"  # flask.g: the models one request is invoking
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+class UnservableModel(ServeError):
+    """The artifact at url cannot be served; the load request itself was fine."""
+
+    status = 422
+
+
+# --- memory probes ------------------------------------------------------------------------------------------------
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _glibc():
+    """glibc's allocator statistics and trim, or None (musl, or glibc older than 2.33): the resident set alone."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _glibc()
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE_SIZE
+
+
+def heap_bytes() -> int:
+    """Bytes malloc has handed out and not yet had back (small blocks and mmapped ones)."""
+    if _LIBC is None:
+        return 0
+    info = _LIBC.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+
+def return_free_memory() -> None:
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def directory_bytes(path: Path) -> int:
+    """Size of the files under a model directory: the first guess at a model's memory, before it is measured."""
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def _mib(size: int) -> str:
+    return f"{size / MIB:.1f}"
+
+
+def _shown(name: str) -> str:
+    return name if len(name) <= 200 else name[:200] + "..."
+
+
+# --- the registry -------------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Model:
+    """One registered model. `handler` is None while it is evicted (it reloads from `url` when next invoked)."""
+
+    name: str
+    url: Path
+    handler: Handler | None = None
+    memory_bytes: int = 0
+    load_seconds: float = 0.0
+    loaded_at: float = 0.0
+    loads: int = 0
+    evictions: int = 0
+    invocations: int = 0
+    in_flight: int = 0
+    facts: dict = field(default_factory=dict)
+    retired: Handler | None = None  # unloaded during an invocation: closed when the last one ends
+    reload_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def summary(self) -> dict:
+        return {"modelName": self.name, "modelUrl": str(self.url)}
+
+    def describe(self) -> dict:
+        return {
+            **self.summary(),
+            "status": "loaded" if self.handler is not None else "evicted",
+            "memoryBytes": self.memory_bytes,
+            "loadSeconds": round(self.load_seconds, 6),
+            "loadedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+            "loads": self.loads,
+            "evictions": self.evictions,
+            "invocations": self.invocations,
+            "inFlight": self.in_flight,
+            "model": self.facts,
+        }
+
+
+def check_name(name) -> str:
+    if not isinstance(name, str) or not name:
+        raise BadRequest("model_name must be a non-empty string")
+    if len(name) > MAX_NAME_LENGTH:
+        raise BadRequest(f"model_name must be at most {MAX_NAME_LENGTH} characters")
+    if "/" in name or not name.isprintable():
+        raise BadRequest("model_name must not contain '/' or control characters")
+    return name
+
+
+class ModelRegistry:
+    """The models of one multi-model endpoint: load, list, describe, unload, and the handler for an invocation."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.root = Path(os.path.normpath(os.path.abspath(settings.multi_model_dir)))
+        self.budget = settings.model_memory_budget_bytes
+        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._models: dict[str, Model] = {}
+        self._loading: set[str] = set()  # names of first loads in progress
+        self._recent: OrderedDict[str, Model] = OrderedDict()  # resident models, least recently used first
+        self._memory_in_use = 0
+        handler_class(settings.handler)  # import the model family now, so that the first load is not charged for it
+
+    @property
+    def memory_in_use(self) -> int:
+        """Bytes charged to the models now in memory."""
+        return self._memory_in_use
+
+    # --- management ---------------------------------------------------------------------------------------------
+
+    def load(self, name: str, url: str) -> Model:
+        check_name(name)
+        model = Model(name, self._model_path(url))
+        with self._lock:
+            if name in self._models or name in self._loading:
+                raise Conflict(f"Model {_shown(name)} is already loaded")
+            self._loading.add(name)
+        try:
+            self._load(model, acquire=False)
+        finally:
+            with self._lock:
+                self._loading.discard(name)
+        return model
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            model = self._models.pop(name, None)
+            if model is None:
+                if name in self._loading:
+                    raise Conflict(f"Model {_shown(name)} is still loading")
+                raise NotFound(f"Model not found: {_shown(name)}")
+            handler = self._detach(model)
+        self._close([handler] if handler else [])
+        log.info("model unloaded", extra={"model": name})
+
+    def describe(self, name: str) -> dict:
+        with self._lock:
+            model = self._models.get(name)
+            if model is None:
+                raise NotFound(f"Model not found: {_shown(name)}")
+            return model.describe()
+
+    def page(self, max_results: str | None = None, next_page_token: str | None = None) -> dict:
+        """One page of models sorted by name; the token is the last name given, so pages stay right while models
+        come and go between calls."""
+        limit = _page_size(max_results)
+        after = _decode_token(next_page_token) if next_page_token else None
+        with self._lock:
+            names = sorted(name for name in self._models if after is None or name > after)
+            models = [self._models[name].summary() for name in names[:limit]]
+        body = {"models": models}
+        if len(names) > limit:
+            body["nextPageToken"] = base64.urlsafe_b64encode(names[limit - 1].encode()).decode().rstrip("=")
+        return body
+
+    # --- invocations ----------------------------------------------------------------------------------------------
+
+    def target(self, name: str | None) -> Handler:
+        """The handler for this HTTP request's invocation; register_routes releases it when the request ends."""
+        model, handler = self._acquire(self._resolve(name))
+        g.setdefault(LEASES, []).append(model)
+        return handler
+
+    @contextmanager
+    def lease(self, name: str | None) -> Iterator[Handler]:
+        """The handler for an invocation outside an HTTP request (tests, benchmarks)."""
+        model, handler = self._acquire(self._resolve(name))
+        try:
+            yield handler
+        finally:
+            self.release(model)
+
+    def release(self, model: Model) -> None:
+        with self._lock:
+            model.in_flight -= 1
+            retired = model.retired if model.in_flight == 0 else None
+            model.retired = None if retired else model.retired
+        if retired:
+            self._close([retired])
+
+    def _resolve(self, name: str | None) -> str:
+        if name:
+            return name
+        with self._lock:
+            if len(self._models) == 1:
+                return next(iter(self._models))
+            count = len(self._models)
+        raise BadRequest(f"{count} models are loaded: name one in the X-Amzn-SageMaker-Target-Model header "
+                         "or use /models/{name}/invoke")
+
+    def _acquire(self, name: str) -> tuple[Model, Handler]:
+        while True:
+            with self._lock:
+                model = self._models.get(name)
+                if model is None:
+                    raise NotFound(f"Model not found: {_shown(name)}")
+                if model.handler is not None:
+                    model.in_flight += 1
+                    model.invocations += 1
+                    self._recent.move_to_end(name)
+                    return model, model.handler
+            with model.reload_lock:  # evicted: one invocation reloads it, the others wait and then use it
+                with self._lock:
+                    if model.handler is not None or self._models.get(name) is not model:
+                        continue
+                log.info("reloading evicted model", extra={"model": name})
+                return model, self._load(model, acquire=True)
+
+    # --- loading and memory -------------------------------------------------------------------------------------
+
+    def _model_path(self, url) -> Path:
+        if not isinstance(url, str) or not url:
+            raise BadRequest("url must be a non-empty string")
+        path = Path(os.path.normpath(url))
+        if not path.is_absolute() or path == self.root or not path.is_relative_to(self.root):
+            raise BadRequest(f"url must be a directory under {self.root} (SAGEMAKER_MULTI_MODEL_DIR)")
+        return path
+
+    def _load(self, model: Model, acquire: bool) -> Handler:
+        """Load (or reload) a model within the budget, register it, and count one invocation in flight if asked."""
+        if not model.url.is_dir():
+            raise NotFound(f"Model not found: no model directory at {model.url}")
+        with self._load_lock:
+            with self._lock:
+                evicted = self._evict_for(model.memory_bytes or directory_bytes(model.url), model)
+            self._close(evicted)
+            return_free_memory()  # both figures then count what the model keeps, not what loading it touched
+            heap, resident, started = heap_bytes(), resident_bytes(), time.perf_counter()
+            try:
+                handler = build_handler(self.settings, model.url)
+            except MemoryError:
+                raise InsufficientMemory(f"not enough memory to load model {_shown(model.name)}") from None
+            except ModelLoadError as error:
+                log.warning("model load failed", extra={"model": model.name, "reason": error.message})
+                raise UnservableModel(f"Model {_shown(model.name)} cannot be served: {error.message}") from None
+            seconds = time.perf_counter() - started
+            return_free_memory()
+            charged = max(heap_bytes() - heap, resident_bytes() - resident, 0)
+            failure = None
+            with self._lock:
+                try:
+                    evicted = self._evict_for(charged, model)
+                except InsufficientMemory as error:
+                    evicted, failure = [handler], error
+                else:
+                    if not self._register(model, handler, charged, seconds, acquire):
+                        evicted.append(handler)
+                        failure = NotFound(f"Model not found: {_shown(model.name)} was unloaded while it reloaded")
+            self._close(evicted)
+        if failure:
+            raise failure
+        log.info("model loaded", extra={"model": model.name, "memory_bytes": charged,
+                                        "load_seconds": round(seconds, 4)})
+        return handler
+
+    def _register(self, model: Model, handler: Handler, charged: int, seconds: float, acquire: bool) -> bool:
+        """Make a loaded model resident (the lock is held); False when it was unloaded while it reloaded."""
+        if model.loads and self._models.get(model.name) is not model:
+            return False
+        self._models[model.name] = model
+        model.handler, model.memory_bytes, model.load_seconds = handler, charged, seconds
+        model.loaded_at, model.loads, model.facts = time.time(), model.loads + 1, handler.describe()
+        model.in_flight += int(acquire)
+        model.invocations += int(acquire)
+        self._recent[model.name] = model
+        self._memory_in_use += charged
+        return True
+
+    def _evict_for(self, needed: int, model: Model) -> list[Handler]:
+        """Detach the least recently used idle models until `needed` more bytes fit the budget (the lock is held);
+        their handlers, to close. Raises InsufficientMemory, evicting nothing, when they would not fit even so."""
+        if not self.budget:
+            return []
+        if needed > self.budget:
+            raise InsufficientMemory(f"Model {_shown(model.name)} needs {_mib(needed)} MiB, more than the "
+                                     f"{_mib(self.budget)} MiB budget for all models (SERVE_MODEL_MEMORY_MB)")
+        free = self.budget - self._memory_in_use
+        victims = []
+        for other in self._recent.values():
+            if free >= needed:
+                break
+            if other.in_flight == 0 and other is not model:
+                victims.append(other)
+                free += other.memory_bytes
+        if free < needed:
+            raise InsufficientMemory(
+                f"Model {_shown(model.name)} needs {_mib(needed)} MiB and only {_mib(free)} MiB of the "
+                f"{_mib(self.budget)} MiB budget can be freed: the other models are busy")
+        for victim in victims:
+            victim.evictions += 1
+            log.info("model evicted", extra={"model": victim.name, "memory_bytes": victim.memory_bytes})
+        return [self._detach(victim) for victim in victims]
+
+    def _detach(self, model: Model) -> Handler | None:
+        """Take a model out of memory accounting (the lock is held). Its handler, to close, unless invocations are
+        still using it: then the last of them closes it."""
+        handler, model.handler = model.handler, None
+        if handler is None:
+            return None
+        self._recent.pop(model.name, None)
+        self._memory_in_use -= model.memory_bytes
+        if model.in_flight:
+            model.retired = handler
+            return None
+        return handler
+
+    @staticmethod
+    def _close(handlers: list[Handler | None]) -> None:
+        if not handlers:
+            return
+        for handler in handlers:
+            if handler is not None:
+                handler.close()
+        handlers.clear()  # drop the last references before handing the memory back
+        return_free_memory()
+
+
+def _page_size(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_PAGE_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise BadRequest(f"max_results must be an integer from 1 to {MAX_PAGE_SIZE}")
+    return size
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, ValueError):
+        raise BadRequest("next_page_token is not one this server gave") from None
+
+
+def _load_request(body: bytes) -> tuple[str, str]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        document = None
+    if not isinstance(document, dict):
+        raise BadRequest('body must be a JSON object {"model_name": ..., "url": ...}')
+    return check_name(document.get("model_name")), document.get("url")
+
+
+# --- routes -------------------------------------------------------------------------------------------------------
+
+
+def register_routes(app: Flask, registry: ModelRegistry, settings: Settings) -> None:
+    @app.teardown_request
+    def release_models(_error) -> None:
+        for model in g.pop(LEASES, ()):
+            registry.release(model)
+
+    @app.post("/models")
+    def load_model():
+        name, url = _load_request(request.get_data(cache=False))
+        model = registry.load(name, url)
+        return {"status": f'Model "{name}" loaded', **model.summary(), "memoryBytes": model.memory_bytes,
+                "loadSeconds": round(model.load_seconds, 6)}
+
+    @app.get("/models")
+    def list_models():
+        max_results = request.args.get("max_results", request.args.get("limit"))
+        return registry.page(max_results, request.args.get("next_page_token"))
+
+    @app.get("/models/<name>")
+    def describe_model(name: str):
+        return registry.describe(name)
+
+    @app.delete("/models/<name>")
+    def unload_model(name: str):
+        registry.unload(name)
+        return {"status": f'Model "{name}" unregistered'}
+
+    @app.post("/models/<name>/invoke")
+    def invoke_model(name: str):
+        return invoke(registry.target(name), settings)
