@@ -27,8 +27,15 @@ Commands:
   engine [--install]          start a Docker engine when none answers (--install: apt-get install docker.io first)
   lock [xgboost|pat|pat-cuda|all]
                               regenerate the hashed lock files from containers/**/*.in (needs pip-tools)
-  push, register, deploy, batch, all
-                              deployment to ECR and SageMaker (not in this build yet)
+  push                        create the stage's ECR repositories when missing (immutable tags, scan on push, KMS),
+                              log in, push IMAGE:TAG of every family in the config, read the digests back
+  register                    create the SageMaker models (pinned to the pushed digests) and endpoint configs
+                              that do not exist yet; writes build/deploy/STAGE/registration.json and endpoints.env
+  deploy                      create each endpoint, or UpdateEndpoint (blue/green) to the new config; wait for
+                              InService; register target-tracking autoscaling
+  batch --model NAME [--input S3] [--output S3] [--wait]
+                              start a Batch Transform job on one model of the config (MultiRecord, lines)
+  all                         build the config's images, then push, register and deploy
 
 Options:
   --dry-run    print the commands that change anything instead of running them
@@ -42,6 +49,10 @@ Settings (environment):
   PAT_TORCH_VARIANT  cpu (default; what the tests build) or cuda (g4dn/T4: torch's CUDA wheels)
   WHEELHOUSE         where the locked wheels are downloaded (default: build/wheelhouse)
   PYTHON             Python used on the host (default: python3)
+  STAGE              deployment stage (default: dev); DEPLOY_CONFIG (default: containers/deploy/STAGE.json)
+  IMAGE_TAG          image version tag (default: VERSION-GITSHA; pat images add -PAT_TORCH_VARIANT)
+  REGISTRY           push to this registry host instead of the account's ECR (login still uses the ECR token)
+  AWS_REGION         region when the config names none; AWS_ENDPOINT_URL points boto3 and the AWS CLI elsewhere
 EOF
 }
 
@@ -188,14 +199,20 @@ prepare_wheelhouse() {
     [[ "$DRY_RUN" == true ]] || echo "$digest" >"$stamp"
 }
 
+# The version tag of an image: IMAGE_TAG or VERSION-GITSHA, plus the torch variant for pat.
+image_tag() {
+    local tag="${IMAGE_TAG:-$(project_version)-$(git_revision --short=7)}"
+    [[ "${1:-}" == pat ]] && tag="$tag-$PAT_TORCH_VARIANT"
+    echo "$tag"
+}
+
 build_image() {
     local base="$1" name="$2" version revision tag
     image_spec "$name"
     prepare_wheelhouse
     version="$(project_version)"
     revision="$(git_revision --verify)"
-    tag="$version-$(git_revision --short=7)"
-    [[ "$name" == pat ]] && tag="$tag-$PAT_TORCH_VARIANT"
+    tag="$(image_tag "$name")"
     say "building $IMAGE_REPO ($IMAGE_REPO:latest, $IMAGE_REPO:$tag) on $base"
     run docker build --file "$DOCKERFILE" \
         --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version" --build-arg "GIT_REVISION=$revision" \
@@ -312,10 +329,78 @@ cmd_demo() {
 }
 
 # --- Deployment: push, register, deploy, batch, all ------------------------------------------------------------
-# Reserved for the ECR and SageMaker steps (the deployment issue): they go here as cmd_push, cmd_register,
-# cmd_deploy, cmd_batch and cmd_all, and the dispatcher below routes to them.
+# The AWS work that needs JSON and idempotency is containers/deploy/sagemaker_deploy (boto3); this section runs
+# it and the docker commands. Its state is under build/deploy/STAGE/.
 
-cmd_reserved() { die "'$1' is not part of this build yet (ECR push and SageMaker registration come with the deployment work)"; }
+deploy_config() { echo "${DEPLOY_CONFIG:-containers/deploy/${STAGE:-dev}.json}"; }
+
+# python -m sagemaker_deploy with the stage's config and the settings; --dry-run prints the AWS calls instead.
+deploy_py() {
+    local options=(--config "$(deploy_config)" --state-dir build/deploy --version "$(image_tag)"
+                   --region "${AWS_REGION:-${AWS_DEFAULT_REGION:-}}")
+    [[ -n "${REGISTRY:-}" ]] && options+=(--registry "$REGISTRY")
+    [[ "$DRY_RUN" == true ]] && options+=(--dry-run)
+    PYTHONPATH="$ROOT/containers/deploy${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m sagemaker_deploy "${options[@]}" "$@"
+}
+
+require_aws_cli() {
+    command -v aws >/dev/null || die "the AWS CLI (aws) is missing: $PYTHON -m pip install awscli"
+}
+
+registry_login() {
+    local host="$1" region="$2"
+    echo "+ aws ecr get-login-password --region $region | docker login --username AWS --password-stdin $host" >&2
+    [[ "$DRY_RUN" == true ]] && return
+    aws ecr get-login-password --region "$region" | docker login --username AWS --password-stdin "$host" >&2 \
+        || die "docker login to $host failed: check the AWS credentials ('aws ecr get-login-password') and that $host answers"
+}
+
+cmd_push() {
+    (($# == 0)) || die "push takes no arguments: the images come from $(deploy_config)"
+    require_engine
+    require_aws_cli
+    local plan kind family local_repo repository target host="" region tag tags=()
+    plan="$(deploy_py push-plan)" || die "could not prepare the ECR repositories (the reason is above)"
+    read -r kind host region <<<"$(head -n 1 <<<"$plan")"
+    [[ "$kind" == registry ]] || die "unexpected output from sagemaker_deploy push-plan: $plan"
+    registry_login "$host" "$region"
+    while read -r kind family local_repo repository target; do
+        [[ "$kind" == image ]] || continue
+        [[ "$target" == - ]] && target=""
+        tag="$(image_tag "$target")"
+        [[ "$DRY_RUN" == true ]] || docker image inspect "$local_repo:$tag" >/dev/null 2>&1 \
+            || die "there is no local image $local_repo:$tag to push: run './build.sh build ${target:-IMAGE}' first (or set IMAGE_TAG)"
+        run docker tag "$local_repo:$tag" "$host/$repository:$tag"
+        run docker push --quiet "$host/$repository:$tag" >&2 \
+            || die "docker push of $host/$repository:$tag failed: is the registry $host reachable? (nothing was registered)"
+        tags+=(--tag "$family=$tag")
+    done <<<"$plan"
+    deploy_py "${tags[@]}" record-push >/dev/null || die "could not read back the pushed digests (the reason is above)"
+}
+
+cmd_register() {
+    (($# == 0)) || die "register takes no arguments: the models come from $(deploy_config)"
+    deploy_py register || die "registration failed (the reason is above)"
+}
+
+cmd_deploy() {
+    (($# == 0)) || die "deploy takes no arguments: the endpoints come from $(deploy_config)"
+    deploy_py deploy || die "deployment failed (the reason is above); endpoints not yet updated keep serving their previous config"
+}
+
+cmd_batch() {
+    deploy_py batch "$@" || die "the batch transform job could not be started or did not complete (the reason is above)"
+}
+
+cmd_all() {
+    (($# == 0)) || die "all takes no arguments"
+    deploy_py check
+    local target
+    for target in $(deploy_py targets); do cmd_build "$target"; done
+    cmd_push
+    cmd_register
+    cmd_deploy
+}
 
 # --- Dispatch --------------------------------------------------------------------------------------------------
 
@@ -338,7 +423,11 @@ main() {
         engine) ((${#args[@]} == 0)) || [[ "${args[*]}" == --install ]] || die "engine takes only --install"
                 [[ "$DRY_RUN" == true ]] || start_engine "${args[*]/--install/install}" ;;
         lock) cmd_lock "${args[@]}" ;;
-        push|register|deploy|batch|all) cmd_reserved "$command" ;;
+        push) cmd_push "${args[@]}" ;;
+        register) cmd_register "${args[@]}" ;;
+        deploy) cmd_deploy "${args[@]}" ;;
+        batch) cmd_batch "${args[@]}" ;;
+        all) cmd_all "${args[@]}" ;;
         *) usage >&2; die "unknown command '$command'" ;;
     esac
 }

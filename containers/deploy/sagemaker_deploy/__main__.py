@@ -1,0 +1,227 @@
+"""Command line for build.sh: `python -m sagemaker_deploy --config PATH --state-dir DIR COMMAND ...`.
+
+State between commands lives in STATE_DIR/<stage>/: images.json (push: what was pushed, by digest),
+registration.json (register: the summary CodeBuild keeps as an artifact), endpoints.env (the variables client
+apps read, e.g. XGBOOST_RISK_ENDPOINT=xgboost-risk-endpoint) and deployment.json (deploy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import DeployError, batch, config as configs, endpoints, plan as plans, register as registration, say
+from .aws import Aws
+from .registry import ecr_host, ensure_repository, login_password, manifest_digest
+
+
+class Stage:
+    """One config file, its AWS session and its state directory."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.dry_run = args.dry_run
+        self.config = configs.load(args.config)
+        self.name = self.config["stage"]
+        region = self.config.get("region") or args.region
+        if not region:
+            raise DeployError(f"no AWS region: set \"region\" in {args.config} or AWS_REGION")
+        self.aws = Aws(region, dry_run=self.dry_run)
+        if self.dry_run:
+            say("dry run: AWS calls are printed, not sent; reads answer 'absent', so the plan shows a first deployment")
+        self.state = args.state_dir / self.name
+        self._account: str | None = None
+
+    @property
+    def account(self) -> str:
+        if self._account is None:
+            self._account = self.aws.account()
+        return self._account
+
+    def filled(self) -> dict:
+        return configs.fill(self.config, self.account, self.aws.region, self.name)
+
+    def registry(self) -> str:
+        return self.args.registry or ecr_host(self.account, self.aws.region)
+
+    def write(self, file_name: str, content: dict | str) -> Path:
+        path = self.state / file_name
+        if self.dry_run:
+            return path
+        self.state.mkdir(parents=True, exist_ok=True)
+        path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2, sort_keys=True) + "\n")
+        return path
+
+    def images(self) -> dict:
+        """What push recorded; in a dry run without a push, placeholders for the digests."""
+        path = self.state / "images.json"
+        if not path.exists():
+            if not self.dry_run:
+                raise DeployError(f"no pushed images for stage {self.name} ({path} is missing): "
+                                  "run ./build.sh push first")
+            host, version = self.registry(), self.args.version or "<tag>"
+            return {"version": version, "account": self.account, "families": {
+                name: {"uri": f"{host}/{family['image']['repository']}@sha256:<pushed-digest>", "registry": host,
+                       "tag": version} for name, family in self.config["families"].items()}}
+        images = json.loads(path.read_text())
+        missing = sorted(set(self.config["families"]) - set(images["families"]))
+        if missing:
+            raise DeployError(f"{path} has no image for {', '.join(missing)}: run ./build.sh push again")
+        if not self.dry_run and images["account"] != self.account:
+            raise DeployError(f"the images were pushed to account {images['account']}, but these credentials are "
+                              f"for account {self.account}: use the same account, or push again")
+        return images
+
+    def plan(self) -> tuple[dict, dict, plans.Plan]:
+        images = self.images()
+        filled = self.filled()
+        return filled, images, plans.build(filled, images["families"])
+
+
+def cmd_check(stage: Stage) -> None:
+    families = stage.config["families"]
+    say(f"{stage.args.config} is valid: stage {stage.name}, " + ", ".join(
+        f"{name} ({family['mode']}, {len(family['models'])} model(s) on {family['instance_type']})"
+        for name, family in families.items()))
+
+
+def cmd_targets(stage: Stage) -> None:
+    for family in stage.config["families"].values():
+        if "build" in family["image"]:
+            print(family["image"]["build"])
+
+
+def cmd_push_plan(stage: Stage) -> None:
+    """Creates the missing ECR repositories; prints the registry, then per family the local image name, the
+    repository and the build.sh build target ('-' for none) for build.sh to tag and push."""
+    filled = stage.filled()
+    ecr = stage.aws.client("ecr")
+    print(f"registry {stage.registry()} {stage.aws.region}")
+    for name, family in filled["families"].items():
+        image = family["image"]
+        created = ensure_repository(ecr, image["repository"], filled["kms_key_arn"], plans.tags(filled))
+        say(("created" if created else "found") + f" ECR repository {image['repository']}")
+        print(f"image {name} {image['local_image']} {image['repository']} {image.get('build', '-')}")
+
+
+def cmd_record_push(stage: Stage) -> None:
+    """Reads the pushed digests back from the registry and records them for register."""
+    tags = dict(item.partition("=")[::2] for item in stage.args.tag)
+    missing = sorted(set(stage.config["families"]) - set(tags))
+    if missing:
+        raise DeployError(f"record-push needs --tag FAMILY=TAG for {', '.join(missing)}")
+    host = stage.registry()
+    password = login_password(stage.aws.client("ecr"))
+    families = {}
+    for name, family in stage.config["families"].items():
+        repository, tag = family["image"]["repository"], tags[name]
+        digest = manifest_digest(host, repository, tag, password, dry_run=stage.dry_run)
+        families[name] = {"repository": repository, "tag": tag, "digest": digest, "registry": host,
+                          "uri": f"{host}/{repository}@{digest}"}
+        say(f"pushed {host}/{repository}:{tag} is {digest}")
+    path = stage.write("images.json", {"version": stage.args.version, "account": stage.account,
+                                       "region": stage.aws.region, "families": families})
+    print(path)
+
+
+def cmd_register(stage: Stage) -> None:
+    filled, images, plan = stage.plan()
+    registration.check_role(stage.aws.client("iam"), filled["execution_role_arn"])
+    summary = registration.register(stage.aws.client("sagemaker"), plan)
+    summary.update(stage=stage.name, region=stage.aws.region, account=stage.account, version=images["version"],
+                   images=images["families"], endpoints=plan.env())
+    stage.write("endpoints.env", "".join(f"{key}={value}\n" for key, value in sorted(plan.env().items())))
+    print(stage.write("registration.json", summary))
+
+
+def cmd_deploy(stage: Stage) -> None:
+    filled, images, plan = stage.plan()
+    sagemaker, autoscaling = stage.aws.client("sagemaker"), stage.aws.client("application-autoscaling")
+    results = []
+    try:
+        for endpoint in plan.endpoints:
+            action = endpoints.deploy(sagemaker, autoscaling, endpoint, filled.get("deployment", {}),
+                                      plans.tags(filled, images["families"][endpoint.family]["tag"],
+                                                 family=endpoint.family),
+                                      dry_run=stage.dry_run)
+            results.append({"endpoint": endpoint.endpoint_name, "config": endpoint.config_name, "action": action})
+    finally:
+        path = stage.write("deployment.json", {"stage": stage.name, "version": images["version"],
+                                               "endpoints": results, "complete": len(results) == len(plan.endpoints)})
+    print(path)
+
+
+def cmd_batch(stage: Stage) -> None:
+    filled, images, _ = stage.plan()
+    try:
+        family_name, member = plans.find_member(filled, stage.args.model)
+    except KeyError:
+        names = [m["name"] for family in filled["families"].values() for m in family["models"]]
+        raise DeployError(f"no model '{stage.args.model}' in {stage.args.config} (models: {', '.join(names)})") \
+            from None
+    settings = filled.get("batch")
+    if settings is None:
+        raise DeployError(f"{stage.args.config} has no \"batch\" section: add input_prefix and output_prefix")
+    registration.check_role(stage.aws.client("iam"), filled["execution_role_arn"])
+    image = images["families"][family_name]
+    model = plans.single_model(filled, family_name, member, image)
+    sagemaker = stage.aws.client("sagemaker")
+    registration.ensure_model(sagemaker, model)
+    request = batch.job_request(filled, family_name, model.name, member["name"],
+                                stage.args.input or settings["input_prefix"],
+                                stage.args.output or settings["output_prefix"], image["tag"])
+    status = batch.start(sagemaker, request, wait=stage.args.wait, dry_run=stage.dry_run)
+    print(json.dumps({"job": request["TransformJobName"], "model": model.name, "status": status}))
+
+
+COMMANDS = {"check": cmd_check, "targets": cmd_targets, "push-plan": cmd_push_plan, "record-push": cmd_record_push,
+            "register": cmd_register, "deploy": cmd_deploy, "batch": cmd_batch}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sagemaker_deploy", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, required=True, help="stage config (containers/deploy/<stage>.json)")
+    parser.add_argument("--state-dir", type=Path, default=Path("build/deploy"))
+    parser.add_argument("--region", help="used when the config names no region")
+    parser.add_argument("--registry", help="push to this registry host instead of the account's ECR")
+    parser.add_argument("--version", help="the release's image tag (VERSION-GITSHA): summaries, dry-run placeholders")
+    parser.add_argument("--tag", action="append", default=[], metavar="FAMILY=TAG",
+                        help="record-push: the tag pushed for each family")
+    parser.add_argument("--dry-run", action="store_true", help="print every AWS call instead of sending it")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        command = commands.add_parser(name)
+        if name == "batch":
+            command.add_argument("--model", required=True, help="model name from the config, e.g. xgboost-risk")
+            command.add_argument("--input", help="S3 prefix to score (default: batch.input_prefix)")
+            command.add_argument("--output", help="S3 prefix for the results (default: batch.output_prefix)")
+            command.add_argument("--wait", action="store_true", help="wait for the job and fail if it fails")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        COMMANDS[args.command](Stage(args))
+    except DeployError as error:
+        print(f"sagemaker_deploy: error: {error}", file=sys.stderr)
+        return 1
+    except ClientError as error:
+        detail = error.response.get("Error", {})
+        print(f"sagemaker_deploy: error: AWS refused {error.operation_name} ({detail.get('Code')}: "
+              f"{detail.get('Message')}); check the config values it names and the permissions of the caller",
+              file=sys.stderr)
+        return 1
+    except BotoCoreError as error:
+        print(f"sagemaker_deploy: error: {error}; check AWS_REGION, the credentials and AWS_ENDPOINT_URL",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

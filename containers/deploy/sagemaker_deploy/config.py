@@ -1,0 +1,107 @@
+"""The stage config: a JSON file checked against config.schema.json and a few rules the schema cannot express."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from . import DeployError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config.schema.json"
+PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+PLACEHOLDERS = ("account", "region", "stage")
+
+
+def load(path: Path) -> dict:
+    """The validated config (placeholders not yet filled); DeployError lists every problem found."""
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DeployError(f"config {path} does not exist: pass --config PATH or add containers/deploy/<stage>.json")
+    except json.JSONDecodeError as error:
+        raise DeployError(f"config {path} is not valid JSON: {error}") from None
+    schema = json.loads(SCHEMA_PATH.read_text())
+    problems = [f"{_where(error.absolute_path)}: {error.message}"
+                for error in jsonschema.Draft202012Validator(schema).iter_errors(config)]
+    if not problems:
+        problems = _rule_problems(config)
+    if problems:
+        listing = "\n  ".join(sorted(problems))
+        raise DeployError(f"config {path} is invalid (schema: {SCHEMA_PATH.name}); nothing was changed:\n  {listing}")
+    return config
+
+
+def fill(config: Any, account: str, region: str, stage: str) -> Any:
+    """The config with {account}, {region} and {stage} replaced in every string."""
+    values = {"account": account, "region": region, "stage": stage}
+    if isinstance(config, dict):
+        return {key: fill(value, account, region, stage) for key, value in config.items()}
+    if isinstance(config, list):
+        return [fill(value, account, region, stage) for value in config]
+    if isinstance(config, str):
+        return PLACEHOLDER.sub(lambda match: values[match.group(1)], config)
+    return config
+
+
+def target_model_env_name(model: dict) -> str:
+    """XGBOOST_RISK_ENDPOINT -> XGBOOST_RISK_TARGET_MODEL (multi-model endpoints)."""
+    return re.sub(r"(_ENDPOINT)?$", "_TARGET_MODEL", model["env_name"], count=1)
+
+
+def _where(path) -> str:
+    return ".".join(str(part) for part in path) or "(top level)"
+
+
+def _strings(value: Any, path: str = ""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}.{index}")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def _rule_problems(config: dict) -> list[str]:
+    problems = [f"{path}: unknown placeholder {{{name}}} (known: {', '.join(PLACEHOLDERS)})"
+                for path, text in _strings(config) for name in PLACEHOLDER.findall(text) if name not in PLACEHOLDERS
+                and path != "$schema"]
+    endpoints: dict[str, str] = {}
+    env_names: dict[str, str] = {}
+    model_names: dict[str, str] = {}
+
+    def claim(seen: dict[str, str], value: str, where: str, what: str) -> None:
+        if value in seen:
+            problems.append(f"{where}: {what} '{value}' is also used by {seen[value]}")
+        seen.setdefault(value, where)
+
+    for family_name, family in config["families"].items():
+        where = f"families.{family_name}"
+        multi = family.get("multi_model_endpoint") if family["mode"] == "MultiModel" else None
+        if multi:
+            claim(endpoints, multi["endpoint_name"], f"{where}.multi_model_endpoint", "endpoint name")
+            claim(model_names, multi["name"], f"{where}.multi_model_endpoint", "model name")
+        for index, model in enumerate(family["models"]):
+            model_where = f"{where}.models.{index}"
+            claim(model_names, model["name"], model_where, "model name")
+            claim(env_names, model["env_name"], model_where, "env_name")
+            if multi is None:
+                claim(endpoints, model["endpoint_name"], model_where, "endpoint name")
+            elif not model["model_data_url"].startswith(multi["model_data_prefix"]):
+                problems.append(f"{model_where}.model_data_url: a multi-model endpoint loads models from under "
+                                f"{multi['model_data_prefix']}; move the artifact there or change model_data_prefix")
+            elif not model["model_data_url"].endswith(".tar.gz"):
+                problems.append(f"{model_where}.model_data_url: multi-model artifacts must be .tar.gz files")
+        scaling = family.get("autoscaling")
+        if scaling and not scaling["min_capacity"] <= family["instance_count"] <= scaling["max_capacity"]:
+            problems.append(f"{where}: instance_count {family['instance_count']} is outside the autoscaling bounds "
+                            f"[{scaling['min_capacity']}, {scaling['max_capacity']}]")
+    batch = config.get("batch")
+    if batch and batch.get("max_payload_mb", 6) * batch.get("max_concurrent_transforms", 1) > 100:
+        problems.append("batch: max_payload_mb x max_concurrent_transforms must not exceed 100 (SageMaker's limit)")
+    return problems

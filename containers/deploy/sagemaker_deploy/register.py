@@ -1,0 +1,58 @@
+"""SageMaker models pinned to image digests and their endpoint configs; nothing is created twice."""
+
+from __future__ import annotations
+
+import json
+
+from botocore.exceptions import ClientError
+
+from . import DeployError, say
+from .aws import describe_or_none, error_code
+from .plan import ModelPlan, Plan
+
+TRUSTED_SERVICE = "sagemaker.amazonaws.com"
+
+
+def check_role(iam, role_arn: str) -> None:
+    """The execution role must exist and let SageMaker assume it; checked before anything is created."""
+    name = role_arn.rsplit("/", 1)[-1]
+    try:
+        role = iam.get_role(RoleName=name)["Role"]
+    except ClientError as error:
+        if error_code(error) == "NoSuchEntity":
+            raise DeployError(f"the execution role {role_arn} does not exist: create it (trusting {TRUSTED_SERVICE}, "
+                              "with access to the model bucket, the KMS key and the ECR repositories) or fix "
+                              "execution_role_arn in the config. Nothing was registered.") from None
+        raise
+    trust = role.get("AssumeRolePolicyDocument", "")
+    if TRUSTED_SERVICE not in (trust if isinstance(trust, str) else json.dumps(trust)):
+        raise DeployError(f"the execution role {role_arn} does not trust {TRUSTED_SERVICE}: add it to the role's "
+                          "trust policy. Nothing was registered.")
+
+
+def ensure_model(sagemaker, model: ModelPlan) -> bool:
+    if describe_or_none(sagemaker.describe_model, ModelName=model.name) is not None:
+        return False
+    sagemaker.create_model(**model.request)
+    return True
+
+
+def register(sagemaker, plan: Plan) -> dict:
+    """Creates the missing models and endpoint configs; returns what exists now and what was created."""
+    summary: dict = {"models": [], "endpoint_configs": []}
+    for model in plan.models:
+        created = ensure_model(sagemaker, model)
+        container = model.request["PrimaryContainer"]
+        summary["models"].append({"name": model.name, "family": model.family, "created": created,
+                                  "image": container["Image"], "mode": container["Mode"],
+                                  "model_data_url": container["ModelDataUrl"]})
+        say(("created" if created else "unchanged") + f" model {model.name}")
+    for endpoint in plan.endpoints:
+        exists = describe_or_none(sagemaker.describe_endpoint_config, EndpointConfigName=endpoint.config_name)
+        if exists is None:
+            sagemaker.create_endpoint_config(**endpoint.config_request)
+        summary["endpoint_configs"].append({"name": endpoint.config_name, "endpoint": endpoint.endpoint_name,
+                                            "models": endpoint.models, "instance_type": endpoint.instance_type,
+                                            "created": exists is None})
+        say(("unchanged" if exists else "created") + f" endpoint config {endpoint.config_name}")
+    return summary
