@@ -76,7 +76,8 @@ project_version() {
 git_revision() {
     local format="$1" revision
     revision="$(git rev-parse "$format" HEAD 2>/dev/null)" || { echo "nogit"; return; }
-    if [[ -n "$(git status --porcelain -- pyproject.toml serve models containers .dockerignore 2>/dev/null)" ]]; then
+    if [[ -n "$(git status --porcelain -- pyproject.toml serve models .dockerignore 'containers/*.lock' \
+        'containers/*/*.lock' 'containers/*/Dockerfile' 2>/dev/null)" ]]; then
         revision="$revision-dirty"
     fi
     echo "$revision"
@@ -245,7 +246,6 @@ cmd_build() {
 
 compile_lock() {
     local source="$1" output="${1%.in}.lock"
-    [[ "$source" == */requirements.in ]] && output="${source%/*}/requirements.lock"
     run env CUSTOM_COMPILE_COMMAND="./build.sh lock" "$PYTHON" -m piptools compile --quiet --generate-hashes \
         --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --output-file "$output" "$source"
 }
