@@ -1,0 +1,164 @@
+"""A PAT artifact on its device, fed by the dynamic batcher: the one place the model runs.
+
+The device is chosen once from the settings. On CUDA a batch is copied through a reused pinned host buffer and the
+encoder runs under fp16 autocast (the T4 has no bf16); on CPU the same code runs in float32 with the configured
+number of threads. Pooling and the task heads always run in float32. A batch whose fp16 result is not finite (an
+input too large for fp16) is run again in float32. Everything runs under torch.inference_mode().
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Hashable, Sequence
+
+import numpy as np
+import torch
+
+from models.pat.artifact import PatArtifact
+from models.pat.batcher import DynamicBatcher
+from models.pat.instances import ModelFacts
+from serve.errors import ModelLoadError
+
+log = logging.getLogger("models.pat")
+
+WEEK_MINUTES = 10080
+MAX_WEEKS = 4  # longest model input; attention memory grows with the square of the length
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    minutes: int
+    saliency: bool
+
+
+def choose_device(name: str) -> torch.device:
+    """'auto': CUDA when a device is visible, else CPU."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        raise ModelLoadError("SERVE_DEVICE=cuda but torch sees no CUDA device")
+    return torch.device("cpu")
+
+
+class BatchRunner:
+    """Runs one batch: rows of standardized minutes (missing minutes already 0) -> numpy outputs."""
+
+    def __init__(self, artifact: PatArtifact, device: torch.device, half: bool | None = None,
+                 pin_memory: bool | None = None):
+        self.artifact = artifact.to(device)
+        self.device = device
+        cuda = device.type == "cuda"
+        self.autocast_dtype = torch.float16 if (cuda if half is None else half) else None
+        self.pin_memory = cuda if pin_memory is None else pin_memory
+        self.tasks = list(artifact.heads)
+        self._host: torch.Tensor | None = None  # reused pinned staging buffer (only the batcher thread uses it)
+        self.fp32_reruns = 0
+
+    def _staged(self, parts: Sequence[np.ndarray]) -> torch.Tensor:
+        rows, minutes = sum(len(part) for part in parts), parts[0].shape[1]
+        if not self.pin_memory:
+            return torch.from_numpy(np.concatenate(parts).astype(np.float32, copy=False)).to(self.device)
+        if self._host is None or self._host.numel() < rows * minutes:
+            self._host = torch.empty(rows * minutes, dtype=torch.float32, pin_memory=True)
+        host = self._host[:rows * minutes].view(rows, minutes)
+        np.concatenate(parts, out=host.numpy(), casting="same_kind")
+        # The copy is asynchronous; the buffer is reused only after this batch's results came back (a sync).
+        return host.to(self.device, non_blocking=True)
+
+    def _forward(self, x: torch.Tensor, saliency: bool, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            encoded = self.artifact.encoder.encode(x, saliency=saliency)
+        embedding = encoded.tokens.float().mean(dim=1)
+        out = {"embedding": embedding}
+        if self.tasks:
+            out["scores"] = torch.stack([head(embedding) for head in self.artifact.heads.values()], dim=1)
+        if saliency:
+            out["saliency"] = encoded.saliency.float()
+        return out
+
+    def __call__(self, key: BatchKey, parts: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            x = self._staged(parts)
+            out = self._forward(x, key.saliency, self.autocast_dtype)
+            if self.autocast_dtype is not None and not all(torch.isfinite(v).all() for v in out.values()):
+                self.fp32_reruns += 1
+                out = self._forward(x, key.saliency, None)
+            return {name: value.cpu().numpy() for name, value in out.items()}
+
+
+def _max_rows(max_batch_size: int):
+    """Rows per batch: max_batch_size weeks' worth of minutes, and at least one row."""
+    return lambda key: max(1, max_batch_size * WEEK_MINUTES // key.minutes)
+
+
+class PatModel:
+    """A loaded artifact ready to serve: device, batch runner, dynamic batcher."""
+
+    def __init__(self, artifact: PatArtifact, device: torch.device, max_batch_size: int, batch_wait_ms: float,
+                 torch_threads: int = 0, runner: BatchRunner | None = None):
+        if device.type == "cpu":
+            torch.set_num_threads(torch_threads or len(os.sched_getaffinity(0)) or 1)
+        artifact.encoder.eval()
+        for head in artifact.heads.values():
+            head.eval()
+        self.artifact = artifact
+        self.runner = runner or BatchRunner(artifact, device)
+        self.device = device
+        self.max_batch_size = max_batch_size
+        self.batcher = DynamicBatcher(self.runner, _max_rows(max_batch_size), batch_wait_ms / 1000.0,
+                                      name="pat-batcher")
+        stats = artifact.standardization
+        self.facts = ModelFacts(
+            patch_size=artifact.patch_size,
+            week_minutes=stats.minutes if stats is not None else None,
+            max_minutes=MAX_WEEKS * WEEK_MINUTES,
+            counts=stats is not None,
+            has_heads=bool(artifact.heads),
+        )
+
+    def standardize(self, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, T) float32 model input and the (B,) count of missing minutes, each set to 0 (the minute's mean)."""
+        missing = np.isnan(activity)
+        with np.errstate(over="ignore", invalid="ignore"):  # too-large values are refused just below
+            x = self.artifact.standardize(activity)
+        x[missing] = 0.0
+        if not np.isfinite(x).all():
+            raise ValueError("activity values too large to standardize")
+        return x, missing.sum(axis=1)
+
+    def submit(self, x: np.ndarray, saliency: bool):
+        """Future of {embedding (B, 96), scores (B, tasks)?, saliency (B, T)?} for standardized rows."""
+        return self.batcher.submit(BatchKey(int(x.shape[1]), saliency), x)
+
+    def warm_up(self) -> None:
+        """Build kernels and caches for the common shapes so the first request is not slow."""
+        minutes = self.facts.week_minutes or WEEK_MINUTES
+        sizes = {1, self.max_batch_size} if self.device.type == "cuda" else {1}
+        for rows in sorted(sizes):
+            self.runner(BatchKey(minutes, False), [np.zeros((rows, minutes), dtype=np.float32)])
+        self.runner(BatchKey(minutes, True), [np.zeros((1, minutes), dtype=np.float32)])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def describe(self) -> dict:
+        artifact = self.artifact
+        return {
+            "variant": artifact.variant,
+            "patch_size": artifact.patch_size,
+            "tasks": list(artifact.heads),
+            "pretrained": artifact.config.pretrained,
+            "standardization": "none" if artifact.standardization is None else
+            ("per-minute" if artifact.standardization.minutes else "scalar"),
+            "device": str(self.device),
+            "precision": "float16 autocast" if self.runner.autocast_dtype is not None else "float32",
+            "torch_threads": torch.get_num_threads(),
+            "max_batch_size": self.max_batch_size,
+            "batch_wait_ms": self.batcher.max_wait_s * 1000.0,
+        }
+
+    def close(self) -> None:
+        self.batcher.close()

@@ -1,0 +1,58 @@
+"""PAT artifacts for the serving tests, and the in-process forward pass that served results are compared with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.pat.artifact import ArtifactConfig, Standardization, load_artifact, save_artifact
+from models.pat.network import PatEncoder, TaskHead, spec_for
+
+WEEK = 10080
+TASKS = {"depression": {"threshold": 0.4}, "ssri": {"threshold": 0.6}}
+
+
+def build_artifact(model_dir: Path, variant: str = "PAT-S", heads: bool = True, standardization: bool = True,
+                   seed: int = 0) -> Path:
+    """A randomly initialized encoder, random heads and per-minute statistics, saved as an artifact."""
+    torch.manual_seed(seed)
+    encoder = PatEncoder(spec_for(variant)).eval()
+    task_heads = {name: TaskHead().eval() for name in TASKS} if heads else {}
+    stats = None
+    if standardization:
+        rng = np.random.default_rng(seed)
+        stats = Standardization.checked(rng.uniform(40, 160, WEEK), rng.uniform(60, 240, WEEK))
+    config = ArtifactConfig(variant=variant, tasks=TASKS if heads else {}, description="test artifact")
+    save_artifact(model_dir, encoder, task_heads, config, stats)
+    return model_dir
+
+
+def weeks(n: int, minutes: int = WEEK, seed: int = 1) -> np.ndarray:
+    """(n, minutes) activity counts: a daily rhythm with gamma noise and still nights."""
+    rng = np.random.default_rng(seed)
+    clock = (np.arange(minutes) % 1440) / 60.0
+    level = 150 * (1.2 + np.sin(2 * np.pi * (clock - 9) / 24))
+    night = (clock < 6) | (clock > 23)
+    counts = rng.gamma(1.5, level / 1.5, (n, minutes)) * np.where(night, 0.05, 1.0)
+    return np.round(counts)
+
+
+def forward(model_dir: Path, activity: np.ndarray) -> dict[str, np.ndarray]:
+    """Embedding, scores and saliency of a fresh load, run directly on the encoder (float32, CPU).
+
+    Standardized here from the .npz itself; a missing (NaN) minute becomes 0, the minute's mean."""
+    artifact = load_artifact(model_dir)
+    x = np.asarray(activity, dtype=np.float64)
+    stats_file = model_dir / "standardization.npz"
+    if stats_file.exists():
+        with np.load(stats_file) as stats:
+            x = (x.astype(np.float32) - stats["mean"]) / stats["std"]
+    x = np.where(np.isnan(x), 0.0, x).astype(np.float32)
+    with torch.inference_mode():
+        encoded = artifact.encoder.encode(torch.from_numpy(x), saliency=True)
+        embedding = encoded.tokens.mean(dim=1)
+        scores = [artifact.heads[name](embedding).numpy() for name in artifact.heads]
+    return {"embedding": embedding.numpy(), "saliency": encoded.saliency.numpy(),
+            "scores": np.stack(scores, axis=1) if scores else np.empty((len(x), 0), np.float32)}
