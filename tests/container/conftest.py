@@ -147,10 +147,10 @@ def wait_until_ready(name: str, url: str | None, port: int) -> None:
 
 @contextmanager
 def running(image: str, model_dir: Path, *docker_args: str, env: dict[str, str] | None = None, port: int = 8080,
-            publish: bool = True, label: str | None = None):
+            publish: bool = True, label: str | None = None, mount: str = "/opt/ml/model"):
     """`docker run IMAGE serve` with the model mounted read-only; yields once /ping answers 200, removes it after."""
     name = f"test-{uuid.uuid4().hex[:12]}"
-    command = ["run", "--detach", "--name", name, "--volume", f"{model_dir}:/opt/ml/model:ro"]
+    command = ["run", "--detach", "--name", name, "--volume", f"{model_dir}:{mount}:ro"]
     if publish:
         command += ["--publish", f"127.0.0.1::{port}"]
     for key, value in (env or {}).items():
