@@ -1,0 +1,41 @@
+"""How busy the shared 2-core machine was while we measured (other engineers build and test on it too)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+
+def busy_seconds() -> float:
+    """CPU seconds all processes on the machine have spent busy since boot (from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Window:
+    """CPU use over a stretch of wall time: the whole machine, and what of it was ours (server, wrk, this process)."""
+
+    def __init__(self, server_cpu=lambda: 0.0):
+        self.server_cpu = server_cpu
+        self.start = (time.perf_counter(), busy_seconds(), server_cpu(), children_cpu_seconds(), self_cpu_seconds())
+
+    def close(self) -> dict:
+        wall, busy, server, children, own = self.start
+        wall = time.perf_counter() - wall
+        machine = (busy_seconds() - busy) / wall
+        ours = ((self.server_cpu() - server) + (children_cpu_seconds() - children) + (self_cpu_seconds() - own)) / wall
+        return {"machine_busy_cores": round(machine, 2), "ours_cores": round(ours, 2),
+                "others_cores": round(max(0.0, machine - ours), 2), "load_average_1m": os.getloadavg()[0]}

@@ -1,0 +1,214 @@
+"""Summaries, ratios from interleaved repeats, targets, the printed table, report.json and the PNG plot."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+METRICS = {  # name -> (path in one server's result, unit, higher is better)
+    "single-row p50": (("single_row", "p50_ms"), "ms", False),
+    "single-row p99": (("single_row", "p99_ms"), "ms", False),
+    "c8 throughput": (("load_c8", "requests_per_s"), "req/s", True),
+    "c8 p99": (("load_c8", "p99_ms"), "ms", False),
+    "c32 throughput": (("load_c32", "requests_per_s"), "req/s", True),
+    "c32 p99": (("load_c32", "p99_ms"), "ms", False),
+    "10k-row CSV": (("rows_10k", "min_ms"), "ms", False),
+    "10k rows/s": (("rows_10k", "rows_per_s"), "rows/s", True),
+    "6 MiB CSV": (("body_6mib", "min_ms"), "ms", False),
+    "start to /ping": (("start_s",), "s", False),
+    "RSS per worker": (("memory", "worker_rss_mib"), "MiB", False),
+    "PSS per worker": (("memory", "worker_pss_mib"), "MiB", False),
+}
+
+
+def _get(result: dict, path: tuple[str, ...]):
+    value = result
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    if isinstance(value, list):
+        return statistics.mean(value) if value else None
+    return value
+
+
+def spread(values: list) -> dict | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
+
+
+def summarize(runs: dict) -> dict:
+    """Per model and metric: min/median/max per system, and ratios taken within each repeat (interleaved)."""
+    summary = {}
+    for model, systems in runs.items():
+        summary[model] = {}
+        for metric, (path, unit, _) in METRICS.items():
+            entry = {"unit": unit}
+            for system, results in systems.items():
+                entry[system] = spread([_get(r, path) for r in results])
+            ours = [_get(r, path) for r in systems["ours"]]
+            for other in ("naive", "floor"):
+                theirs = [_get(r, path) for r in systems[other]]
+                ratios = [a / b for a, b in zip(ours, theirs) if a is not None and b]
+                if ratios:
+                    entry[f"ours/{other}"] = spread(ratios)
+            summary[model][metric] = entry
+    return summary
+
+
+def _median(entry: dict | None, key: str = "median"):
+    return entry[key] if entry else None
+
+
+def targets(summary: dict, containers: dict) -> list[dict]:
+    """The issue's targets, on the example model (200 trees depth 6, 40 features)."""
+    example = summary.get("example", {})
+    out = []
+
+    def add(name, value, limit, met, note=""):
+        out.append({"target": name, "value": value, "limit": limit,
+                    "met": None if value is None else bool(met(value, limit)), "note": note})
+
+    below, above = (lambda v, lim: v <= lim), (lambda v, lim: v >= lim)
+    p50 = example.get("single-row p50", {})
+    add("single-row p50 / naive p50 (median of per-repeat ratios)", _median(p50.get("ours/naive")), 0.3, below)
+    add("single-row p50, ms (median of repeats)", _median(p50.get("ours")), 0.8, below,
+        f"best repeat {_median(p50.get('ours'), 'min'):.3f} ms" if p50.get("ours") else "")
+    add("c8 throughput / naive (median of per-repeat ratios)",
+        _median(example.get("c8 throughput", {}).get("ours/naive")), 3.0, above)
+    add("10k-row CSV / in-process floor (median of per-repeat ratios)",
+        _median(example.get("10k-row CSV", {}).get("ours/floor")), 1.25, below)
+    starts = containers.get("xgboost_start_s")
+    add("docker run -> /ping 200, xgboost image, s (median)", statistics.median(starts) if starts else None, 2.0,
+        below)
+    pat = containers.get("pat_start_s")
+    add("docker run -> /ping 200, pat image (CPU), s (median)",
+        statistics.median(pat) if isinstance(pat, list) and pat else None, 15.0, below,
+        pat.get("skipped", "") if isinstance(pat, dict) else "")
+    image = containers.get("images", {}).get("xgboost", {})
+    add("xgboost image size, MB", image.get("size_mb"), 450.0, below, image.get("skipped", ""))
+    heavy = containers.get("load_50k")
+    add(f"load at concurrency 32 on the xgboost image: errors ({heavy['requests'] if heavy else 0} requests)",
+        heavy["errors"] if heavy else None, 0, below, f"p99 {heavy['p99_ms']:.1f} ms" if heavy else "")
+    return out
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def print_report(report: dict) -> None:
+    for model, metrics in report["summary"].items():
+        print(f"\n== {model} model: {report['models'][model]}  (median [min-max] over {report['plan']['repeats']} "
+              f"interleaved repeats)")
+        print(f"{'metric':<16}{'unit':>7}{'ours':>22}{'naive':>22}{'floor':>12}{'ours/naive':>12}{'ours/floor':>12}")
+        for metric, entry in metrics.items():
+            cells = []
+            for system in ("ours", "naive"):
+                s = entry.get(system)
+                cells.append(f"{_fmt(s['median'])} [{_fmt(s['min'])}-{_fmt(s['max'])}]" if s else "-")
+            floor = entry.get("floor")
+            ratios = [f"{entry[k]['median']:.2f}x" if entry.get(k) else "-" for k in ("ours/naive", "ours/floor")]
+            print(f"{metric:<16}{entry['unit']:>7}{cells[0]:>22}{cells[1]:>22}{_fmt(floor and floor['median']):>12}"
+                  f"{ratios[0]:>12}{ratios[1]:>12}")
+    containers = report["containers"]
+    print("\n== containers")
+    if "skipped" in containers:
+        print(f"  skipped: {containers['skipped']}")
+    for family, image in containers.get("images", {}).items():
+        print(f"  {family} image {image['image']}: " + (f"{image['size_mb']:.0f} MB" if "size_mb" in image
+                                                       else image["skipped"]))
+    for key in ("xgboost_start_s", "pat_start_s"):
+        if key in containers:
+            value = containers[key]
+            print(f"  {key}: " + (", ".join(f"{v:.2f}" for v in value) if isinstance(value, list) else str(value)))
+    if containers.get("xgboost_memory"):
+        memory = containers["xgboost_memory"]
+        print(f"  xgboost container memory: workers RSS {memory['worker_rss_mib']} MiB, PSS "
+              f"{[round(v, 1) for v in memory['worker_pss_mib']]} MiB, total PSS {memory['total_pss_mib']:.0f} MiB")
+    if containers.get("load_50k"):
+        heavy = containers["load_50k"]
+        print(f"  load: {heavy['requests']} requests at c32: {heavy['requests_per_s']:.0f} req/s, p50 "
+              f"{heavy['p50_ms']:.1f} ms, p99 {heavy['p99_ms']:.1f} ms, errors {heavy['errors']}")
+    print("\n== targets (example model)")
+    for target in report["targets"]:
+        mark = {True: "MET", False: "NOT MET", None: "n/a"}[target["met"]]
+        value = "-" if target["value"] is None else f"{target['value']:.3g}"
+        print(f"  [{mark:>7}] {target['target']}: {value} (target {target['limit']}) {target['note']}")
+    if report["other_benchmarks"]:
+        print("\n== other benchmarks joined into this report: " + ", ".join(report["other_benchmarks"]))
+    print(f"\nmachine: {report['machine']}")
+
+
+def other_benchmarks(directory: Path, own: set[str]) -> dict:
+    """The JSON written by the other benchmarks (multi-model, PAT, actigraphy), included as they are."""
+    found = {}
+    for path in sorted(directory.glob("*.json")):
+        if path.name in own:
+            continue
+        try:
+            found[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            found[path.stem] = {"unreadable": str(error)}
+    return found
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("single-row p50", "single-row p50, ms (lower is better)"),
+              ("c8 throughput", "throughput at 8 clients, req/s"),
+              ("c32 p99", "p99 at 32 clients, ms"),
+              ("10k-row CSV", "10,000-row CSV request, ms"),
+              ("start to /ping", "process start to /ping 200, s"),
+              ("PSS per worker", "PSS per worker, MiB")]
+    systems = [("ours", "ours", "#1f77b4"), ("naive", "naive BYO", "#d62728"), ("floor", "in-process floor", "#7f7f7f")]
+    models = list(report["summary"])
+    figure, axes = plt.subplots(2, 4, figsize=(18, 8))
+    for axis, (metric, title) in zip(axes.flat, panels):
+        width = 0.8 / len(systems)
+        for i, (system, label, color) in enumerate(systems):
+            entries = [report["summary"][m][metric].get(system) for m in models]
+            heights = [e["median"] if e else 0 for e in entries]
+            errors = [[e["median"] - e["min"] if e else 0 for e in entries],
+                      [e["max"] - e["median"] if e else 0 for e in entries]]
+            positions = [j + (i - 1) * width for j in range(len(models))]
+            axis.bar(positions, heights, width, yerr=errors, capsize=3, label=label, color=color)
+        axis.set_xticks(range(len(models)), models)
+        axis.set_title(title, fontsize=10)
+    axes.flat[0].legend(fontsize=8)
+    containers = report["containers"]
+    axis = axes.flat[6]
+    names, values = [], []
+    for family in ("xgboost", "pat"):
+        starts = containers.get(f"{family}_start_s")
+        if isinstance(starts, list) and starts:
+            names.append(family)
+            values.append(statistics.median(starts))
+    axis.bar(names, values, color="#2ca02c")
+    for x, limit in enumerate([2.0, 15.0][:len(names)]):
+        axis.hlines(limit, x - 0.4, x + 0.4, colors="black", linestyles="dashed")
+    axis.set_title("docker run -> /ping 200, s (dashed: target)", fontsize=10)
+    axis = axes.flat[7]
+    images = {k: v["size_mb"] for k, v in containers.get("images", {}).items() if "size_mb" in v}
+    axis.bar(list(images), list(images.values()), color="#9467bd")
+    if "xgboost" in images:
+        axis.hlines(450, -0.4, 0.4, colors="black", linestyles="dashed")
+    axis.set_title("image size, MB (dashed: xgboost target)", fontsize=10)
+    figure.suptitle(f"XGBoost serving vs naive BYO baseline and in-process floor; {report['machine']['summary']}",
+                    fontsize=11)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,193 @@
+"""The servers under test, each started the way its users start it, bound to 127.0.0.1 only.
+
+- `ours`: the real `serve` console script (gunicorn gthread workers), as tests/http/server.py starts it.
+- `naive`: bench/baselines/naive_byo.py under gunicorn sync workers, OMP_NUM_THREADS=1.
+- `image`: `docker run IMAGE serve` with the model mounted read-only, published on a loopback port.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.http.server import ServeProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKERS = 2
+
+
+def wait_for_ping(port: int, deadline_s: float, alive=lambda: True, interval_s: float = 0.01) -> float:
+    """Seconds until GET /ping answers 200, polling every 10 ms (liveness every 0.5 s); raises at the deadline."""
+    start = checked = time.perf_counter()
+    while time.perf_counter() - start < deadline_s:
+        if time.perf_counter() - checked > 0.5:
+            checked = time.perf_counter()
+            if not alive():
+                raise RuntimeError("server exited before answering /ping")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            connection.request("GET", "/ping")
+            if connection.getresponse().status == 200:
+                return time.perf_counter() - start
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            connection.close()
+        time.sleep(interval_s)
+    raise TimeoutError(f"no 200 on /ping within {deadline_s} s")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _memory_mib(pid: int) -> dict[str, float]:
+    """RSS and PSS of one process from /proc (PSS splits pages shared with the master and siblings)."""
+    values = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss"):
+            values[key.lower() + "_mib"] = int(rest.split()[0]) / 1024
+    return values
+
+
+def tree_memory(pid: int) -> dict:
+    """Memory of a server's master and its workers (the master's direct children)."""
+    workers = [_memory_mib(child) for child in _children(pid)]
+    master = _memory_mib(pid)
+    return {
+        "master_rss_mib": master.get("rss_mib"),
+        "worker_rss_mib": [w.get("rss_mib") for w in workers],
+        "worker_pss_mib": [w.get("pss_mib") for w in workers],
+        "total_rss_mib": master.get("rss_mib", 0) + sum(w.get("rss_mib", 0) for w in workers),
+        "total_pss_mib": master.get("pss_mib", 0) + sum(w.get("pss_mib", 0) for w in workers),
+    }
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by a process and its children (workers included while they live)."""
+    total = 0.0
+    for each in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+            total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
+
+
+class Server:
+    name: str
+    port: int
+    start_s: float
+    pid: int
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Ours(Server):
+    name = "ours"
+
+    def __init__(self, model_dir: Path, log_dir: Path, workers: int = WORKERS):
+        start = time.perf_counter()
+        self.process = ServeProcess({"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers),
+                                     "SERVE_LOG_LEVEL": "warning"}, log_dir / "ours.log")
+        self.port, self.pid = self.process.port, self.process.process.pid
+        wait_for_ping(self.port, 60, lambda: self.process.process.poll() is None)
+        self.start_s = time.perf_counter() - start
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class Naive(Server):
+    """gunicorn sync workers serving bench/baselines/naive_byo.py: the model loads on each worker's first request."""
+
+    name = "naive"
+
+    def __init__(self, model_dir: Path, log_dir: Path, workers: int = WORKERS):
+        self.port = free_port()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1",
+               "NAIVE_MODEL_PATH": str(model_dir / "xgboost-model"), "PYTHONPATH": str(ROOT)}
+        self.log = open(log_dir / "naive.log", "wb")
+        start = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-k", "sync", "-w", str(workers), "-b", f"127.0.0.1:{self.port}",
+             "--timeout", "60", "bench.baselines.naive_byo:app"],
+            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.process.pid
+        wait_for_ping(self.port, 60, lambda: self.process.poll() is None)
+        self.start_s = time.perf_counter() - start
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+def docker_available() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0 if _which("docker") else False
+
+
+def _which(program: str) -> bool:
+    return any((Path(p) / program).exists() for p in os.environ.get("PATH", "").split(os.pathsep))
+
+
+def image_exists(image: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
+
+
+def image_size_mb(image: str) -> float:
+    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", image], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.strip()) / 1e6
+
+
+class Container(Server):
+    """`docker run IMAGE serve` with the model at /opt/ml/model (read-only); start_s is `docker run` to /ping 200."""
+
+    name = "image"
+
+    def __init__(self, image: str, model_dir: Path, env: dict[str, str] | None = None, deadline_s: float = 120):
+        self.port = free_port()
+        command = ["docker", "run", "-d", "--rm", "-p", f"127.0.0.1:{self.port}:8080",
+                   "-v", f"{model_dir.resolve()}:/opt/ml/model:ro"]
+        for key, value in (env or {}).items():
+            command += ["-e", f"{key}={value}"]
+        start = time.perf_counter()
+        self.container = subprocess.run(command + [image, "serve"], capture_output=True, text=True,
+                                        check=True).stdout.strip()
+        try:
+            wait_for_ping(self.port, deadline_s, self._running)
+        except Exception:
+            self.stop()
+            raise
+        self.start_s = time.perf_counter() - start
+        self.pid = int(subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", self.container],
+                                      capture_output=True, text=True, check=True).stdout)
+
+    def _running(self) -> bool:
+        out = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", self.container], capture_output=True,
+                             text=True)
+        return out.stdout.strip() == "true"
+
+    def stop(self) -> None:
+        subprocess.run(["docker", "stop", "-t", "30", self.container], capture_output=True)
