@@ -36,6 +36,7 @@ Commands:
   batch --model NAME [--input S3] [--output S3] [--wait]
                               start a Batch Transform job on one model of the config (MultiRecord, lines)
   all                         build the config's images, then push, register and deploy
+                              (push, register and deploy also chain: ./build.sh push register)
 
 Options:
   --dry-run    print the commands that change anything instead of running them
@@ -50,6 +51,7 @@ Settings (environment):
   WHEELHOUSE         where the locked wheels are downloaded (default: build/wheelhouse)
   PYTHON             Python used on the host (default: python3)
   STAGE              deployment stage (default: dev); DEPLOY_CONFIG (default: containers/deploy/STAGE.json)
+  DEPLOY_STATE_DIR   where push/register/deploy keep their state and summaries (default: build/deploy)
   IMAGE_TAG          image version tag (default: VERSION-GITSHA; pat images add -PAT_TORCH_VARIANT)
   REGISTRY           push to this registry host instead of the account's ECR (login still uses the ECR token)
   AWS_REGION         region when the config names none; AWS_ENDPOINT_URL points boto3 and the AWS CLI elsewhere
@@ -330,13 +332,13 @@ cmd_demo() {
 
 # --- Deployment: push, register, deploy, batch, all ------------------------------------------------------------
 # The AWS work that needs JSON and idempotency is containers/deploy/sagemaker_deploy (boto3); this section runs
-# it and the docker commands. Its state is under build/deploy/STAGE/.
+# it and the docker commands. Its state is under build/deploy/STAGE/ (DEPLOY_STATE_DIR).
 
 deploy_config() { echo "${DEPLOY_CONFIG:-containers/deploy/${STAGE:-dev}.json}"; }
 
 # python -m sagemaker_deploy with the stage's config and the settings; --dry-run prints the AWS calls instead.
 deploy_py() {
-    local options=(--config "$(deploy_config)" --state-dir build/deploy --version "$(image_tag)"
+    local options=(--config "$(deploy_config)" --state-dir "${DEPLOY_STATE_DIR:-build/deploy}" --version "$(image_tag)"
                    --region "${AWS_REGION:-${AWS_DEFAULT_REGION:-}}")
     [[ -n "${REGISTRY:-}" ]] && options+=(--registry "$REGISTRY")
     [[ "$DRY_RUN" == true ]] && options+=(--dry-run)
@@ -356,7 +358,6 @@ registry_login() {
 }
 
 cmd_push() {
-    (($# == 0)) || die "push takes no arguments: the images come from $(deploy_config)"
     require_engine
     require_aws_cli
     local plan kind family local_repo repository target host="" region tag tags=()
@@ -379,13 +380,24 @@ cmd_push() {
 }
 
 cmd_register() {
-    (($# == 0)) || die "register takes no arguments: the models come from $(deploy_config)"
     deploy_py register || die "registration failed (the reason is above)"
 }
 
 cmd_deploy() {
-    (($# == 0)) || die "deploy takes no arguments: the endpoints come from $(deploy_config)"
     deploy_py deploy || die "deployment failed (the reason is above); endpoints not yet updated keep serving their previous config"
+}
+
+# push, register and deploy run in the order given: ./build.sh push register (CodeBuild's post_build).
+cmd_steps() {
+    local step
+    for step in "$@"; do
+        case "$step" in
+            push) cmd_push ;;
+            register) cmd_register ;;
+            deploy) cmd_deploy ;;
+            *) die "'$step' is not a step that can follow push, register or deploy" ;;
+        esac
+    done
 }
 
 cmd_batch() {
@@ -423,9 +435,7 @@ main() {
         engine) ((${#args[@]} == 0)) || [[ "${args[*]}" == --install ]] || die "engine takes only --install"
                 [[ "$DRY_RUN" == true ]] || start_engine "${args[*]/--install/install}" ;;
         lock) cmd_lock "${args[@]}" ;;
-        push) cmd_push "${args[@]}" ;;
-        register) cmd_register "${args[@]}" ;;
-        deploy) cmd_deploy "${args[@]}" ;;
+        push|register|deploy) cmd_steps "$command" "${args[@]}" ;;
         batch) cmd_batch "${args[@]}" ;;
         all) cmd_all "${args[@]}" ;;
         *) usage >&2; die "unknown command '$command'" ;;

@@ -1,0 +1,115 @@
+"""moto's server, plus what the deployment tests need from SageMaker that moto lacks.
+
+- UpdateEndpoint, which moto does not implement: the endpoint moves to the new config when every image of the
+  new config can be pulled; otherwise the update fails as SageMaker's blue/green update fails, leaving the
+  endpoint InService on its previous config with a FailureReason. CreateEndpoint likewise ends Failed.
+  Images on a loopback registry are checked for real (HEAD of the manifest, with the ECR token moto hands out);
+  other images are taken as pullable.
+- A journal of every request (operation and parameters, one JSON object per line) for the fields that moto
+  accepts and then drops, such as CreateModel's EnableNetworkIsolation and UpdateEndpoint's DeploymentConfig.
+
+Usage: python tests/deploy/moto_server.py --journal PATH --port PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from moto.core.responses import ActionResult
+from moto.core.utils import utcnow
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.sagemaker.exceptions import ValidationError
+from moto.sagemaker.models import SageMakerModelBackend
+from moto.sagemaker.responses import SageMakerResponse
+from werkzeug.serving import run_simple
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+
+def unpullable_image(backend: SageMakerModelBackend, config: dict) -> str | None:
+    """Why an image of the endpoint config cannot be pulled, or None."""
+    for variant in config["ProductionVariants"]:
+        image = backend._models[variant["ModelName"]].primary_container.get("Image", "")
+        host, _, path = image.partition("/")
+        if host.split(":")[0] not in LOOPBACK_HOSTS:
+            continue
+        repository, _, reference = path.partition("@")
+        token = base64.b64encode(f"AWS:{backend.account_id}-auth-token".encode()).decode()
+        request = urllib.request.Request(f"http://{host}/v2/{repository}/manifests/{reference}", method="HEAD",
+                                         headers={"Authorization": f"Basic {token}", "Accept": "*/*"})
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except (urllib.error.URLError, OSError) as error:
+            return f"CannotStartContainerError: the image {image} could not be pulled ({error})"
+    return None
+
+
+def update_endpoint(self: SageMakerResponse) -> ActionResult:
+    backend = self.sagemaker_backend
+    name = self._get_param("EndpointName")
+    endpoint = backend.endpoints.get(name)
+    if endpoint is None:
+        raise ValidationError(message=f"Could not find endpoint '{name}'.")
+    config_name = self._get_param("EndpointConfigName")
+    config = backend.describe_endpoint_config(config_name)
+    endpoint.failure_reason = unpullable_image(backend, config)
+    if endpoint.failure_reason is None:
+        endpoint.endpoint_config_name = config_name
+        endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
+        endpoint.data_capture_config = config.get("DataCaptureConfig")
+    endpoint.last_modified_time = utcnow()
+    return ActionResult({"EndpointArn": endpoint.arn})
+
+
+_create_endpoint = SageMakerModelBackend.create_endpoint
+
+
+def create_endpoint(self: SageMakerModelBackend, endpoint_name: str, endpoint_config_name: str, tags):
+    endpoint = _create_endpoint(self, endpoint_name, endpoint_config_name, tags)
+    endpoint.failure_reason = unpullable_image(self, self.describe_endpoint_config(endpoint_config_name))
+    if endpoint.failure_reason:
+        endpoint.endpoint_status = "Failed"
+    return endpoint
+
+
+class Journal:
+    """WSGI middleware that appends each request's operation and parameters to a file."""
+
+    def __init__(self, app, path: str):
+        self.app, self.path, self.lock = app, path, threading.Lock()
+
+    def __call__(self, environ, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        if target:  # JSON protocols: SageMaker, ECR, Application Auto Scaling
+            entry = {"operation": target.rsplit(".", 1)[-1], "params": json.loads(body or b"{}")}
+        else:  # query protocols: STS, IAM
+            form = {key: values[0] for key, values in urllib.parse.parse_qs(body.decode(errors="replace")).items()}
+            entry = {"operation": form.pop("Action", environ.get("PATH_INFO", "")), "params": form}
+        with self.lock, open(self.path, "a") as journal:
+            journal.write(json.dumps(entry) + "\n")
+        return self.app(environ, start_response)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--journal", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    SageMakerResponse.update_endpoint = update_endpoint
+    SageMakerModelBackend.create_endpoint = create_endpoint
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(args.host, args.port, Journal(app, args.journal), threaded=True)
+
+
+if __name__ == "__main__":
+    main()
