@@ -17,9 +17,9 @@ import xgboost as xgb
 from serve.app import create_app
 from serve.multimodel import ModelRegistry
 from serve.settings import MIB, Settings
+from tests.conftest import FEATURES, train_model
 
-FEATURES = 10
-ROWS = np.random.default_rng(11).normal(size=(3, FEATURES))
+ROWS = np.random.default_rng(11).normal(size=(3, len(FEATURES)))
 BODY = "\n".join(",".join(f"{value:.6f}" for value in row) for row in ROWS).encode()
 TARGET = "X-Amzn-SageMaker-Target-Model"
 HEAVY_SCRIPT = """
@@ -50,14 +50,9 @@ def model_fn(model_dir):
 
 def make_model(root: Path, name: str, seed: int, rounds: int = 20, script: str | None = None) -> Path:
     """<root>/<name>/model/ (SageMaker's layout) holding a regression model of its own, and optionally a script."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(400, FEATURES))
-    data = xgb.DMatrix(x, label=x @ rng.normal(size=FEATURES))
-    booster = xgb.train({"max_depth": 4, "nthread": 1, "seed": seed}, data, num_boost_round=rounds)
-    model_dir = root / name / "model"
-    (model_dir / "code").mkdir(parents=True)
-    (model_dir / "xgboost-model").write_bytes(booster.save_raw("ubj"))
+    model_dir = train_model(root / name / "model", "reg:squarederror", seed=seed, rounds=rounds)
     if script:
+        (model_dir / "code").mkdir()
         (model_dir / "code" / "inference.py").write_text(script)
     return model_dir
 
@@ -99,8 +94,8 @@ def answers(root) -> dict[str, list[float]]:
     return distinct_models(root, 3)
 
 
-def client_for(root: Path, budget_mib: int = 0):
-    settings = Settings(multi_model=True, multi_model_dir=root, model_memory_budget_bytes=budget_mib * MIB)
+def client_for(root: Path, budget_bytes: int = 0):
+    settings = Settings(multi_model=True, multi_model_dir=root, model_memory_budget_bytes=budget_bytes)
     registry = ModelRegistry(settings)
     return create_app(None, settings, registry=registry).test_client(), registry
 
@@ -172,7 +167,7 @@ def test_a_broken_artifact_is_422_and_names_the_cause(client, root, answers):
 
 
 def test_a_model_over_the_memory_budget_is_507(root, answers):
-    client, registry = client_for(root, budget_mib=8)
+    client, registry = client_for(root, 8 * MIB)
     response = load(client, root, "heavy")
     assert response.status_code == 507
     assert "budget" in response.get_json()["error"] and "request_id" in response.get_json()
@@ -180,7 +175,7 @@ def test_a_model_over_the_memory_budget_is_507(root, answers):
 
 
 def test_an_evicted_model_is_reloaded_by_its_next_invocation(root, answers):
-    client, registry = client_for(root, budget_mib=20)
+    client, registry = client_for(root, 20 * MIB)
     assert load(client, root, "heavy").status_code == 200
     assert load(client, root, "heavy-too", "heavy").status_code == 200  # 12 + 12 MiB > 20: evicts "heavy"
     assert client.get("/models/heavy").get_json()["status"] == "evicted"

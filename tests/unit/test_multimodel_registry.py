@@ -8,26 +8,19 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from tests.conftest import FEATURES, train_model
 from serve.errors import BadRequest, Conflict, InsufficientMemory, NotFound
 from serve.handler import Request
 from serve.multimodel import ModelRegistry, UnservableModel
 from serve.settings import MIB, Settings
 
-FEATURES = 10
-ROWS = np.random.default_rng(3).normal(size=(4, FEATURES))
+ROWS = np.random.default_rng(3).normal(size=(4, len(FEATURES)))
 CSV = Request(content_type="text/csv", accept="text/csv")
 
 
 def make_model(root: Path, name: str, seed: int = 0, rounds: int = 20, depth: int = 3) -> Path:
     """A SageMaker MME layout, <root>/<name>/model/, holding a regression model of its own (seed)."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(500, FEATURES))
-    data = xgb.DMatrix(x, label=x @ rng.normal(size=FEATURES))
-    booster = xgb.train({"max_depth": depth, "nthread": 1, "seed": seed}, data, num_boost_round=rounds)
-    model_dir = root / name / "model"
-    model_dir.mkdir(parents=True)
-    (model_dir / "xgboost-model").write_bytes(booster.save_raw("ubj"))
-    return model_dir
+    return train_model(root / name / "model", "reg:squarederror", seed=seed, rounds=rounds, max_depth=depth)
 
 
 def predict(registry: ModelRegistry, name: str) -> np.ndarray:
@@ -74,7 +67,7 @@ def test_load_measures_memory_and_time(models):
     assert registry.memory_in_use == model.memory_bytes
     description = registry.describe("m0")
     assert description["status"] == "loaded" and description["memoryBytes"] == model.memory_bytes
-    assert description["model"]["num_features"] == FEATURES
+    assert description["model"]["num_features"] == len(FEATURES)
     registry.unload("m0")
     assert registry.memory_in_use == 0
 
