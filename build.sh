@@ -108,8 +108,9 @@ start_engine() {
     mkdir -p build
     say "starting dockerd in the background (log: build/dockerd.log)"
     setsid dockerd >build/dockerd.log 2>&1 </dev/null &
-    local deadline=$((SECONDS + 60))
+    local pid=$! deadline=$((SECONDS + 60))
     until engine_reachable; do
+        kill -0 "$pid" 2>/dev/null || { say "dockerd exited: $(tail -n 1 build/dockerd.log)"; return 1; }
         ((SECONDS < deadline)) || { say "dockerd did not answer within 60 s; see build/dockerd.log"; return 1; }
         sleep 0.5
     done
@@ -292,7 +293,8 @@ demo_in_docker() {
     run docker run --detach --rm --name "$name" --publish 127.0.0.1::8080 \
         --volume "$ROOT/$models/risk:/opt/ml/model:ro" xgboost-inference:latest serve >/dev/null
     [[ "$DRY_RUN" == false ]] || return 0
-    trap 'docker rm -f "$name" >/dev/null 2>&1 || true' EXIT
+    # shellcheck disable=SC2064  # expand now: $name is local to this function
+    trap "docker rm -f '$name' >/dev/null 2>&1 || true" EXIT
     port="$(docker port "$name" 8080/tcp | head -n 1)"
     port="${port##*:}"
     wait_for_ping "http://127.0.0.1:$port/ping" 60 \
@@ -309,9 +311,10 @@ demo_local() {
     [[ "$DRY_RUN" == false ]] || return 0
     SERVE_HANDLER=xgboost SM_MODEL_DIR="$models/risk" SAGEMAKER_BIND_TO_PORT="$port" "$PYTHON" -m serve &
     pid=$!
-    trap 'kill "$pid" 2>/dev/null || true' EXIT
+    # shellcheck disable=SC2064  # expand now: $pid is local to this function
+    trap "kill '$pid' 2>/dev/null || true" EXIT
     wait_for_ping "http://127.0.0.1:$port/ping" 60 || die "the local server did not answer /ping within 60 s"
-    say "local serve process $pid serves the risk model on 127.0.0.1:$port (0.0.0.0 inside; stop: Ctrl-C)"
+    say "local serve process $pid serves the risk model on 127.0.0.1:$port"
     send_sample "$port" "$models/risk.sample.csv"
     kill -TERM "$pid"
     wait "$pid" || true
