@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -56,3 +59,15 @@ def forward(model_dir: Path, activity: np.ndarray) -> dict[str, np.ndarray]:
         scores = [artifact.heads[name](embedding).numpy() for name in artifact.heads]
     return {"embedding": embedding.numpy(), "saliency": encoded.saliency.numpy(),
             "scores": np.stack(scores, axis=1) if scores else np.empty((len(x), 0), np.float32)}
+
+
+def at_once(call: Callable[[int], object], clients: int) -> list:
+    """call(0) ... call(clients - 1), each from its own thread, released together; results in order."""
+    barrier = threading.Barrier(clients)
+
+    def released(i):
+        barrier.wait(60)
+        return call(i)
+
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(released, range(clients)))

@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import signal
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ from serve.app import CUSTOM_ATTRIBUTES, create_app
 from serve.handler import build_handler
 from serve.settings import Settings
 from tests.http.server import ServeProcess
-from tests.pat_models import TASKS, build_artifact, forward, weeks
+from tests.pat_models import TASKS, at_once, build_artifact, forward, weeks
 
 TOLERANCE = 1e-5
 SECRET = 98765.4321
@@ -155,16 +153,13 @@ def test_serve_process_matches_the_in_process_forward_pass(server, model_dir):
 def test_sixteen_concurrent_clients_with_a_bad_one_among_them(server, model_dir):
     activity = weeks(15, seed=25)
     expected = forward(model_dir, activity)["embedding"]
-    barrier = threading.Barrier(16)
 
     def call(i):
         rows = activity[i:i + 1] if i < 15 else np.full((1, 10079), SECRET)
-        barrier.wait(30)
         return requests.post(server.url + "/invocations", data=json_body(rows),
                              headers={"Content-Type": "application/json"}, timeout=120)
 
-    with ThreadPoolExecutor(16) as pool:
-        responses = list(pool.map(call, range(16)))
+    responses = at_once(call, 16)
     for i, response in enumerate(responses[:15]):
         assert response.status_code == 200, response.text
         np.testing.assert_allclose(response.json()["predictions"][0]["embedding"], expected[i], rtol=0,

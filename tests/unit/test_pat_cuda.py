@@ -4,8 +4,6 @@ tested in test_pat_handler.py)."""
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import orjson
@@ -17,7 +15,7 @@ from models.pat.inference import BatchKey, BatchRunner
 from serve import codecs
 from serve.handler import Request, build_handler
 from serve.settings import Settings
-from tests.pat_models import TASKS, WEEK, build_artifact, forward, weeks
+from tests.pat_models import TASKS, WEEK, at_once, build_artifact, forward, weeks
 
 pytestmark = [
     pytest.mark.gpu,
@@ -79,14 +77,7 @@ def test_concurrent_requests_share_gpu_batches(handler, model_dir):
     activity = weeks(16, seed=34)
     expected = forward(model_dir, activity)["embedding"]
     before = handler.model.batcher.stats.batches
-    barrier = threading.Barrier(16)
-
-    def one(i):
-        barrier.wait(30)
-        return predict(handler, activity[i:i + 1], outputs=("embedding",))[0]["embedding"]
-
-    with ThreadPoolExecutor(16) as pool:
-        embeddings = list(pool.map(one, range(16)))
+    embeddings = at_once(lambda i: predict(handler, activity[i:i + 1], outputs=("embedding",))[0]["embedding"], 16)
     np.testing.assert_allclose(embeddings, expected, rtol=0, atol=FP16_TOLERANCE)
     assert handler.model.batcher.stats.batches - before < 16
 

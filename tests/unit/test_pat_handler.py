@@ -4,8 +4,6 @@ request formats, the missing-minute rule, output selection, bad inputs, concurre
 from __future__ import annotations
 
 import io
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import numpy as np
@@ -20,7 +18,7 @@ from serve import codecs
 from serve.errors import BadRequest, ModelLoadError, NotReady
 from serve.handler import Request, build_handler
 from serve.settings import Settings
-from tests.pat_models import TASKS, WEEK, build_artifact, forward, weeks
+from tests.pat_models import TASKS, WEEK, at_once, build_artifact, forward, weeks
 
 TOLERANCE = 1e-5  # CPU float32, served vs in-process
 SECRET = 123456.789  # a value that must never appear in an error message
@@ -276,14 +274,8 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_result(model_dir)
         activity = weeks(16, seed=15)
         expected = forward(model_dir, activity)["embedding"]
         before = handler.model.batcher.stats.batches
-        barrier = threading.Barrier(16)
-
-        def one(i):
-            barrier.wait(10)
-            return invoke(handler, {"instances": [{"activity": activity[i].tolist(), "id": i}]})[0]
-
-        with ThreadPoolExecutor(16) as pool:
-            predictions = list(pool.map(one, range(16)))
+        predictions = at_once(lambda i: invoke(handler, {"instances": [{"activity": activity[i].tolist(), "id": i}]})[0],
+                              16)
         assert [p["id"] for p in predictions] == list(range(16))
         np.testing.assert_allclose(column(predictions, "embedding"), expected, rtol=0, atol=TOLERANCE)
         assert handler.model.batcher.stats.batches - before < 16
