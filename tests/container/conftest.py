@@ -86,12 +86,17 @@ def readable_by_anyone(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def xgboost_image() -> str:
+def built_image(family: str) -> str:
+    """`./build.sh build FAMILY` (layer caching makes a rebuild quick); returns the image's :latest tag."""
     if engine_problem() is not None:  # the marker hook has already failed or skipped the test
         pytest.skip(engine_problem())
-    build_sh("build", "xgboost")
-    return "xgboost-inference:latest"
+    build_sh("build", family)
+    return f"{family}-inference:latest"
+
+
+@pytest.fixture(scope="session")
+def xgboost_image() -> str:
+    return built_image("xgboost")
 
 
 @pytest.fixture(scope="session")

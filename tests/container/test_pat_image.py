@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 
-from .conftest import ROOT, build_sh, docker, engine_problem, readable_by_anyone, running
+from .conftest import ROOT, built_image, docker, readable_by_anyone, running
 
 pytestmark = pytest.mark.docker
 
@@ -19,10 +19,7 @@ MINUTES_PER_WEEK = 10080
 
 @pytest.fixture(scope="session")
 def pat_image() -> str:
-    if engine_problem() is not None:  # the marker hook has already failed or skipped the test
-        pytest.skip(engine_problem())
-    build_sh("build", "pat")
-    return "pat-inference:latest"
+    return built_image("pat")
 
 
 @pytest.fixture(scope="session")

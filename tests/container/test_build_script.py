@@ -1,0 +1,55 @@
+"""build.sh's interface, through --help and --dry-run (which print the commands instead of running them)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+
+from .conftest import ROOT
+
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def build_sh(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / "build.sh"), *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": sys.executable, **env})
+
+
+def test_help_lists_every_command():
+    result = build_sh("--help")
+    assert result.returncode == 0
+    for command in ("build [xgboost|pat|all]", "demo", "base", "engine", "lock", "push", "register", "deploy",
+                    "batch", "all", "--dry-run"):
+        assert command in result.stdout
+
+
+def test_dry_run_build_prints_the_docker_builds_with_tags_and_build_args():
+    result = build_sh("--dry-run", "build", "all", BASE_IMAGE="example.org/python:3.11-slim-bookworm")
+    assert result.returncode == 0, result.stderr
+    builds = [line for line in result.stderr.splitlines() if line.startswith("+ docker build")]
+    assert len(builds) == 2
+    for build, image in zip(builds, ("xgboost", "pat")):
+        assert f"--file containers/{image}/Dockerfile" in build
+        assert "--build-arg BASE_IMAGE=example.org/python:3.11-slim-bookworm" in build
+        assert f"--build-arg VERSION={VERSION}" in build and "--build-arg GIT_REVISION=" in build
+        assert f"--tag {image}-inference:latest --tag {image}-inference:{VERSION}-" in build
+    assert "--build-arg PAT_TORCH_VARIANT=cpu" in builds[1]
+
+
+def test_cuda_variant_is_selected_by_the_build_argument():
+    result = build_sh("--dry-run", "build", "pat", PAT_TORCH_VARIANT="cuda", BASE_IMAGE="base")
+    if (ROOT / "containers/pat/requirements-cuda.lock").exists():
+        assert "--build-arg PAT_TORCH_VARIANT=cuda" in result.stderr
+        assert result.returncode == 0
+    else:  # locked only where torch's CUDA wheels can be downloaded
+        assert result.returncode != 0 and "requirements-cuda.lock is missing" in result.stderr
+
+
+def test_bad_arguments_fail_with_a_message():
+    for args, message in ((["build", "tensorflow"], "unknown image 'tensorflow'"), (["frobnicate"], "unknown command"),
+                          (["build", "xgboost", "pat"], "build takes one image name")):
+        result = build_sh("--dry-run", *args, PAT_TORCH_VARIANT="cpu")
+        assert result.returncode != 0 and message in result.stderr, args
+    assert build_sh("--dry-run", "build", "pat", PAT_TORCH_VARIANT="rocm").returncode != 0
