@@ -204,6 +204,19 @@ auth:
         yield Registry(f"127.0.0.1:{port}")
     finally:
         stop(process)
+        untag_all(f"127.0.0.1:{port}/")
+
+
+def untag_all(prefix: str) -> None:
+    """Removes the local references to a registry's images (by tag or digest, never by image id)."""
+    listing = subprocess.run(["docker", "images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"],
+                             capture_output=True, text=True)
+    references = []
+    for repository, tag, digest in (line.split() for line in listing.stdout.splitlines()):
+        if repository.startswith(prefix):
+            references.append(f"{repository}:{tag}" if tag != "<none>" else f"{repository}@{digest}")
+    if references:
+        subprocess.run(["docker", "rmi", *references], capture_output=True)
 
 
 # --- images ----------------------------------------------------------------------------------------------------
@@ -220,6 +233,8 @@ def tiny_images(tmp_path_factory):
 
     def make(tag: str) -> None:
         for family, name in TINY_IMAGES.items():
+            if subprocess.run(["docker", "image", "inspect", f"{name}:{tag}"], capture_output=True).returncode == 0:
+                continue
             content = work / f"{family}-{tag}"
             content.write_text(f"{family} {tag}\n")
             archive = work / f"{family}-{tag}.tar"

@@ -177,3 +177,37 @@ def test_a_failed_update_leaves_the_old_config_serving_and_fails_the_build(build
     assert endpoint["EndpointStatus"] == "InService" and endpoint["EndpointConfigName"] == serving
     assert len(moto.requests("UpdateEndpoint")) == 1
     assert len(moto.requests("RegisterScalableTarget")) == 1  # only the first, successful deploy got that far
+
+
+def test_batch_scores_an_s3_prefix_with_the_model_alone_in_the_vpc(build_sh, tiny_images, moto, registry,
+                                                                    execution_role, tmp_path):
+    """dev serves XGBoost multi-model, so batch registers the risk model on its own first."""
+    config = stage_config(tmp_path)
+    release(build_sh, tiny_images, config, "1.0.0-aaaaaaa", "push", "register")
+    result = build_sh("batch", "--model", "xgboost-risk", "--input", "s3://scoring-in/2026-11/", "--wait",
+                      DEPLOY_CONFIG=str(config), IMAGE_TAG="1.0.0-aaaaaaa")
+    job = json.loads(result.stdout.splitlines()[-1])
+    assert job["status"] == "Completed"
+
+    kms = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-dev"
+    request = moto.requests("CreateTransformJob")[0]
+    assert request["ModelName"] == job["model"] and len(job["job"]) <= 63
+    assert request["BatchStrategy"] == "MultiRecord" and request["MaxPayloadInMB"] == 6
+    assert request["MaxConcurrentTransforms"] == 2
+    assert request["TransformInput"]["SplitType"] == "Line"
+    assert request["TransformInput"]["DataSource"]["S3DataSource"] == {"S3DataType": "S3Prefix",
+                                                                       "S3Uri": "s3://scoring-in/2026-11/"}
+    assert request["TransformOutput"]["KmsKeyId"] == kms and request["TransformResources"]["VolumeKmsKeyId"] == kms
+    assert request["TransformOutput"]["S3OutputPath"] == f"s3://clinical-inference-batch-{ACCOUNT}-{REGION}/dev/output/"
+
+    model = moto.client("sagemaker").describe_model(ModelName=job["model"])
+    images = state(build_sh, "dev", "images.json")["families"]
+    assert model["PrimaryContainer"]["Mode"] == "SingleModel"
+    assert model["PrimaryContainer"]["Image"] == images["xgboost"]["uri"]
+    assert model["PrimaryContainer"]["ModelDataUrl"].endswith("/xgboost/v1/risk.tar.gz")
+    assert model["VpcConfig"]["Subnets"] == ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+    assert moto.requests("CreateModel")[-1]["EnableNetworkIsolation"] is True
+
+    unknown = build_sh("batch", "--model", "xgboost-unknown", DEPLOY_CONFIG=str(config), check=False)
+    assert unknown.returncode != 0 and "no model 'xgboost-unknown'" in unknown.stderr
+    assert "xgboost-risk" in unknown.stderr

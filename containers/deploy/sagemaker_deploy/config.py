@@ -97,6 +97,9 @@ def _rule_problems(config: dict) -> list[str]:
                                 f"{multi['model_data_prefix']}; move the artifact there or change model_data_prefix")
             elif not model["model_data_url"].endswith(".tar.gz"):
                 problems.append(f"{model_where}.model_data_url: multi-model artifacts must be .tar.gz files")
+            if multi is not None and "environment" in model:
+                problems.append(f"{model_where}.environment: the models of a multi-model endpoint share one "
+                                "container; set the variables in the family's environment")
         scaling = family.get("autoscaling")
         if scaling and not scaling["min_capacity"] <= family["instance_count"] <= scaling["max_capacity"]:
             problems.append(f"{where}: instance_count {family['instance_count']} is outside the autoscaling bounds "

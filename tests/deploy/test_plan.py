@@ -1,0 +1,152 @@
+"""The stage configs and what they mean in SageMaker requests (no AWS, no registry)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+
+import jsonschema
+import pytest
+
+from .conftest import DEPLOY_CONFIGS
+
+sys.path.insert(0, str(DEPLOY_CONFIGS))
+from sagemaker_deploy import DeployError, batch, config as configs, endpoints, plan as plans  # noqa: E402
+from sagemaker_deploy.aws import Aws  # noqa: E402
+
+IMAGE = {"uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/xgboost-inference@sha256:" + "a" * 64,
+         "registry": "123456789012.dkr.ecr.us-east-1.amazonaws.com", "tag": "0.1.0-abcdef0"}
+
+
+def filled(stage: str, **changes) -> dict:
+    config = configs.load(DEPLOY_CONFIGS / f"{stage}.json")
+    config.update(changes)
+    return configs.fill(config, "123456789012", "us-east-1", stage)
+
+
+def build(config: dict, image: dict = IMAGE) -> plans.Plan:
+    return plans.build(config, {name: image for name in config["families"]})
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_shipped_configs_follow_the_schema_and_the_deployment_guides(stage):
+    schema = json.loads(configs.SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    config = filled(stage)
+    assert config["families"]["pat"]["instance_type"] == "ml.g4dn.xlarge"
+    assert config["families"]["xgboost"]["instance_type"] == "ml.m5.large"
+    assert [model["env_name"] for model in config["families"]["xgboost"]["models"]] == [
+        "XGBOOST_RISK_ENDPOINT", "XGBOOST_TREATMENT_ENDPOINT", "XGBOOST_OUTCOME_ENDPOINT"]
+    assert config["network_isolation"] is True and config["vpc"]["subnets"] and config["vpc"]["security_groups"]
+    assert config["kms_key_arn"] == f"arn:aws:kms:us-east-1:123456789012:alias/clinical-inference-{stage}"
+    text = (DEPLOY_CONFIGS / f"{stage}.json").read_text()
+    assert "123456789012" not in text and "secret" not in text.lower()  # accounts come from STS
+
+
+def test_xgboost_is_three_single_model_endpoints_or_one_multi_model_endpoint_by_the_mode_field():
+    single = build(filled("prod"))
+    assert single.env() == {"XGBOOST_RISK_ENDPOINT": "xgboost-risk-endpoint",
+                            "XGBOOST_TREATMENT_ENDPOINT": "xgboost-treatment-endpoint",
+                            "XGBOOST_OUTCOME_ENDPOINT": "xgboost-outcome-endpoint", "PAT_ENDPOINT": "pat-endpoint"}
+    assert [model.request["PrimaryContainer"]["Mode"] for model in single.models] == ["SingleModel"] * 4
+
+    config = filled("prod")
+    config["families"]["xgboost"]["mode"] = "MultiModel"
+    multi = build(config)
+    assert [endpoint.endpoint_name for endpoint in multi.endpoints] == ["xgboost-endpoint", "pat-endpoint"]
+    container = multi.models[0].request["PrimaryContainer"]
+    assert container["Mode"] == "MultiModel" and container["ModelDataUrl"].endswith("/xgboost/v1/")
+    assert container["Environment"]["SAGEMAKER_MULTI_MODEL"] == "true"
+    assert multi.env()["XGBOOST_TREATMENT_ENDPOINT"] == "xgboost-endpoint"
+    assert multi.env()["XGBOOST_TREATMENT_TARGET_MODEL"] == "treatment.tar.gz"
+
+
+def test_names_fit_63_characters_are_unique_per_version_and_stable_when_nothing_changed():
+    config = filled("prod")
+    first, again = build(config), build(config)
+    later = build(config, {**IMAGE, "tag": "0.2.0-1234567"})
+    names = [model.name for model in first.models] + [endpoint.config_name for endpoint in first.endpoints]
+    assert names == [model.name for model in again.models] + [endpoint.config_name for endpoint in again.endpoints]
+    later_names = [model.name for model in later.models] + [e.config_name for e in later.endpoints]
+    assert not set(names) & set(later_names)
+    assert len(set(names)) == len(names)
+    long = plans.resource_name("x" * 80, "9.9.9-" + "f" * 40, {"a": 1})
+    assert len(long) == 63 and long[0].isalnum() and long[-1].isalnum()
+    for name in names + later_names + [long]:
+        assert len(name) <= 63 and all(char.isalnum() or char == "-" for char in name)
+    # A different image digest under the same tag is a different model.
+    other = build(config, {**IMAGE, "uri": IMAGE["uri"][:-1] + "b"})
+    assert other.models[0].name != first.models[0].name
+
+
+def test_the_requests_carry_the_vpc_isolation_and_kms_except_where_the_instance_has_local_storage():
+    plan = build(filled("prod"))
+    for model in plan.models:
+        assert model.request["EnableNetworkIsolation"] is True
+        assert model.request["VpcConfig"]["SecurityGroupIds"] == ["sg-0fedcba9876543210"]
+        assert "ImageConfig" not in model.request["PrimaryContainer"]  # ECR needs no VPC access mode
+    by_type = {endpoint.instance_type: endpoint.config_request for endpoint in plan.endpoints}
+    assert by_type["ml.m5.large"]["KmsKeyId"].endswith("alias/clinical-inference-prod")
+    assert "KmsKeyId" not in by_type["ml.g4dn.xlarge"]
+    assert by_type["ml.g4dn.xlarge"]["DataCaptureConfig"]["KmsKeyId"].endswith("alias/clinical-inference-prod")
+    assert by_type["ml.g4dn.xlarge"]["DataCaptureConfig"]["InitialSamplingPercentage"] == 20
+    assert [plans.has_local_storage(t) for t in ("ml.g4dn.xlarge", "ml.m5d.large", "ml.g5.2xlarge",
+                                                  "ml.m5.large", "ml.c5.xlarge", "ml.p3.2xlarge")] == \
+        [True, True, True, False, False, False]
+
+
+def test_the_update_policy_is_blue_green_all_at_once_or_canary_with_alarm_rollback():
+    assert endpoints.deployment_config({}) == {"BlueGreenUpdatePolicy": {
+        "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0},
+        "TerminationWaitInSeconds": 0}}
+    canary = endpoints.deployment_config({**filled("prod")["deployment"], "rollback_alarms": ["p99-latency"]})
+    assert canary["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["CanarySize"] == {
+        "Type": "CAPACITY_PERCENT", "Value": 10}
+    assert canary["BlueGreenUpdatePolicy"]["TerminationWaitInSeconds"] == 600
+    assert canary["AutoRollbackConfiguration"] == {"Alarms": [{"AlarmName": "p99-latency"}]}
+
+
+def test_a_pat_batch_job_on_a_gpu_instance_keeps_kms_on_the_output_only():
+    config = filled("dev")
+    request = batch.job_request(config, "pat", "pat-model", "pat", "s3://in/", "s3://out/", "v1",
+                                now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    assert request["TransformJobName"] == "pat-20260102-030405"
+    assert request["TransformResources"] == {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1}
+    assert request["TransformOutput"]["KmsKeyId"].endswith("alias/clinical-inference-dev")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["families"]["xgboost"].update(instance_count=5), "outside the autoscaling bounds [1, 2]"),
+    (lambda c: c["batch"].update(max_payload_mb=50, max_concurrent_transforms=3), "must not exceed 100"),
+    (lambda c: c.update(kms_key_arn="arn:aws:kms:{regoin}:{account}:alias/x"), "unknown placeholder {regoin}"),
+    (lambda c: c["families"]["pat"]["models"][0].update(endpoint_name="xgboost-endpoint"),
+     "endpoint name 'xgboost-endpoint' is also used by families.xgboost.multi_model_endpoint"),
+    (lambda c: c["families"]["pat"]["models"][0].update(name="xgboost-risk"), "model name 'xgboost-risk'"),
+    (lambda c: c["families"]["xgboost"].pop("multi_model_endpoint"), "'multi_model_endpoint' is a required"),
+    (lambda c: c["families"]["xgboost"]["models"][1].update(environment={"A": "1"}), "share one container"),
+    (lambda c: c["deployment"].update(traffic="CANARY"), "'canary_percent' is a required property"),
+    (lambda c: c["vpc"].update(subnets=["subnet-1"]), "vpc.subnets.0"),
+])
+def test_config_mistakes_are_reported_with_their_place(tmp_path, change, message):
+    config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
+    change(config)
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(DeployError) as error:
+        configs.load(path)
+    assert f"config {path} is invalid" in str(error.value) and message in str(error.value)
+
+
+def test_a_dry_run_client_validates_and_prints_calls_without_credentials(monkeypatch, capsys):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    aws = Aws("us-east-1", dry_run=True)
+    sagemaker = aws.client("sagemaker")
+    assert aws.account() == "<account>"
+    assert sagemaker.create_endpoint(EndpointName="e", EndpointConfigName="c") == {}
+    assert "+ aws sagemaker create-endpoint --cli-input-json" in capsys.readouterr().err
+    with pytest.raises(Exception, match="Parameter validation failed"):
+        sagemaker.create_endpoint(EndpointName="e")
