@@ -1,0 +1,206 @@
+"""Benchmark: PAT serving on the device it runs on. Prints the figures and writes build/bench/pat.json.
+
+1. The model's batch step (models/pat/inference.py BatchRunner: staging, encoder, pooling, four task heads, copy
+   back) for PAT-S, M and L at batch 1, 8 and 64: weeks/s and p50/p99 latency per batch. fp16 autocast on CUDA,
+   float32 on CPU, on a thread of its own, as served. Randomly initialized weights (speed does not depend on
+   their values).
+2. The dynamic batcher: one-week requests through PatHandler (NPY in, embeddings out: decode, checks,
+   standardization, batcher, encode) from one client one at a time, from 16 concurrent clients with batching
+   off (SERVE_MAX_BATCH_SIZE=1), and from 16 concurrent clients with dynamic batching (the default settings).
+
+    python bench/pat.py [--quick] [--device auto|cpu|cuda] [--variants S M L] [--seconds 10]
+
+Each figure records how many runs it rests on; p99 of a handful of runs is just their maximum. On a shared machine
+`machine` says how busy the other processes kept it while we measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import Window  # noqa: E402  (after the sys.path line above)
+from models.pat.artifact import ArtifactConfig, PatArtifact, Standardization, save_artifact  # noqa: E402
+from models.pat.inference import WEEK_MINUTES, BatchKey, BatchRunner, choose_device  # noqa: E402
+from models.pat.network import PatEncoder, TaskHead, spec_for  # noqa: E402
+from serve import codecs  # noqa: E402
+from serve.handler import Request, build_handler  # noqa: E402
+from serve.settings import Settings  # noqa: E402
+
+OUT = ROOT / "build" / "bench" / "pat.json"
+TASKS = ("depression", "sleep_disorder", "benzodiazepine", "ssri")
+CLIENTS = 16
+
+
+def artifact(variant: str, seed: int = 0) -> PatArtifact:
+    torch.manual_seed(seed)
+    return PatArtifact(encoder=PatEncoder(spec_for(variant)).eval(), heads={t: TaskHead().eval() for t in TASKS},
+                       config=ArtifactConfig(variant=variant), standardization=None)
+
+
+def weeks(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.round(rng.gamma(1.2, 120.0, (n, WEEK_MINUTES)) * (rng.random((n, WEEK_MINUTES)) > 0.2))
+
+
+def percentiles(seconds: list[float]) -> dict:
+    ms = np.asarray(seconds) * 1000.0
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "runs": len(ms)}
+
+
+def time_batches(runner: BatchRunner, batch: int, budget_s: float, min_runs: int, max_runs: int) -> dict:
+    x = ((weeks(batch) - 120.0) / 150.0).astype(np.float32)
+    key = BatchKey(WEEK_MINUTES, saliency=False)
+    runner(key, [x])  # this shape's first call (allocations, kernel choice)
+    seconds: list[float] = []
+    started = time.perf_counter()
+    while len(seconds) < max_runs and (len(seconds) < min_runs or time.perf_counter() - started < budget_s):
+        t0 = time.perf_counter()
+        runner(key, [x])  # returns numpy arrays, so the device work is finished
+        seconds.append(time.perf_counter() - t0)
+    return {"batch": batch, "weeks_per_s": round(batch * len(seconds) / sum(seconds), 2), **percentiles(seconds)}
+
+
+def bench_forward(device: torch.device, variants: list[str], batches: list[int], budget_s: float,
+                  min_runs: int) -> list[dict]:
+    rows = []
+    for variant in variants:
+        runner = BatchRunner(artifact(variant), device)
+        for batch in batches:
+            window = Window()
+            row = {"variant": variant, **time_batches(runner, batch, budget_s, min_runs, max_runs=500)}
+            rows.append({**row, "machine": window.close()})
+            print(f"  {variant:6} batch {batch:3}: {row['weeks_per_s']:9.1f} weeks/s   p50 {row['p50_ms']:9.1f} ms"
+                  f"   p99 {row['p99_ms']:9.1f} ms   ({row['runs']} runs)", flush=True)
+        del runner
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def served_handler(model_dir: Path, device: str, max_batch_size: int, wait_ms: float):
+    settings = Settings(handler="pat", model_dir=model_dir, device=device, max_batch_size=max_batch_size,
+                        batch_wait_ms=wait_ms)
+    return build_handler(settings)
+
+
+def drive(handler, bodies: list[bytes], clients: int, duration_s: float) -> dict:
+    """Clients send one-week NPY requests back to back for duration_s; weeks/s and per-request latency."""
+    request = Request(content_type=codecs.NPY, accept=codecs.NPY)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + duration_s
+
+    def client(index: int) -> None:
+        sent = index
+        while time.perf_counter() < stop_at:
+            body = bodies[sent % len(bodies)]
+            t0 = time.perf_counter()
+            handler.output_fn(handler.predict_fn(handler.input_fn(body, request), handler.model, request), request)
+            with lock:
+                latencies.append(time.perf_counter() - t0)
+            sent += clients
+
+    stats = handler.model.batcher.stats
+    batches, rows = stats.batches, stats.rows
+    window = Window()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    elapsed = time.perf_counter() - started
+    batches, rows = stats.batches - batches, stats.rows - rows
+    return {"clients": clients, "weeks_per_s": round(len(latencies) / elapsed, 2), **percentiles(latencies),
+            "mean_batch_rows": round(rows / batches, 2) if batches else 0.0, "machine": window.close()}
+
+
+def bench_batcher(device: str, variant: str, duration_s: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp)
+        counts = weeks(256, seed=1)
+        stats = Standardization.checked(counts.mean(axis=0), np.maximum(counts.std(axis=0), 1.0))
+        model = artifact(variant)
+        save_artifact(model_dir, model.encoder, model.heads, ArtifactConfig(variant=variant), stats)
+        bodies = []
+        for row in weeks(64, seed=2):
+            buffer = io.BytesIO()
+            np.save(buffer, row[None].astype(np.float32))
+            bodies.append(buffer.getvalue())
+        defaults = Settings()
+        scenarios = {
+            "one at a time": (1, 1, 0.0),
+            f"{CLIENTS} clients, batching off": (CLIENTS, 1, 0.0),
+            f"{CLIENTS} clients, dynamic batching": (CLIENTS, defaults.max_batch_size, defaults.batch_wait_ms),
+        }
+        results = {}
+        for name, (clients, max_batch, wait_ms) in scenarios.items():
+            handler = served_handler(model_dir, device, max_batch, wait_ms)
+            try:
+                drive(handler, bodies[:4], clients, min(2.0, duration_s))  # warm
+                results[name] = {"max_batch_size": max_batch, "batch_wait_ms": wait_ms,
+                                 **drive(handler, bodies, clients, duration_s)}
+            finally:
+                handler.close()
+            r = results[name]
+            print(f"  {name:34}: {r['weeks_per_s']:8.1f} weeks/s   p50 {r['p50_ms']:8.1f} ms   "
+                  f"p99 {r['p99_ms']:8.1f} ms   mean batch {r['mean_batch_rows']:5.1f}", flush=True)
+    one, batched = results["one at a time"], results[f"{CLIENTS} clients, dynamic batching"]
+    return {"variant": variant, "scenarios": results,
+            "speedup_vs_one_at_a_time": round(batched["weeks_per_s"] / one["weeks_per_s"], 2)}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--variants", nargs="+", default=["S", "M", "L"], choices=["S", "M", "L"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
+    parser.add_argument("--seconds", type=float, default=10.0, help="time budget per figure")
+    parser.add_argument("--batcher-variant", default="S", choices=["S", "M", "L"])
+    parser.add_argument("--quick", action="store_true", help="2 s per figure, at least one run")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    budget, min_runs = (2.0, 1) if args.quick else (args.seconds, 3)
+    device = choose_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(len(os.sched_getaffinity(0)))  # as PatModel does with the default settings
+    print(f"PAT on {device_name(device)} (torch {torch.__version__}, "
+          f"{'fp16 autocast' if device.type == 'cuda' else 'float32'})", flush=True)
+    print("batch step, per variant and batch size:")
+    with ThreadPoolExecutor(1) as model_thread:  # served batches run on the batcher's thread, not the main one
+        forward = model_thread.submit(bench_forward, device, [f"PAT-{v}" for v in args.variants], args.batches,
+                                      budget, min_runs).result()
+    print(f"one-week requests through PatHandler (PAT-{args.batcher_variant}):")
+    batcher = bench_batcher(device.type, f"PAT-{args.batcher_variant}", budget if args.quick else args.seconds)
+    print(f"  dynamic batching vs one at a time: {batcher['speedup_vs_one_at_a_time']}x")
+    report = {"device": device.type, "device_name": device_name(device), "torch": torch.__version__,
+              "precision": "float16 autocast" if device.type == "cuda" else "float32",
+              "python": platform.python_version(), "quick": args.quick, "forward": forward, "batcher": batcher}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
