@@ -365,3 +365,19 @@ def test_a_user_model_fn_returning_the_artifact_is_served(model_dir, tmp_path):
     finally:
         handler.close()
         assert handler.inner.as_model(handler.model).batcher.closed
+
+
+def test_loading_warms_up_the_week_shape_and_the_saliency_pass(model_dir, monkeypatch):
+    calls = []
+    original = BatchRunner.__call__
+
+    def recording(self, key, parts):
+        calls.append((key, [part.shape for part in parts]))
+        return original(self, key, parts)
+
+    monkeypatch.setattr(BatchRunner, "__call__", recording)
+    handler = make_handler(model_dir)
+    try:
+        assert calls == [(BatchKey(WEEK, False), [(1, WEEK)]), (BatchKey(WEEK, True), [(1, WEEK)])]
+    finally:
+        handler.close()
