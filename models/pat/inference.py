@@ -47,27 +47,30 @@ def choose_device(name: str) -> torch.device:
 class BatchRunner:
     """Runs one batch: rows of standardized minutes (missing minutes already 0) -> numpy outputs."""
 
-    def __init__(self, artifact: PatArtifact, device: torch.device, half: bool | None = None,
-                 pin_memory: bool | None = None):
+    def __init__(self, artifact: PatArtifact, device: torch.device, half: bool | None = None):
         self.artifact = artifact.to(device)
         self.device = device
-        cuda = device.type == "cuda"
-        self.autocast_dtype = torch.float16 if (cuda if half is None else half) else None
-        self.pin_memory = cuda if pin_memory is None else pin_memory
+        self.cuda = device.type == "cuda"
+        self.autocast_dtype = torch.float16 if (self.cuda if half is None else half) else None
         self.tasks = list(artifact.heads)
-        self._host: torch.Tensor | None = None  # reused pinned staging buffer (only the batcher thread uses it)
+        self._host: torch.Tensor | None = None  # CUDA: pinned staging buffer, reused (only the batcher thread runs)
+        self._copied: torch.cuda.Event | None = None  # the last copy out of it
         self.fp32_reruns = 0
 
     def _staged(self, parts: Sequence[np.ndarray]) -> torch.Tensor:
+        if not self.cuda:
+            return torch.from_numpy(np.concatenate(parts).astype(np.float32, copy=False))
         rows, minutes = sum(len(part) for part in parts), parts[0].shape[1]
-        if not self.pin_memory:
-            return torch.from_numpy(np.concatenate(parts).astype(np.float32, copy=False)).to(self.device)
+        if self._copied is not None:
+            self._copied.synchronize()  # the previous batch's copy has left the buffer (even if that batch failed)
         if self._host is None or self._host.numel() < rows * minutes:
             self._host = torch.empty(rows * minutes, dtype=torch.float32, pin_memory=True)
         host = self._host[:rows * minutes].view(rows, minutes)
         np.concatenate(parts, out=host.numpy(), casting="same_kind")
-        # The copy is asynchronous; the buffer is reused only after this batch's results came back (a sync).
-        return host.to(self.device, non_blocking=True)
+        x = host.to(self.device, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
+        return x
 
     def _forward(self, x: torch.Tensor, saliency: bool, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
