@@ -28,20 +28,24 @@ while predicting, so threads predict in parallel; what stays serial is Python's 
 
 Locks. The registry lock guards only the dictionaries and counters, for microseconds, never while loading or
 predicting, so loading one model never blocks invocations of the others. Loads (and reloads) run one at a time under
-a load lock, so that each measures its own memory; a model's reload lock makes concurrent invocations of an evicted
-model wait for one reload.
+a load lock, so that each measures its own memory; unloads free their memory under it too. A model's reload lock
+makes concurrent invocations of an evicted model wait for one reload.
 
 Memory. Each load is charged the larger of two growths measured around it: the C heap in use (glibc's mallinfo2,
 exact for XGBoost's trees whatever freed memory malloc reuses) and the resident set (/proc/self/statm, which also
-sees memory mapped outside malloc; alone it is noisy, since malloc reuses freed pages). Invocations running at the
-same time make the figure approximate. With SERVE_MODEL_MEMORY_MB (the budget for all loaded models together), a
-load that would exceed it first evicts the least recently used idle models (none of their invocations in flight).
-An evicted model stays registered, listed and described, and loads again from its url on its next invocation:
-SageMaker still believes it is loaded and routes requests to it, which a 404 would fail. When the model cannot fit
-even so (larger than the budget, or the other models busy) the load answers 507 and evicts nothing; SageMaker then
-unloads models it considers unused (DELETE) and retries the load. A reload that cannot fit answers 507 as well.
-Without a budget (0) models are limited by the machine alone, and a MemoryError while loading answers 507.
-After an eviction or unload, malloc_trim hands the freed heap back to the system so that the resident set shrinks.
+sees memory mapped outside malloc; alone it is noisy, since malloc reuses freed pages). malloc_trim before and after
+keeps what loading merely touched out of the figure, and the garbage collector waits during the load so that it
+does not free older garbage into it. Invocations running meanwhile make the figure approximate, and the first load
+in a process also pays the model library's one-time set-up (about 2.5 MiB for XGBoost).
+
+Budget. With SERVE_MODEL_MEMORY_MB (for all loaded models together), a load that would exceed it first evicts the
+least recently used idle models (none of their invocations in flight). An evicted model stays registered, listed and
+described, and loads again from its url on its next invocation: SageMaker still believes it is loaded and routes
+requests to it, which a 404 would fail. When the model cannot fit even so (larger than the budget, or the other
+models busy) the load answers 507 and evicts nothing; SageMaker then unloads models it considers unused (DELETE) and
+retries the load. A reload that cannot fit answers 507 as well. Without a budget (0) models are limited by the
+machine alone, and a MemoryError while loading answers 507. After an eviction or unload, malloc_trim hands the
+freed heap back to the system so that the resident set shrinks.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import base64
 import binascii
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import threading
@@ -157,13 +162,19 @@ class Model:
     retired: Handler | None = None  # unloaded during an invocation: closed when the last one ends
     reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def status(self) -> str:
+        if self.handler is not None:
+            return "loaded"
+        return "reloading" if self.reload_lock.locked() else "evicted"
+
     def summary(self) -> dict:
         return {"modelName": self.name, "modelUrl": str(self.url)}
 
     def describe(self) -> dict:
         return {
             **self.summary(),
-            "status": "loaded" if self.handler is not None else "evicted",
+            "status": self.status,
             "memoryBytes": self.memory_bytes,
             "loadSeconds": round(self.load_seconds, 6),
             "loadedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
@@ -229,7 +240,8 @@ class ModelRegistry:
                     raise Conflict(f"Model {_shown(name)} is still loading")
                 raise NotFound(f"Model not found: {_shown(name)}")
             handler = self._detach(model)
-        self._close([handler] if handler else [])
+        with self._load_lock:  # memory freed while a load measures itself would be taken off its figure
+            self._close([handler] if handler else [])
         log.info("model unloaded", extra={"model": name})
 
     def describe(self, name: str) -> dict:
@@ -323,18 +335,7 @@ class ModelRegistry:
             with self._lock:
                 evicted = self._evict_for(model.memory_bytes or directory_bytes(model.url), model)
             self._close(evicted)
-            return_free_memory()  # both figures then count what the model keeps, not what loading it touched
-            heap, resident, started = heap_bytes(), resident_bytes(), time.perf_counter()
-            try:
-                handler = build_handler(self.settings, model.url)
-            except MemoryError:
-                raise InsufficientMemory(f"not enough memory to load model {_shown(model.name)}") from None
-            except ModelLoadError as error:
-                log.warning("model load failed", extra={"model": model.name, "reason": error.message})
-                raise UnservableModel(f"Model {_shown(model.name)} cannot be served: {error.message}") from None
-            seconds = time.perf_counter() - started
-            return_free_memory()
-            charged = max(heap_bytes() - heap, resident_bytes() - resident, 0)
+            handler, charged, seconds = self._build(model)
             failure = None
             with self._lock:
                 try:
@@ -351,6 +352,29 @@ class ModelRegistry:
         log.info("model loaded", extra={"model": model.name, "memory_bytes": charged,
                                         "load_seconds": round(seconds, 4)})
         return handler
+
+    def _build(self, model: Model) -> tuple[Handler, int, float]:
+        """The model's handler, the bytes it keeps, and the seconds it took. The load lock is held, so no other load
+        or unload changes memory meanwhile, and the garbage collector waits, so that garbage from before is not
+        freed into the figure."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return_free_memory()  # both figures then count what the model keeps, not what loading it touched
+            heap, resident, started = heap_bytes(), resident_bytes(), time.perf_counter()
+            try:
+                handler = build_handler(self.settings, model.url)
+            except MemoryError:
+                raise InsufficientMemory(f"not enough memory to load model {_shown(model.name)}") from None
+            except ModelLoadError as error:
+                log.warning("model load failed", extra={"model": model.name, "reason": error.message})
+                raise UnservableModel(f"Model {_shown(model.name)} cannot be served: {error.message}") from None
+            seconds = time.perf_counter() - started
+            return_free_memory()
+            return handler, max(heap_bytes() - heap, resident_bytes() - resident, 0), seconds
+        finally:
+            if collecting:
+                gc.enable()
 
     def _register(self, model: Model, handler: Handler, charged: int, seconds: float, acquire: bool) -> bool:
         """Make a loaded model resident (the lock is held); False when it was unloaded while it reloaded."""

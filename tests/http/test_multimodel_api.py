@@ -22,30 +22,27 @@ from tests.conftest import FEATURES, train_model
 ROWS = np.random.default_rng(11).normal(size=(3, len(FEATURES)))
 BODY = "\n".join(",".join(f"{value:.6f}" for value in row) for row in ROWS).encode()
 TARGET = "X-Amzn-SageMaker-Target-Model"
-HEAVY_SCRIPT = """
+MODEL_FN = """
+import time
+from pathlib import Path
+
 import numpy as np
 import xgboost as xgb
 
 def model_fn(model_dir):
-    booster = xgb.Booster()
-    booster.load_model(bytearray(open(model_dir + "/xgboost-model", "rb").read()))
-    booster.ballast = np.ones({mib} * 1024 * 1024 // 8)  # memory this model keeps beside its trees
-    return booster
-"""
-GATED_SCRIPT = """
-import time
-from pathlib import Path
-
-def model_fn(model_dir):
-    gate = Path(model_dir) / "open"
     deadline = time.monotonic() + 30
-    while not gate.exists() and time.monotonic() < deadline:
+    while {gated} and not (Path(model_dir) / "open").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    import xgboost as xgb
     booster = xgb.Booster()
     booster.load_model(bytearray((Path(model_dir) / "xgboost-model").read_bytes()))
+    booster.ballast = np.ones({mib} * 1024 * 1024 // 8)  # memory the model keeps beside its trees
     return booster
 """
+
+
+def model_script(mib: int = 0, gated: bool = False) -> str:
+    """An inference.py whose model keeps `mib` MiB more, and (gated) whose load waits for a file named "open"."""
+    return MODEL_FN.format(mib=mib, gated=gated)
 
 
 def make_model(root: Path, name: str, seed: int, rounds: int = 20, script: str | None = None) -> Path:
@@ -85,7 +82,7 @@ def root(tmp_path_factory) -> Path:
     make_model(root, "scripted", 1, script="import orjson\n"
                                            "def output_fn(prediction, accept):\n"
                                            "    return orjson.dumps({'scripted': len(prediction)}), 'application/json'\n")
-    make_model(root, "heavy", 2, script=HEAVY_SCRIPT.format(mib=12))
+    make_model(root, "heavy", 2, script=model_script(mib=12))
     return root
 
 
@@ -271,7 +268,7 @@ def test_each_model_runs_its_own_inference_script(client, root, answers):
 
 
 def test_a_slow_load_blocks_no_invocation_and_its_name_is_taken(tmp_path):
-    gated = make_model(tmp_path, "gated", 5, script=GATED_SCRIPT)
+    gated = make_model(tmp_path, "gated", 5, script=model_script(gated=True))
     other = make_model(tmp_path, "m0", 0)
     client, _ = client_for(tmp_path)
     assert load(client, tmp_path, "m0").status_code == 200

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xgboost as xgb
 
-from tests.conftest import FEATURES, train_model
 from serve.errors import BadRequest, Conflict, InsufficientMemory, NotFound
 from serve.handler import Request
 from serve.multimodel import ModelRegistry, UnservableModel
 from serve.settings import MIB, Settings
+from tests.conftest import FEATURES
+from tests.http.test_multimodel_api import make_model, model_script
 
 ROWS = np.random.default_rng(3).normal(size=(4, len(FEATURES)))
 CSV = Request(content_type="text/csv", accept="text/csv")
-
-
-def make_model(root: Path, name: str, seed: int = 0, rounds: int = 20, depth: int = 3) -> Path:
-    """A SageMaker MME layout, <root>/<name>/model/, holding a regression model of its own (seed)."""
-    return train_model(root / name / "model", "reg:squarederror", seed=seed, rounds=rounds, max_depth=depth)
 
 
 def predict(registry: ModelRegistry, name: str) -> np.ndarray:
@@ -39,7 +37,7 @@ def models(tmp_path_factory) -> Path:
     """Five models whose predictions differ, and a few broken ones."""
     root = tmp_path_factory.mktemp("models")
     for seed in range(5):
-        make_model(root, f"m{seed}", seed=seed)
+        make_model(root, f"m{seed}", seed)
     (root / "empty" / "model").mkdir(parents=True)
     (root / "garbage" / "model").mkdir(parents=True)
     (root / "garbage" / "model" / "xgboost-model").write_bytes(b"not a booster")
@@ -107,17 +105,12 @@ def test_a_broken_artifact_fails_its_own_load_and_harms_nothing(models, broken):
 
 
 def test_each_model_may_carry_its_own_inference_script(models, tmp_path):
-    scripted = make_model(tmp_path, "scripted", seed=1)
-    (scripted / "code").mkdir()
-    (scripted / "code" / "inference.py").write_text(
-        "import numpy as np\n"
-        "def predict_fn(data, model):\n"
-        "    return np.full(len(data), 42.0)\n")
-    broken = make_model(tmp_path, "broken", seed=2)
-    (broken / "code").mkdir()
-    (broken / "code" / "inference.py").write_text("import a_module_that_is_not_there\n")
+    scripted = make_model(tmp_path, "scripted", 1, script="import numpy as np\n"
+                                                          "def predict_fn(data, model):\n"
+                                                          "    return np.full(len(data), 42.0)\n")
+    broken = make_model(tmp_path, "broken", 2, script="import a_module_that_is_not_there\n")
     registry = registry_for(tmp_path)
-    registry.load("plain", str(make_model(tmp_path, "plain", seed=3)))
+    registry.load("plain", str(make_model(tmp_path, "plain", 3)))
     registry.load("scripted", str(scripted))
     with pytest.raises(UnservableModel, match="failed to import"):
         registry.load("broken", str(broken))
@@ -200,32 +193,28 @@ def test_an_unloaded_model_finishes_the_invocations_in_flight(models):
 
 
 @pytest.fixture(scope="module")
-def big_models(tmp_path_factory) -> tuple[Path, int]:
-    """Four models of about half a MiB each (one shape, other seeds), and the most any of them was charged."""
+def big_models(tmp_path_factory) -> Path:
+    """Four models that each keep 4 MiB beside their trees: sizes that measurement noise cannot blur."""
     root = tmp_path_factory.mktemp("big")
     for seed in range(4):
-        make_model(root, f"b{seed}", seed=seed, rounds=300, depth=6)
-    registry = registry_for(root)
-    registry.load("warm-up", str(root / "b0" / "model"))  # the first load in a process also pays XGBoost's set-up
-    sizes = [registry.load(f"b{seed}", str(root / f"b{seed}" / "model")).memory_bytes for seed in range(4)]
-    assert min(sizes) > MIB // 4 and max(sizes) < 1.5 * min(sizes), sizes
-    return root, max(sizes)
+        make_model(root, f"b{seed}", seed, script=model_script(mib=4))
+    return root
 
 
-def budget_registry(root: Path, budget: int) -> ModelRegistry:
-    registry = registry_for(root, budget)
+def budget_registry(root: Path, budget_mib: int) -> ModelRegistry:
+    """A registry whose process has paid XGBoost's one-time set-up, so that each load is charged its own memory."""
+    registry = registry_for(root, budget_mib * MIB)
     registry.load("warm-up", str(root / "b0" / "model"))
     registry.unload("warm-up")
     return registry
 
 
 def test_loads_over_the_budget_evict_the_least_recently_used_model(big_models):
-    root, size = big_models
-    registry = budget_registry(root, int(2.5 * size))
-    registry.load("b0", str(root / "b0" / "model"))
-    registry.load("b1", str(root / "b1" / "model"))
+    registry = budget_registry(big_models, 10)
+    registry.load("b0", str(big_models / "b0" / "model"))
+    registry.load("b1", str(big_models / "b1" / "model"))
     predict(registry, "b0")  # b1 is now the least recently used
-    registry.load("b2", str(root / "b2" / "model"))
+    registry.load("b2", str(big_models / "b2" / "model"))
     assert registry.describe("b1")["status"] == "evicted"
     assert registry.describe("b0")["status"] == registry.describe("b2")["status"] == "loaded"
     assert registry.memory_in_use <= registry.budget
@@ -233,62 +222,69 @@ def test_loads_over_the_budget_evict_the_least_recently_used_model(big_models):
 
 
 def test_an_evicted_model_reloads_when_invoked(big_models):
-    root, size = big_models
-    registry = budget_registry(root, int(2.5 * size))
+    registry = budget_registry(big_models, 10)
     for seed in range(3):
-        registry.load(f"b{seed}", str(root / f"b{seed}" / "model"))
+        registry.load(f"b{seed}", str(big_models / f"b{seed}" / "model"))
     assert registry.describe("b0")["status"] == "evicted"
-    np.testing.assert_array_equal(predict(registry, "b0"), booster_prediction(root / "b0" / "model"))
+    np.testing.assert_array_equal(predict(registry, "b0"), booster_prediction(big_models / "b0" / "model"))
     description = registry.describe("b0")
     assert description["status"] == "loaded" and description["loads"] == 2 and description["evictions"] == 1
     assert registry.describe("b1")["status"] == "evicted"  # b0's reload made room by evicting the next oldest
     assert registry.memory_in_use <= registry.budget
 
 
+def test_a_model_unloaded_while_it_reloads_stays_unloaded(big_models):
+    gated = make_model(big_models, "gated", 9, script=model_script(mib=4, gated=True))
+    (gated / "open").touch()
+    registry = budget_registry(big_models, 6)
+    registry.load("gated", str(gated))
+    registry.load("b1", str(big_models / "b1" / "model"))  # evicts "gated"
+    (gated / "open").unlink()
+    outcome = []
+    invocation = threading.Thread(target=lambda: outcome.append(_error_of(lambda: predict(registry, "gated"))))
+    invocation.start()
+    deadline = time.monotonic() + 10
+    while registry.describe("gated")["status"] != "reloading" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    registry.unload("gated")
+    (gated / "open").touch()
+    invocation.join(30)
+    assert outcome == ["Model not found: gated was unloaded while it reloaded"]
+    assert registry.page()["models"] == [{"modelName": "b1", "modelUrl": str(big_models / "b1" / "model")}]
+    assert registry.memory_in_use == 0  # b1 was evicted to make room for the reload; the reload was dropped
+
+
+def _error_of(call) -> str | None:
+    try:
+        call()
+    except NotFound as error:
+        return error.message
+    return None
+
+
 def test_a_model_larger_than_the_budget_is_refused_with_507(big_models):
-    root, size = big_models
-    registry = registry_for(root, size // 4)
-    with pytest.raises(InsufficientMemory, match="SERVE_MODEL_MEMORY_MB"):
-        registry.load("b0", str(root / "b0" / "model"))
+    """The files are small and fit; what the load measures (4 MiB) does not: the measurement decides."""
+    registry = registry_for(big_models, 2 * MIB)
+    with pytest.raises(InsufficientMemory, match="more than the 2.0 MiB budget"):
+        registry.load("b0", str(big_models / "b0" / "model"))
     assert registry.page()["models"] == [] and registry.memory_in_use == 0
-
-
-def test_the_memory_measured_at_load_is_what_counts(tmp_path):
-    """A small directory whose model_fn keeps 8 MiB: the guess from the files fits, the measurement does not."""
-    heavy = make_model(tmp_path, "heavy")
-    (heavy / "code").mkdir()
-    (heavy / "code" / "inference.py").write_text(
-        "import numpy as np\n"
-        "import xgboost as xgb\n"
-        "def model_fn(model_dir):\n"
-        "    booster = xgb.Booster()\n"
-        "    booster.load_model(bytearray(open(model_dir + '/xgboost-model', 'rb').read()))\n"
-        "    booster.ballast = np.ones(1024 * 1024)\n"
-        "    return booster\n")
-    registry = registry_for(tmp_path, 4 * MIB)
-    with pytest.raises(InsufficientMemory, match="more than the 4.0 MiB budget"):
-        registry.load("heavy", str(heavy))
-    assert registry.page()["models"] == [] and registry.memory_in_use == 0
-    unlimited = registry_for(tmp_path).load("heavy", str(heavy))
-    assert unlimited.memory_bytes >= 8 * MIB
+    assert registry_for(big_models).load("b0", str(big_models / "b0" / "model")).memory_bytes >= 4 * MIB
 
 
 def test_busy_models_are_not_evicted_and_the_load_is_refused(big_models):
-    root, size = big_models
-    registry = budget_registry(root, int(2.5 * size))
-    registry.load("b0", str(root / "b0" / "model"))
-    registry.load("b1", str(root / "b1" / "model"))
+    registry = budget_registry(big_models, 10)
+    registry.load("b0", str(big_models / "b0" / "model"))
+    registry.load("b1", str(big_models / "b1" / "model"))
     with registry.lease("b0"), registry.lease("b1"):
         with pytest.raises(InsufficientMemory, match="busy"):
-            registry.load("b2", str(root / "b2" / "model"))
+            registry.load("b2", str(big_models / "b2" / "model"))
         assert registry.describe("b0")["status"] == registry.describe("b1")["status"] == "loaded"
-    registry.load("b2", str(root / "b2" / "model"))  # idle again: b0 makes room
+    registry.load("b2", str(big_models / "b2" / "model"))  # idle again: b0 makes room
     assert registry.describe("b0")["status"] == "evicted"
 
 
 def test_without_a_budget_nothing_is_evicted(big_models):
-    root, _ = big_models
-    registry = registry_for(root)
+    registry = registry_for(big_models)
     for seed in range(4):
-        registry.load(f"b{seed}", str(root / f"b{seed}" / "model"))
+        registry.load(f"b{seed}", str(big_models / f"b{seed}" / "model"))
     assert {registry.describe(f"b{seed}")["status"] for seed in range(4)} == {"loaded"}
