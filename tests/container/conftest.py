@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 READY_DEADLINE_SECONDS = 60
 STARTUP_SECONDS: dict[str, float] = {}  # docker run -> first 200 on /ping, per test container
+BUILD_SECONDS: dict[str, float] = {}  # ./build.sh build FAMILY, including the base and the wheelhouse
 ENGINE_SKIPS: list[str] = []
 
 
@@ -55,6 +56,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_terminal_summary(terminalreporter) -> None:
     if ENGINE_SKIPS:
         terminalreporter.write_sep("!", f"{len(ENGINE_SKIPS)} CONTAINER TESTS SKIPPED: NO DOCKER ENGINE", red=True)
+    if BUILD_SECONDS:
+        terminalreporter.write_sep("-", "./build.sh build (with the base image and wheelhouse when missing)")
+        for family, seconds in BUILD_SECONDS.items():
+            terminalreporter.write_line(f"{seconds:6.1f} s  {family}")
     if STARTUP_SECONDS:
         terminalreporter.write_sep("-", "docker run -> first 200 on /ping")
         for label, seconds in STARTUP_SECONDS.items():
@@ -90,7 +95,9 @@ def built_image(family: str) -> str:
     """`./build.sh build FAMILY` (layer caching makes a rebuild quick); returns the image's :latest tag."""
     if engine_problem() is not None:  # the marker hook has already failed or skipped the test
         pytest.skip(engine_problem())
+    started = time.monotonic()
     build_sh("build", family)
+    BUILD_SECONDS[family] = time.monotonic() - started
     return f"{family}-inference:latest"
 
 
@@ -134,7 +141,7 @@ def _ping_inside(name: str, port: int) -> bool:
 def _ping(url: str) -> bool:
     try:
         return requests.get(f"{url}/ping", timeout=2).status_code == 200
-    except requests.ConnectionError:
+    except requests.RequestException:  # refused, reset, or queued while the worker is still loading the model
         return False
 
 
