@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,38 @@ def distinct_models(root: Path, count: int, prefix: str = "m") -> dict[str, list
     answers = {f"{prefix}{seed}": expected(make_model(root, f"{prefix}{seed}", seed)) for seed in range(count)}
     assert len({tuple(values) for values in answers.values()}) == count
     return answers
+
+
+class Tally:
+    """Invocations from many threads: how many each model served, and what went wrong (nothing, if all is well)."""
+
+    def __init__(self, answers: dict[str, list[float]], loaded=()):
+        self.answers = answers
+        self.loaded = {name: threading.Event() for name in answers}
+        for name in loaded:
+            self.loaded[name].set()
+        self.served: Counter = Counter()
+        self.problems: list[str] = []
+        self._lock = threading.Lock()
+
+    def invoke(self, post, name: str) -> None:
+        """post(name) -> (status, body). A 404 is right only for a model not (or not yet) known to be loaded."""
+        was_loaded = self.loaded[name].is_set()
+        status, body = post(name)
+        with self._lock:
+            if status == 200:
+                self.served[name] += 1
+                if answer(body) != self.answers[name]:
+                    self.problems.append(f"{name} answered with another model's predictions")
+            elif status != 404 or was_loaded:
+                self.problems.append(f"{name}: {status} {body[:80]!r}")
+
+    def check(self, describe, names) -> None:
+        """No problem, and each model counted exactly the invocations it served, none left in flight."""
+        assert self.problems == []
+        for name in names:
+            description = describe(name)
+            assert (description["invocations"], description["inFlight"]) == (self.served[name], 0), name
 
 
 # --- fixtures ------------------------------------------------------------------------------------------------------

@@ -4,13 +4,11 @@ model answering for another, every invocation counted once, nothing left in flig
 from __future__ import annotations
 
 import random
-import threading
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.http.test_multimodel_api import BODY, answer, client_for, distinct_models, expected, load, make_model
+from tests.http.test_multimodel_api import BODY, Tally, answer, client_for, distinct_models, expected, load, make_model
 
 INVOKERS = 8
 INVOCATIONS = 150
@@ -28,13 +26,6 @@ def run_together(*jobs) -> None:
             future.result()
 
 
-def check_counts(client, names, served: Counter) -> None:
-    for name in names:
-        description = client.get(f"/models/{name}").get_json()
-        assert description["invocations"] == served[name], name
-        assert description["inFlight"] == 0, name
-
-
 def test_loads_unloads_and_invocations_interleaved(models):
     root, answers = models
     names = sorted(answers, key=lambda name: int(name[1:]))
@@ -43,28 +34,19 @@ def test_loads_unloads_and_invocations_interleaved(models):
     app = client.application
     for name in early:
         assert load(client, root, name).status_code == 200
-    loaded = {name: threading.Event() for name in late}
-    served, problems, lock = Counter(), [], threading.Lock()
+    tally = Tally(answers, early)
 
     def invoker(seed: int) -> None:
         own, rng = app.test_client(), random.Random(seed)
+        post = lambda name: _status_and_body(own.post(f"/models/{name}/invoke", data=BODY, content_type="text/csv"))
         for _ in range(INVOCATIONS):
-            name = rng.choice(names)
-            was_loaded = name in early or (name in loaded and loaded[name].is_set())
-            response = own.post(f"/models/{name}/invoke", data=BODY, content_type="text/csv")
-            with lock:
-                if response.status_code == 200:
-                    served[name] += 1
-                    if answer(response.data) != answers[name]:
-                        problems.append(f"{name} answered with another model's predictions")
-                elif response.status_code != 404 or was_loaded:
-                    problems.append(f"{name}: {response.status_code} {response.get_data(as_text=True)}")
+            tally.invoke(post, rng.choice(names))
 
     def loader() -> None:
         own = app.test_client()
         for name in late:
             assert load(own, root, name).status_code == 200
-            loaded[name].set()
+            tally.loaded[name].set()
 
     def churner() -> None:
         own = app.test_client()
@@ -76,11 +58,10 @@ def test_loads_unloads_and_invocations_interleaved(models):
                 assert own.delete(f"/models/{name}").status_code == 200
 
     run_together(loader, churner, *(lambda seed=seed: invoker(seed) for seed in range(INVOKERS)))
-    assert problems == []
     listed = [model["modelName"] for model in client.get("/models?max_results=1000").get_json()["models"]]
     assert sorted(listed) == sorted(early + late)
-    check_counts(client, early + late, served)
-    assert all(served[name] for name in early) and any(served[name] for name in late)  # the threads did interleave
+    tally.check(lambda name: client.get(f"/models/{name}").get_json(), early + late)
+    assert all(tally.served[name] for name in early) and any(tally.served[name] for name in late)  # interleaved
 
 
 def test_evictions_and_reloads_under_concurrent_invocations(tmp_path):
@@ -94,21 +75,19 @@ def test_evictions_and_reloads_under_concurrent_invocations(tmp_path):
     client.delete("/models/warm-up")
     for name in answers:
         assert load(client, tmp_path, name).status_code == 200
-    served, problems, lock = Counter(), [], threading.Lock()
+    tally = Tally(answers, answers)  # all loaded: anything but 200 is a problem
 
     def invoker(seed: int) -> None:
         own, rng = client.application.test_client(), random.Random(seed)
+        post = lambda name: _status_and_body(own.post(f"/models/{name}/invoke", data=BODY, content_type="text/csv"))
         for _ in range(INVOCATIONS):
-            name = rng.choice(list(answers))
-            response = own.post(f"/models/{name}/invoke", data=BODY, content_type="text/csv")
-            with lock:
-                served[name] += response.status_code == 200
-                if response.status_code != 200 or answer(response.data) != answers[name]:
-                    problems.append(f"{name}: {response.status_code} {response.get_data(as_text=True)[:80]}")
+            tally.invoke(post, rng.choice(list(answers)))
 
     run_together(*(lambda seed=seed: invoker(seed) for seed in range(INVOKERS)))
-    assert problems == []
-    reloads = sum(client.get(f"/models/{name}").get_json()["loads"] - 1 for name in answers)
-    assert reloads > 0
+    tally.check(lambda name: client.get(f"/models/{name}").get_json(), answers)
+    assert sum(client.get(f"/models/{name}").get_json()["loads"] - 1 for name in answers) > 0  # reloads happened
     assert registry.memory_in_use <= registry.budget
-    check_counts(client, answers, served)
+
+
+def _status_and_body(response) -> tuple[int, bytes]:
+    return response.status_code, response.data

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from tests.http.server import ServeProcess
-from tests.http.test_multimodel_api import BODY, model_script, TARGET, answer, distinct_models, make_model
+from tests.http.test_multimodel_api import BODY, TARGET, Tally, answer, distinct_models, make_model, model_script
 
 BUDGET_MIB = 24
 CSV = {"Content-Type": "text/csv"}
@@ -94,38 +92,29 @@ def test_many_clients_while_models_load(server, root, answers):
     early, late = names[:6], names[6:]
     for name in early:
         assert load(server, root, name).status_code == 200
-    loaded = {name: threading.Event() for name in late}
-    served, problems, lock = Counter(), [], threading.Lock()
+    tally = Tally(answers, early)
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
         with requests.Session() as session:
-            for _ in range(40):
-                name = rng.choice(names)
-                was_loaded = name in early or loaded[name].is_set()
+            def post(name: str) -> tuple[int, bytes]:
                 response = session.post(f"{server.url}/models/{name}/invoke", data=BODY, headers=CSV, timeout=30)
-                with lock:
-                    if response.status_code == 200:
-                        served[name] += 1
-                        if answer(response.content) != answers[name]:
-                            problems.append(f"{name} answered with another model's predictions")
-                    elif response.status_code != 404 or was_loaded:
-                        problems.append(f"{name}: {response.status_code} {response.text[:80]}")
+                return response.status_code, response.content
+
+            for _ in range(40):
+                tally.invoke(post, rng.choice(names))
 
     def loader() -> None:
         with requests.Session() as session:
             for name in late:
                 assert load(server, root, name, session=session).status_code == 200
-                loaded[name].set()
+                tally.loaded[name].set()
 
     with ThreadPoolExecutor(17) as pool:
         futures = [pool.submit(loader)] + [pool.submit(client, seed) for seed in range(16)]
         for future in futures:
             future.result()
-    assert problems == []
-    for name in names:
-        description = requests.get(f"{server.url}/models/{name}").json()
-        assert description["invocations"] == served[name] and description["inFlight"] == 0
+    tally.check(lambda name: requests.get(f"{server.url}/models/{name}").json(), names)
 
 
 def test_the_log_holds_model_events_and_no_request_body(server, root):
