@@ -19,7 +19,8 @@ multi-model-server gave, since SageMaker and existing clients read those; errors
                                           left out while exactly one model is loaded, as MMS allowed).
 
 A broken artifact answers 422, not 500: the request and the server are fine, the artifact is not, and retrying
-cannot help. A model's own `code/inference.py` replaces its hooks (serve.script), one module per model directory.
+cannot help. A model's own `code/inference.py` replaces its hooks (serve.script), one module per model directory;
+helper modules it imports from its `code/` are its own as well (see _forget_modules).
 
 Processes. gunicorn runs one worker process with threads (serve.server). A load then reaches the one process every
 invocation reaches, each model is in memory once, and no cross-process registry is needed. Several processes would
@@ -57,6 +58,7 @@ import ctypes.util
 import gc
 import logging
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -79,7 +81,7 @@ MAX_NAME_LENGTH = 1024  # SageMaker's limit on TargetModel
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 LEASES = "multimodel_leases"  # flask.g: the models one request is invoking
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+MEMORY_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 class UnservableModel(ServeError):
@@ -112,7 +114,7 @@ _LIBC = _glibc()
 
 def resident_bytes() -> int:
     with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE_SIZE
+        return int(statm.read().split()[1]) * MEMORY_PAGE_BYTES
 
 
 def heap_bytes() -> int:
@@ -131,6 +133,15 @@ def return_free_memory() -> None:
 def directory_bytes(path: Path) -> int:
     """Size of the files under a model directory: the first guess at a model's memory, before it is measured."""
     return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def _forget_modules(model_dir: Path, before: set[str]) -> None:
+    """Drop from sys.modules what a model's code/ imported besides its inference.py (helper modules): the model
+    keeps them, and another model's code/ importing a module of the same name gets its own, not this one."""
+    for name in set(sys.modules) - before:
+        path = getattr(sys.modules[name], "__file__", None)
+        if path and Path(path).is_relative_to(model_dir):
+            del sys.modules[name]
 
 
 def _mib(size: int) -> str:
@@ -362,6 +373,7 @@ class ModelRegistry:
         try:
             return_free_memory()  # both figures then count what the model keeps, not what loading it touched
             heap, resident, started = heap_bytes(), resident_bytes(), time.perf_counter()
+            modules = set(sys.modules)
             try:
                 handler = build_handler(self.settings, model.url)
             except MemoryError:
@@ -369,6 +381,8 @@ class ModelRegistry:
             except ModelLoadError as error:
                 log.warning("model load failed", extra={"model": model.name, "reason": error.message})
                 raise UnservableModel(f"Model {_shown(model.name)} cannot be served: {error.message}") from None
+            finally:
+                _forget_modules(model.url, modules)
             seconds = time.perf_counter() - started
             return_free_memory()
             return handler, max(heap_bytes() - heap, resident_bytes() - resident, 0), seconds

@@ -118,6 +118,20 @@ def test_each_model_may_carry_its_own_inference_script(models, tmp_path):
     np.testing.assert_array_equal(predict(registry, "plain"), booster_prediction(tmp_path / "plain" / "model"))
 
 
+def test_helper_modules_of_one_model_never_answer_for_another(tmp_path):
+    """Two models whose inference.py imports a module of the same name from its own code/ directory."""
+    registry = registry_for(tmp_path)
+    for name, value in (("first", 1.0), ("second", 2.0)):
+        model_dir = make_model(tmp_path, name, 4, script="import numpy as np\n"
+                                                         "import helper\n"
+                                                         "def predict_fn(data, model):\n"
+                                                         "    return np.full(len(data), helper.VALUE)\n")
+        (model_dir / "code" / "helper.py").write_text(f"VALUE = {value}\n")
+        registry.load(name, str(model_dir))
+    assert predict(registry, "first").tolist() == [1.0] * len(ROWS)
+    assert predict(registry, "second").tolist() == [2.0] * len(ROWS)
+
+
 def test_pages_list_every_model_once_in_name_order(models):
     registry = registry_for(models)
     names = [f"cohort-{index:02d}" for index in range(23)]
