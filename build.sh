@@ -410,6 +410,8 @@ cmd_batch() {
 cmd_all() {
     (($# == 0)) || die "all takes no arguments"
     deploy_py check
+    IMAGE_TAG="$(image_tag)"  # one tag for the whole release, even if the tree changes meanwhile
+    export IMAGE_TAG
     local target
     for target in $(deploy_py targets); do cmd_build "$target"; done
     cmd_push
