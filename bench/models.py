@@ -1,7 +1,7 @@
 """Benchmark models and request bodies, made once and cached under build/bench/models/.
 
 - `example`: the README's risk model (models.xgboost.examples): binary, 200 trees of depth 6, 40 features.
-- `large`: regression, 1000 trees of depth 8, 100 features (about a minute to train on 2 cores).
+- `large`: regression, 1000 trees of depth 8, 100 features (trained once: 1-3 minutes on 2 cores).
 
 Both are saved as SageMaker's built-in algorithm saves them (`xgboost-model`, UBJSON, no feature names), so the
 naive baseline can serve them too. Bodies are headerless CSV (`%.7g`, empty field = missing), as clients send them.
@@ -45,7 +45,7 @@ def _save(booster: xgb.Booster, model_dir: Path) -> None:
     tmp.replace(model_dir / "xgboost-model")
 
 
-def _train_large(rows: int = 20000, seed: int = 3) -> xgb.Booster:
+def _train_large(rows: int = 6000, seed: int = 3) -> xgb.Booster:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(rows, 100))
     weights = rng.normal(size=100) * (rng.random(100) < 0.6)
