@@ -1,0 +1,46 @@
+"""models.xgboost.dense calls XGBoosterPredictFromDense itself: it must give inplace_predict's bits, or step aside."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from scipy.sparse import csr_matrix
+
+from models.xgboost import dense
+
+
+def booster(objective: str, **params) -> xgb.Booster:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = rng.integers(0, 3, 300) if objective.startswith("multi") else (x[:, 0] > 0).astype(float)
+    return xgb.train({"objective": objective, "max_depth": 3, "nthread": 1, **params}, xgb.DMatrix(x, label=y), 20)
+
+
+@pytest.mark.parametrize("objective, params", [("binary:logistic", {}), ("multi:softprob", {"num_class": 3}),
+                                               ("reg:squarederror", {}), ("multi:softmax", {"num_class": 3})])
+def test_same_bits_as_inplace_predict(objective, params):
+    model = booster(objective, **params)
+    rng = np.random.default_rng(1)
+    for rows in (1, 2, 500):
+        x = rng.normal(scale=3, size=(rows, 6))
+        x[rng.random(x.shape) < 0.2] = np.nan
+        for matrix in (x, x.astype(np.float32)):
+            expected = model.inplace_predict(matrix)
+            got = dense.predict(model, matrix)
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            assert got.tobytes() == expected.tobytes()
+    assert dense.agrees(model, 6)
+
+
+def test_steps_aside_for_what_it_does_not_read():
+    model = booster("binary:logistic")
+    x = np.ones((4, 6))
+    for other in (x[:, ::-1].T.T[::2], x.astype(np.int64), csr_matrix(x), x[0], x.tolist()):
+        assert dense.predict(model, other) is None
+
+
+def test_a_wrong_width_is_an_xgboost_error_not_a_crash():
+    with pytest.raises(xgb.core.XGBoostError):
+        dense.predict(booster("binary:logistic"), np.ones((1, 9)))
