@@ -211,3 +211,26 @@ def test_batch_scores_an_s3_prefix_with_the_model_alone_in_the_vpc(build_sh, tin
     unknown = build_sh("batch", "--model", "xgboost-unknown", DEPLOY_CONFIG=str(config), check=False)
     assert unknown.returncode != 0 and "no model 'xgboost-unknown'" in unknown.stderr
     assert "xgboost-risk" in unknown.stderr
+
+
+def test_a_new_instance_type_deregisters_autoscaling_before_the_update_and_registers_it_after(
+        build_sh, tiny_images, moto, registry, execution_role, tmp_path):
+    """Application Auto Scaling refuses an update that changes a scaled variant's instance type."""
+    config = stage_config(tmp_path, families=("xgboost",))
+    release(build_sh, tiny_images, config, "1.0.0-aaaaaaa", "push", "register", "deploy")
+    spec = json.loads(config.read_text())
+    spec["families"]["xgboost"]["instance_type"] = "ml.m5.xlarge"
+    config.write_text(json.dumps(spec))
+    moto.journal.write_text("")
+    build_sh("register", "deploy", DEPLOY_CONFIG=str(config), IMAGE_TAG="1.0.0-aaaaaaa")
+
+    calls = [operation for operation in moto.operations() if operation in (
+        "DeregisterScalableTarget", "UpdateEndpoint", "RegisterScalableTarget")]
+    assert calls == ["DeregisterScalableTarget", "UpdateEndpoint", "RegisterScalableTarget"]
+    sagemaker = moto.client("sagemaker")
+    serving = sagemaker.describe_endpoint(EndpointName="xgboost-endpoint")["EndpointConfigName"]
+    variant = sagemaker.describe_endpoint_config(EndpointConfigName=serving)["ProductionVariants"][0]
+    assert variant["InstanceType"] == "ml.m5.xlarge"
+    targets = moto.client("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")
+    assert [target["ResourceId"] for target in targets["ScalableTargets"]] == [
+        "endpoint/xgboost-endpoint/variant/AllTraffic"]
