@@ -20,7 +20,7 @@ multi-model-server gave, since SageMaker and existing clients read those; errors
 
 A broken artifact answers 422, not 500: the request and the server are fine, the artifact is not, and retrying
 cannot help. A model's own `code/inference.py` replaces its hooks (serve.script), one module per model directory;
-helper modules it imports from its `code/` are its own as well (see _forget_modules).
+helper modules it imports from its `code/` are its own as well (see serve.script.own_modules).
 
 Processes. gunicorn runs one worker process with threads (serve.server). A load then reaches the one process every
 invocation reaches, each model is in memory once, and no cross-process registry is needed. Several processes would
@@ -58,7 +58,6 @@ import ctypes.util
 import gc
 import logging
 import os
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -133,15 +132,6 @@ def return_free_memory() -> None:
 def directory_bytes(path: Path) -> int:
     """Size of the files under a model directory: the first guess at a model's memory, before it is measured."""
     return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
-
-
-def _forget_modules(model_dir: Path, before: set[str]) -> None:
-    """Drop from sys.modules what a model's code/ imported besides its inference.py (helper modules): the model
-    keeps them, and another model's code/ importing a module of the same name gets its own, not this one."""
-    for name in set(sys.modules) - before:
-        path = getattr(sys.modules[name], "__file__", None)
-        if path and Path(path).is_relative_to(model_dir):
-            del sys.modules[name]
 
 
 def _mib(size: int) -> str:
@@ -373,7 +363,6 @@ class ModelRegistry:
         try:
             return_free_memory()  # both figures then count what the model keeps, not what loading it touched
             heap, resident, started = heap_bytes(), resident_bytes(), time.perf_counter()
-            modules = set(sys.modules)
             try:
                 handler = build_handler(self.settings, model.url)
             except MemoryError:
@@ -381,8 +370,6 @@ class ModelRegistry:
             except ModelLoadError as error:
                 log.warning("model load failed", extra={"model": model.name, "reason": error.message})
                 raise UnservableModel(f"Model {_shown(model.name)} cannot be served: {error.message}") from None
-            finally:
-                _forget_modules(model.url, modules)
             seconds = time.perf_counter() - started
             return_free_memory()
             return handler, max(heap_bytes() - heap, resident_bytes() - resident, 0), seconds

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -99,6 +100,20 @@ class ScriptHandler(Handler):
 
     def close(self) -> None:
         self.inner.close()
+
+
+@contextmanager
+def own_modules(model_dir: Path):
+    """Drop from sys.modules what a model's code/ imports besides inference.py (helper modules) once it is loaded: the
+    model keeps them, and another model whose code/ has a module of the same name gets its own, not this one."""
+    before = set(sys.modules)
+    try:
+        yield
+    finally:
+        for name in set(sys.modules) - before:
+            path = getattr(sys.modules[name], "__file__", None)
+            if path and Path(path).resolve().is_relative_to(model_dir.resolve()):
+                del sys.modules[name]
 
 
 def with_user_hooks(handler: Handler, model_dir: Path, program: str | None) -> Handler:
