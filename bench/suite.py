@@ -51,18 +51,25 @@ class Payloads:
         return cls(csv_lines(x[:2000]), body, body_under(model), exact.astype(np.float64))
 
 
-def _timed_large(client: Client, body: bytes, count: int) -> tuple[list[float], bytes]:
-    times, answer = [], b""
+def _timed_large(client: Client, body: bytes, count: int, booster) -> tuple[list[float], list[float], bytes]:
+    """Served times, each followed by the in-process floor on the same body (paired, so both see the same noise)."""
+    times, floor_times, answer = [], [], b""
     for _ in range(count):
         start = time.perf_counter()
         status, answer = client.post(body)
         times.append(time.perf_counter() - start)
         if status != 200:
             raise RuntimeError(f"large request answered {status}")
-    return times, answer
+        floor_times += floor.large_body(booster, body, 1)
+    return times, floor_times, answer
 
 
-def measure_server(server: systems.Server, payloads: Payloads, plan: Plan) -> dict:
+def _large_figures(times: list[float], floor_times: list[float]) -> dict:
+    return {**summary_ms(times), "paired_floor_min_ms": min(floor_times) * 1e3,
+            "ratio_to_floor": min(times) / min(floor_times)}
+
+
+def measure_server(server: systems.Server, payloads: Payloads, plan: Plan, booster) -> dict:
     """Every HTTP figure for one running server."""
     result: dict = {"start_s": server.start_s}
     url = server.url
@@ -75,13 +82,13 @@ def measure_server(server: systems.Server, payloads: Payloads, plan: Plan) -> di
             window = machine.Window(lambda: systems.tree_cpu_seconds(server.pid))
             figures = load.run(url, payloads.lines[0], connections, seconds=plan.load_seconds)
             result[f"load_c{connections}"] = {**figures, "cpu": window.close()}
-        times, answer = _timed_large(client, payloads.rows_10k, plan.large_requests)
+        times, floor_times, answer = _timed_large(client, payloads.rows_10k, plan.large_requests, booster)
         scores = parse_scores(answer)
-        result["rows_10k"] = {**summary_ms(times), "rows_per_s": 10000 / min(times),
+        result["rows_10k"] = {**_large_figures(times, floor_times), "rows_per_s": 10000 / min(times),
                               "max_abs_error": float(np.max(np.abs(scores - payloads.exact_10k)))
                               if scores.shape == payloads.exact_10k.shape else None}
-        times, _ = _timed_large(client, payloads.max_body, max(2, plan.large_requests - 2))
-        result["body_6mib"] = {**summary_ms(times), "bytes": len(payloads.max_body),
+        times, floor_times, _ = _timed_large(client, payloads.max_body, max(2, plan.large_requests - 2), booster)
+        result["body_6mib"] = {**_large_figures(times, floor_times), "bytes": len(payloads.max_body),
                                "rows": payloads.max_body.count(b"\n")}
     finally:
         client.close()
@@ -101,6 +108,7 @@ def interleaved(models: dict[str, BenchModel], plan: Plan, log_dir: Path) -> dic
     """For each repeat and model: ours and naive (order alternating between repeats), then the floor."""
     results: dict = {name: {"ours": [], "naive": [], "floor": []} for name in models}
     payloads = {name: Payloads.make(model) for name, model in models.items()}
+    boosters = {name: model.booster() for name, model in models.items()}
     for repeat in range(plan.repeats):
         order = [systems.Ours, systems.Naive] if repeat % 2 == 0 else [systems.Naive, systems.Ours]
         for name, model in models.items():
@@ -108,7 +116,7 @@ def interleaved(models: dict[str, BenchModel], plan: Plan, log_dir: Path) -> dic
                 print(f"bench: repeat {repeat + 1}/{plan.repeats}, {name} model, {kind.name}", flush=True)
                 server = kind(model.model_dir, log_dir)
                 try:
-                    results[name][kind.name].append(measure_server(server, payloads[name], plan))
+                    results[name][kind.name].append(measure_server(server, payloads[name], plan, boosters[name]))
                 finally:
                     server.stop()
             results[name]["floor"].append(measure_floor(model, payloads[name], plan))
