@@ -8,10 +8,13 @@
    standardization, batcher, encode) from one client one at a time, from 16 concurrent clients with batching
    off (SERVE_MAX_BATCH_SIZE=1), and from 16 concurrent clients with dynamic batching (the default settings).
 
-    python bench/pat.py [--quick] [--device auto|cpu|cuda] [--variants S M L] [--seconds 10]
+    python bench/pat.py [--quick] [--device auto|cpu|cuda] [--variants S M L] [--seconds 10] [--repeats 3]
+                        [--only forward|batcher]
 
-Each figure records how many runs it rests on; p99 of a handful of runs is just their maximum. On a shared machine
-`machine` says how busy the other processes kept it while we measured.
+The scenarios of part 2 are interleaved `--repeats` times and each reports its median run. Each figure records
+how many runs it rests on (p99 of a handful of runs is just their maximum) and, in `machine`, how busy other
+processes kept the machine meanwhile: on a shared CPU, 2 torch threads slow down sharply when another process
+takes a core.
 """
 
 from __future__ import annotations
@@ -129,7 +132,8 @@ def drive(handler, bodies: list[bytes], clients: int, duration_s: float) -> dict
             "mean_batch_rows": round(rows / batches, 2) if batches else 0.0, "machine": window.close()}
 
 
-def bench_batcher(device: str, variant: str, duration_s: float) -> dict:
+def bench_batcher(device: str, variant: str, duration_s: float, repeats: int) -> dict:
+    """The three scenarios, interleaved `repeats` times; each reports its median run (by weeks/s)."""
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp)
         counts = weeks(256, seed=1)
@@ -147,20 +151,28 @@ def bench_batcher(device: str, variant: str, duration_s: float) -> dict:
             f"{CLIENTS} clients, batching off": (CLIENTS, 1, 0.0),
             f"{CLIENTS} clients, dynamic batching": (CLIENTS, defaults.max_batch_size, defaults.batch_wait_ms),
         }
-        results = {}
-        for name, (clients, max_batch, wait_ms) in scenarios.items():
-            handler = served_handler(model_dir, device, max_batch, wait_ms)
-            try:
-                drive(handler, bodies[:4], clients, min(2.0, duration_s))  # warm
-                results[name] = {"max_batch_size": max_batch, "batch_wait_ms": wait_ms,
-                                 **drive(handler, bodies, clients, duration_s)}
-            finally:
+        handlers = {name: served_handler(model_dir, device, max_batch, wait_ms)
+                    for name, (_, max_batch, wait_ms) in scenarios.items()}
+        runs: dict[str, list[dict]] = {name: [] for name in scenarios}
+        try:
+            for name, (clients, _, _) in scenarios.items():
+                drive(handlers[name], bodies[:4], clients, min(2.0, duration_s))  # warm
+            for _ in range(repeats):
+                for name, (clients, max_batch, wait_ms) in scenarios.items():
+                    runs[name].append({"max_batch_size": max_batch, "batch_wait_ms": wait_ms,
+                                       **drive(handlers[name], bodies, clients, duration_s)})
+        finally:
+            for handler in handlers.values():
                 handler.close()
-            r = results[name]
-            print(f"  {name:34}: {r['weeks_per_s']:8.1f} weeks/s   p50 {r['p50_ms']:8.1f} ms   "
-                  f"p99 {r['p99_ms']:8.1f} ms   mean batch {r['mean_batch_rows']:5.1f}", flush=True)
+    results = {}
+    for name, scenario_runs in runs.items():
+        ranked = sorted(scenario_runs, key=lambda run: run["weeks_per_s"])
+        r = results[name] = {**ranked[len(ranked) // 2], "weeks_per_s_runs": [run["weeks_per_s"] for run in scenario_runs]}
+        print(f"  {name:34}: {r['weeks_per_s']:8.1f} weeks/s   p50 {r['p50_ms']:8.1f} ms   "
+              f"p99 {r['p99_ms']:8.1f} ms   mean batch {r['mean_batch_rows']:5.1f}   "
+              f"(runs: {', '.join(f'{w:.1f}' for w in r['weeks_per_s_runs'])} weeks/s)", flush=True)
     one, batched = results["one at a time"], results[f"{CLIENTS} clients, dynamic batching"]
-    return {"variant": variant, "scenarios": results,
+    return {"variant": variant, "repeats": repeats, "scenarios": results,
             "speedup_vs_one_at_a_time": round(batched["weeks_per_s"] / one["weeks_per_s"], 2)}
 
 
@@ -177,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
     parser.add_argument("--seconds", type=float, default=10.0, help="time budget per figure")
     parser.add_argument("--batcher-variant", default="S", choices=["S", "M", "L"])
-    parser.add_argument("--quick", action="store_true", help="2 s per figure, at least one run")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the batcher scenarios")
+    parser.add_argument("--only", choices=["forward", "batcher"], help="run one part")
+    parser.add_argument("--quick", action="store_true", help="2 s per figure, at least one run, one repeat")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     budget, min_runs = (2.0, 1) if args.quick else (args.seconds, 3)
@@ -186,13 +200,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(len(os.sched_getaffinity(0)))  # as PatModel does with the default settings
     print(f"PAT on {device_name(device)} (torch {torch.__version__}, "
           f"{'fp16 autocast' if device.type == 'cuda' else 'float32'})", flush=True)
-    print("batch step, per variant and batch size:")
-    with ThreadPoolExecutor(1) as model_thread:  # served batches run on the batcher's thread, not the main one
-        forward = model_thread.submit(bench_forward, device, [f"PAT-{v}" for v in args.variants], args.batches,
-                                      budget, min_runs).result()
-    print(f"one-week requests through PatHandler (PAT-{args.batcher_variant}):")
-    batcher = bench_batcher(device.type, f"PAT-{args.batcher_variant}", budget if args.quick else args.seconds)
-    print(f"  dynamic batching vs one at a time: {batcher['speedup_vs_one_at_a_time']}x")
+    forward = batcher = None
+    if args.only in (None, "forward"):
+        print("batch step, per variant and batch size:")
+        with ThreadPoolExecutor(1) as model_thread:  # served batches run on the batcher's thread, not the main one
+            forward = model_thread.submit(bench_forward, device, [f"PAT-{v}" for v in args.variants],
+                                          args.batches, budget, min_runs).result()
+    if args.only in (None, "batcher"):
+        print(f"one-week requests through PatHandler (PAT-{args.batcher_variant}):")
+        batcher = bench_batcher(device.type, f"PAT-{args.batcher_variant}", budget,
+                                1 if args.quick else args.repeats)
+        print(f"  dynamic batching vs one at a time: {batcher['speedup_vs_one_at_a_time']}x")
     report = {"device": device.type, "device_name": device_name(device), "torch": torch.__version__,
               "precision": "float16 autocast" if device.type == "cuda" else "float32",
               "python": platform.python_version(), "quick": args.quick, "forward": forward, "batcher": batcher}
