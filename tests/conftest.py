@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
 FEATURES = ["age", "bmi", "systolic_bp", "hba1c"]
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")  # Docker-marked tests fail rather than skip
+
+
+@functools.cache
+def engine_problem() -> str | None:
+    """Why no Docker engine can be used, or None when `docker info` answers."""
+    try:
+        result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                                capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        return "the docker command is not installed"
+    except subprocess.TimeoutExpired:
+        return "'docker info' did not answer within 30 s"
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or ["no output"]
+        return f"'docker info' failed: {lines[-1]}"
+    return None
 
 
 def shared_fixture(name: str) -> Path:

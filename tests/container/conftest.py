@@ -5,7 +5,6 @@ Tests marked `docker` need a Docker engine: without one they fail in CI (CI=true
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
@@ -18,28 +17,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import IN_CI, engine_problem
+
 ROOT = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 READY_DEADLINE_SECONDS = 60
 STARTUP_SECONDS: dict[str, float] = {}  # docker run -> first 200 on /ping, per test container
 BUILD_SECONDS: dict[str, float] = {}  # ./build.sh build FAMILY, including the base and the wheelhouse
 ENGINE_SKIPS: list[str] = []
-
-
-@functools.cache
-def engine_problem() -> str | None:
-    """Why no Docker engine can be used, or None when `docker info` answers."""
-    try:
-        result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                                capture_output=True, text=True, timeout=30)
-    except FileNotFoundError:
-        return "the docker command is not installed"
-    except subprocess.TimeoutExpired:
-        return "'docker info' did not answer within 30 s"
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or ["no output"]
-        return f"'docker info' failed: {lines[-1]}"
-    return None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

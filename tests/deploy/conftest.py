@@ -24,7 +24,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.container.conftest import IN_CI, engine_problem
+from tests.conftest import IN_CI, engine_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_CONFIGS = ROOT / "containers" / "deploy"
