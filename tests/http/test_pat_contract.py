@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import signal
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,23 +122,32 @@ def test_an_empty_body_is_204_and_an_oversized_one_413(client):
 # --- a real serve process ------------------------------------------------------------------------------------------
 
 
-def started(process: ServeProcess) -> ServeProcess:
-    """wait_ready, also while /ping times out: gunicorn's socket accepts before the worker has loaded torch."""
-    for _ in range(60):
-        try:
-            return process.wait_ready()
-        except requests.Timeout:
-            continue
-    raise TimeoutError("the PAT server did not become ready")
+@contextmanager
+def serving(env: dict[str, str], log: Path):
+    """A PAT serve process, ready; stopped afterwards, also when it never became ready.
+
+    Readiness is retried while /ping times out: gunicorn's socket accepts before the worker has loaded torch."""
+    process = ServeProcess({"SERVE_HANDLER": "pat", **env}, log, deadline_s=120)
+    try:
+        for _ in range(60):
+            try:
+                process.wait_ready()
+                break
+            except requests.Timeout:
+                continue
+        else:
+            raise TimeoutError("the PAT server did not become ready")
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    process = ServeProcess({"SERVE_HANDLER": "pat", "SM_MODEL_DIR": str(model_dir), "SERVE_DEVICE": "auto",
-                            "SERVE_MAX_BATCH_SIZE": "16", "SERVE_BATCH_WAIT_MS": "20"}, log, deadline_s=120)
-    yield started(process)
-    process.stop()
+    env = {"SM_MODEL_DIR": str(model_dir), "SERVE_DEVICE": "auto", "SERVE_MAX_BATCH_SIZE": "16",
+           "SERVE_BATCH_WAIT_MS": "20"}
+    with serving(env, tmp_path_factory.mktemp("serve") / "serve.log") as process:
+        yield process
 
 
 def test_serve_process_matches_the_in_process_forward_pass(server, model_dir):
@@ -179,12 +190,10 @@ def test_serve_logs_the_model_and_never_a_body(server):
 
 
 def test_sigterm_stops_the_pat_server_cleanly(model_dir, tmp_path):
-    process = ServeProcess({"SERVE_HANDLER": "pat", "SM_MODEL_DIR": str(model_dir)}, tmp_path / "serve.log",
-                           deadline_s=120)
-    started(process)
-    ok = requests.post(process.url + "/invocations", data=json_body(weeks(1)),
-                       headers={"Content-Type": "application/json"}, timeout=60)
-    assert ok.status_code == 200
-    process.process.send_signal(signal.SIGTERM)
-    assert process.process.wait(60) == 0
+    with serving({"SM_MODEL_DIR": str(model_dir)}, tmp_path / "serve.log") as process:
+        ok = requests.post(process.url + "/invocations", data=json_body(weeks(1)),
+                           headers={"Content-Type": "application/json"}, timeout=60)
+        assert ok.status_code == 200
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(60) == 0
     assert process.stop() == 0
