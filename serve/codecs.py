@@ -87,12 +87,6 @@ _CSV_AS_JSON = bytes(c if c in b"0123456789.+-eE,\n" else 32 if c in b" \t\r" el
 _COMMA, _NEWLINE, _ZERO = ord(","), ord("\n"), ord("0")
 _CHUNK_ROWS = 500
 
-try:  # optional: pandas' C reader parses large bodies in half the time, to the same bits (float()'s)
-    from pandas import read_csv as _pandas_read_csv
-except ImportError:
-    _pandas_read_csv = None
-_PANDAS_MIN_ROWS = 1000  # below this its fixed cost (~0.5 ms) outweighs the gain
-
 
 def _csv_numbers(body: bytes) -> np.ndarray | None:
     """Rows of numbers and empty fields, all of one width, as float64; None when the body needs the slow path."""
@@ -117,14 +111,6 @@ def _csv_numbers(body: bytes) -> np.ndarray | None:
     empty = np.flatnonzero(starts == np.append(separators, text.size))
     if empty.size and width == 1:
         return None  # a blank line or a missing value? the slow path skips blank lines
-    if _pandas_read_csv is not None and rows >= _PANDAS_MIN_ROWS and b"x" not in data:
-        try:  # numbers and empty fields only (checked above), and empty alone means missing
-            values = _pandas_read_csv(io.BytesIO(data), header=None, dtype=np.float64, keep_default_na=False,
-                                      na_values=[""]).to_numpy()
-            if values.shape == (rows, width):
-                return values
-        except ValueError:  # e.g. a whitespace-only field, which the slow path reads as missing
-            pass
     json = text.copy()
     newlines = separators[line_ends]
     json[newlines] = _COMMA

@@ -1,10 +1,7 @@
-"""decode_csv's fast paths (orjson on the body rewritten as a JSON array; pandas' C reader for large bodies) must
-agree, to the bit, with the field-by-field float() path on every body, and send every body they cannot read exactly
-to that path."""
+"""decode_csv's vectorized path (orjson on the body rewritten as a JSON array) must agree, to the bit, with the
+field-by-field float() path on every body, and send every body it cannot read exactly to that path."""
 
 from __future__ import annotations
-
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -52,24 +49,6 @@ def test_fast_path_agrees_with_float_per_field(body):
     else:  # bit for bit, except that orjson reads an integer "-0" as 0 (no tree tells 0 from -0)
         assert got.shape == expected.shape
         assert np.array_equal(got, expected, equal_nan=True)
-
-
-@settings(max_examples=1000, deadline=None)
-@given(body)
-def test_pandas_path_agrees_with_float_per_field(body):
-    pytest.importorskip("pandas")
-    with mock.patch.object(codecs, "_PANDAS_MIN_ROWS", 1):
-        test_fast_path_agrees_with_float_per_field.hypothesis.inner_test(body)
-
-
-def test_pandas_path_reads_hard_decimals_exactly():
-    pytest.importorskip("pandas")
-    rng = np.random.default_rng(2)
-    x = rng.normal(scale=1e3, size=(1500, 4)) * 10.0 ** rng.integers(-30, 30, size=(1500, 4))
-    fields = [["%.17g" % v, repr(float(v)), "%.20g" % v, "%.7g" % v] for v in x[:, 0]]
-    body = "\n".join(",".join(row) for row in fields).encode()
-    assert codecs._pandas_read_csv is not None
-    assert codecs.decode_csv(body, {}).tobytes() == np.array([[float(f) for f in row] for row in fields]).tobytes()
 
 
 @settings(max_examples=300, deadline=None)
