@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 import orjson
@@ -23,9 +24,13 @@ def error_response(status: int, message: str, **extra) -> Response:
     return Response(body, status=status, content_type="application/json")
 
 
+_ATTRIBUTE_SEPARATOR = re.compile(r";|,(?=\s*[\w.-]+\s*=)")
+
+
 def parse_attributes(header: str) -> dict[str, str]:
-    """`key=value` pairs separated by `;` or `,`; anything else in the opaque header is ignored."""
-    pairs = (item.partition("=") for item in header.replace(",", ";").split(";"))
+    """`key=value` pairs separated by `;` (or `,` before the next key, so values may list names with commas);
+    anything else in the opaque header is ignored."""
+    pairs = (item.partition("=") for item in _ATTRIBUTE_SEPARATOR.split(header))
     return {key.strip().lower(): value.strip() for key, sep, value in pairs if sep and key.strip()}
 
 
@@ -97,7 +102,7 @@ def create_app(handler: Handler | None, settings: Settings, registry=None) -> Fl
     @app.get("/execution-parameters")
     def execution_parameters():
         return {
-            "MaxConcurrentTransforms": settings.workers * settings.threads,
+            "MaxConcurrentTransforms": settings.server_processes * settings.server_threads,
             "BatchStrategy": "MULTI_RECORD",
             "MaxPayloadInMB": settings.max_payload_mb,
         }

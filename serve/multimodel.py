@@ -428,6 +428,12 @@ class ModelRegistry:
             return None
         return handler
 
+    def close(self) -> None:
+        """The worker is exiting: close every loaded handler."""
+        with self._lock:
+            handlers = [model.handler for model in self._models.values()]
+        self._close(handlers)
+
     @staticmethod
     def _close(handlers: list[Handler | None]) -> None:
         if not handlers:

@@ -60,6 +60,11 @@ class ScriptHandler(Handler):
         self.encoders = ANY if whole or "output_fn" in self.hooks else inner.encoders
         self.default_accept = inner.default_accept
 
+    def warm_up(self) -> None:
+        if "model_fn" not in self.hooks:  # the handler's own model: its warm-up applies
+            self.inner.model = self.model
+            self.inner.warm_up()
+
     def describe(self) -> dict:
         return {**self.inner.describe(), "script_hooks": sorted(self.hooks)}
 

@@ -29,26 +29,32 @@ def build_app(settings: Settings):
     if settings.multi_model:
         from serve.multimodel import ModelRegistry
 
-        return create_app(None, settings, registry=ModelRegistry(settings))
+        registry = ModelRegistry(settings)
+        _loaded.append(registry)
+        return create_app(None, settings, registry=registry)
     from serve.handler import build_handler
 
     handler = build_handler(settings)
+    _loaded.append(handler)
     log.info("model loaded", extra={"handler": settings.handler, **handler.describe()})
     return create_app(handler, settings)
 
 
+_loaded = []  # what build_app loaded in this worker process, closed when the worker exits
+
+
+def close_handler(server, worker) -> None:
+    """gunicorn's worker_exit hook: let the handler finish queued work and release its threads and device."""
+    for loaded in _loaded:
+        loaded.close()
+
+
 def gunicorn_options(settings: Settings) -> dict:
-    # Multi-model endpoints run one process with threads, so every model is visible to every request and is
-    # loaded once; XGBoost and torch release the GIL while predicting.
-    workers = 1 if settings.multi_model or settings.handler == "pat" else settings.workers
-    threads = max(settings.threads, settings.workers * 4) if settings.multi_model else settings.threads
-    if settings.handler == "pat":
-        threads = max(threads, settings.max_batch_size)  # requests wait together for the dynamic batcher
     return {
         "bind": f"0.0.0.0:{settings.port}",
-        "workers": workers,
+        "workers": settings.server_processes,
         "worker_class": "gthread",
-        "threads": threads,
+        "threads": settings.server_threads,
         "timeout": settings.timeout_seconds,
         "graceful_timeout": settings.graceful_timeout_seconds,
         "keepalive": 75,
@@ -58,6 +64,7 @@ def gunicorn_options(settings: Settings) -> dict:
         "logger_class": JsonLogger,
         "control_socket_disable": True,
         "proc_name": f"serve-{settings.handler}",
+        "worker_exit": close_handler,
     }
 
 

@@ -180,6 +180,21 @@ class Settings:
     def max_payload_mb(self) -> int:
         return max(1, self.max_payload_bytes // MIB)
 
+    @property
+    def server_processes(self) -> int:
+        """gunicorn worker processes. Multi-model endpoints run one, so every model is visible to every request and
+        loaded once (XGBoost and torch release the GIL while predicting); PAT runs one that owns the device."""
+        return 1 if self.multi_model or self.handler == "pat" else self.workers
+
+    @property
+    def server_threads(self) -> int:
+        """Threads per worker process: requests served at once by each."""
+        if self.handler == "pat":
+            return max(self.threads, self.max_batch_size)  # requests wait together for the dynamic batcher
+        if self.multi_model:
+            return max(self.threads, self.workers * 4)
+        return self.threads
+
 
 def apply_process_defaults(env=None) -> None:
     """One thread per worker process unless the operator said otherwise (set before XGBoost/torch load OpenMP)."""

@@ -42,7 +42,7 @@ class ServeProcess:
             try:
                 if requests.get(self.url + "/ping", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or queued while the worker still loads
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"serve did not answer /ping within {self.deadline_s} s: {self.logs()[-2000:]}")

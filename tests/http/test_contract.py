@@ -183,3 +183,24 @@ def test_a_bug_is_a_500_with_a_request_id_and_no_traceback(settings, caplog):
 def test_routing_errors_are_json(client, method, path, status):
     response = client.open(path, method=method)
     assert response.status_code == status and response.get_json()["code"] == status
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("contributions=true;top_k=3", {"contributions": "true", "top_k": "3"}),
+    ("outputs=embedding,metrics;start=2024-03-04T00:00", {"outputs": "embedding,metrics", "start": "2024-03-04T00:00"}),
+    ("trace-id=1, Top_K = 2", {"trace-id": "1", "top_k": "2"}),
+    ("c000b4f9-df62-4c85-a0bf-7c525f9104a4/trace-id", {}),
+])
+def test_custom_attributes_parsing(header, expected):
+    from serve.app import parse_attributes
+
+    assert parse_attributes(header) == expected
+
+
+@pytest.mark.parametrize("settings_kwargs, expected", [
+    ({"workers": 3}, 3), ({"workers": 2, "multi_model": True}, 8), ({"handler": "pat", "max_batch_size": 16}, 16),
+])
+def test_execution_parameters_report_the_real_concurrency(settings_kwargs, expected):
+    settings = Settings(**settings_kwargs)
+    client = create_app(Handler(settings), settings).test_client()
+    assert client.get("/execution-parameters").get_json()["MaxConcurrentTransforms"] == expected

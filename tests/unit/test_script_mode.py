@@ -96,3 +96,16 @@ def test_user_input_fn_errors_are_bad_requests_without_details(tmp_path, outcome
     with pytest.raises(BadRequest) as error:
         handler.input_fn(b"patient-secret", Request(content_type=codecs.CSV, accept=codecs.CSV))
     assert "patient-secret" not in error.value.message
+
+
+def test_the_handlers_warm_up_runs_unless_the_user_loads_the_model(tmp_path, outcome_dir, monkeypatch):
+    from models.xgboost.handler import XGBoostHandler
+
+    warmed = []
+    monkeypatch.setattr(XGBoostHandler, "warm_up", lambda self: warmed.append(self.model))
+    handler = build_handler(Settings(model_dir=with_script(tmp_path, outcome_dir, "def output_fn(p, a):\n    return b''\n")))
+    assert warmed == [handler.model]
+    own = with_script(tmp_path / "own", outcome_dir, "import os, xgboost as xgb\n"
+                      "def model_fn(d):\n    return xgb.Booster(model_file=os.path.join(d, 'xgboost-model'))\n")
+    build_handler(Settings(model_dir=own))
+    assert len(warmed) == 1
