@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 import uuid
 
 import orjson
@@ -83,8 +84,11 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def internal_error(error: Exception):
+        # The exception's message is not logged: a library or user hook may quote the request's values in it.
         request_id = uuid.uuid4().hex
-        log.exception("internal error", extra={"request_id": request_id, "path": request.path})
+        log.error("internal error", extra={"request_id": request_id, "path": request.path,
+                                           "exception": type(error).__qualname__,
+                                           "stack": "".join(traceback.format_tb(error.__traceback__))})
         return error_response(500, "internal error; see the server log for this request id", request_id=request_id)
 
 
@@ -102,7 +106,7 @@ def create_app(handler: Handler | None, settings: Settings, registry=None) -> Fl
     @app.get("/execution-parameters")
     def execution_parameters():
         return {
-            "MaxConcurrentTransforms": settings.server_processes * settings.server_threads,
+            "MaxConcurrentTransforms": settings.max_concurrent_transforms,
             "BatchStrategy": "MULTI_RECORD",
             "MaxPayloadInMB": settings.max_payload_mb,
         }

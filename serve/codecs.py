@@ -169,9 +169,17 @@ def decode_jsonlines(body: bytes, params: Mapping[str, str]) -> dict:
 
 
 def decode_npy(body: bytes, params: Mapping[str, str]) -> np.ndarray:
+    stream = io.BytesIO(body)
     try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+        if dtype.hasobject:
+            raise ValueError("object array")
+        if int(np.prod(shape, dtype=object)) * dtype.itemsize > len(body):
+            raise ValueError("header claims more data than the body holds")
         array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError):
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError):
         raise BadRequest("body is not a valid .npy array (object arrays are refused)") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
         raise BadRequest("NPY body must hold a numeric array")
@@ -207,6 +215,8 @@ def decode_libsvm(body: bytes, params: Mapping[str, str]):
                 raise BadRequest(f"LIBSVM row {number} has a malformed or negative index (indexing={base})")
         indptr.append(len(indices))
     width = max(indices) + 1 if indices else 0
+    if width > recordio.MAX_WIDTH:
+        raise BadRequest(f"LIBSVM feature index {width - 1} is beyond any model")
     return csr_matrix((np.asarray(values, dtype=np.float64), np.asarray(indices), np.asarray(indptr)),
                       shape=(len(lines), width))
 
@@ -257,10 +267,16 @@ def encode_jsonlines(output) -> bytes:
     return b"".join(orjson.dumps(record, option=_NUMPY) + b"\n" for record in _records(output))
 
 
+def _quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
 def _csv_field(value) -> str:
     if isinstance(value, (list, tuple, dict, np.ndarray)):
-        return '"' + orjson.dumps(value, option=_NUMPY).decode().replace('"', '""') + '"'
-    return "" if value is None else orjson.dumps(value, option=_NUMPY).decode().strip('"')
+        return _quoted(orjson.dumps(value, option=_NUMPY).decode())
+    if isinstance(value, str):
+        return _quoted(value) if any(c in value for c in ',"\r\n') else value
+    return "" if value is None else orjson.dumps(value, option=_NUMPY).decode()
 
 
 def encode_csv(output) -> bytes:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from serve import codecs
+from serve.errors import ModelLoadError
 from serve.settings import Settings
 
 HANDLERS = {
@@ -93,5 +94,9 @@ def build_handler(settings: Settings, model_dir: Path | None = None) -> Handler:
     model_dir = Path(model_dir or settings.model_dir)
     with own_modules(model_dir):
         handler = with_user_hooks(handler_class(settings.handler)(settings), model_dir, settings.program)
+        default = handler.accept_default()
+        if default not in handler.encoders and "*/*" not in handler.encoders:
+            raise ModelLoadError(f"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT={default} is not a type this model answers; "
+                                 f"choose one of {', '.join(handler.encoders)}")
         handler.load(model_dir)
     return handler

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import orjson
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
@@ -91,6 +92,7 @@ def _build_record_class():
 
 Record = _build_record_class()
 _TENSORS = ("float32_tensor", "float64_tensor", "int32_tensor")
+MAX_WIDTH = 1 << 31  # features per record: more is not a tabular row
 
 
 def split_records(body: bytes) -> list[bytes]:
@@ -120,11 +122,18 @@ def _row(record, index: int) -> tuple[np.ndarray, np.ndarray | None, int | None]
         raise ValueError(f"record {index} holds {kind or 'no'} data; expected a numeric tensor")
     tensor = getattr(value, kind)
     values = np.asarray(tensor.values, dtype=np.float64)
-    keys = np.asarray(tensor.keys, dtype=np.int64) if len(tensor.keys) else None
-    if keys is not None and len(keys) != len(values):
-        raise ValueError(f"record {index} has {len(keys)} keys for {len(values)} values")
     width = int(tensor.shape[-1]) if len(tensor.shape) else None
-    return values, keys, width
+    if width is not None and not 0 < width <= MAX_WIDTH:
+        raise ValueError(f"record {index} declares {width} features")
+    if not len(tensor.keys):
+        if width is not None and width != len(values):
+            raise ValueError(f"record {index} declares {width} features but holds {len(values)} values")
+        return values, None, width
+    if len(tensor.keys) != len(values):
+        raise ValueError(f"record {index} has {len(tensor.keys)} keys for {len(values)} values")
+    if max(tensor.keys) >= (width or MAX_WIDTH):
+        raise ValueError(f"record {index} has a key beyond its {width or MAX_WIDTH} features")
+    return values, np.asarray(tensor.keys, dtype=np.int64), width
 
 
 def decode(body: bytes):
@@ -167,13 +176,25 @@ def _float32_values(value) -> list[float]:
     return np.atleast_1d(np.asarray(value, dtype=np.float32)).tolist()
 
 
+def _is_numeric(value) -> bool:
+    return np.asarray(value).dtype.kind in "biuf"
+
+
 def encode(rows: list[dict]) -> bytes:
-    """One Record per output row, each key a float32 tensor under `label` (SageMaker's output form)."""
+    """One Record per output row under `label` (SageMaker's output form): numbers as a float32 tensor, text (a class
+    label) as UTF-8 bytes, anything else (feature contributions) as JSON bytes."""
     records = []
     for fields in rows:
         record = Record()
         for key, value in fields.items():
-            record.label[key].float32_tensor.values.extend(_float32_values(value))
+            if _is_numeric(value):
+                record.label[key].float32_tensor.values.extend(_float32_values(value))
+            elif isinstance(value, str):
+                record.label[key].bytes.value.append(value.encode())
+                record.label[key].bytes.content_type = "text/plain"
+            else:
+                record.label[key].bytes.value.append(orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY))
+                record.label[key].bytes.content_type = "application/json"
         records.append(record)
     return frame(records)
 

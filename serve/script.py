@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from serve import codecs
 from serve.errors import BadRequest, ModelLoadError, ServeError
 from serve.handler import Handler, Request
 
@@ -58,7 +59,8 @@ class ScriptHandler(Handler):
         whole = "transform_fn" in self.hooks
         self.decoders = ANY if whole or "input_fn" in self.hooks else inner.decoders
         self.encoders = ANY if whole or "output_fn" in self.hooks else inner.encoders
-        self.default_accept = inner.default_accept
+        # AWS's toolkit hands a user's output_fn application/json when the client names no type.
+        self.default_accept = codecs.JSON if self.encoders is ANY else inner.default_accept
 
     def warm_up(self) -> None:
         if "model_fn" not in self.hooks:  # the handler's own model: its warm-up applies

@@ -5,6 +5,7 @@ This is the only module that touches ``os.environ``. Everything else receives a 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Mapping
 MIB = 1024 * 1024
 SAGEMAKER_MAX_PAYLOAD_BYTES = 6 * MIB
 BATCH_TIMEOUT_SECONDS = 600  # SageMaker Batch Transform's default invocation timeout
+BATCH_MAX_PAYLOAD_MB = 100  # Batch Transform: MaxConcurrentTransforms x MaxPayloadInMB may not exceed it
+MULTI_MODEL_MEMORY_SHARE = 0.75  # default multi-model budget: this share of the container's memory
 
 INFERENCE_OUTPUT_KEYS = (
     "predicted_label",
@@ -41,7 +44,7 @@ def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str 
     return value.strip()
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     raw = _text(env, name)
     if raw is None:
         return default
@@ -49,8 +52,9 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise SettingsError(f"{name} must be {bounds}, got {value}")
     return value
 
 
@@ -62,8 +66,8 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not value >= minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {raw}")
+    if not (value >= minimum and math.isfinite(value)):
+        raise SettingsError(f"{name} must be a finite number of at least {minimum}, got {raw}")
     return value
 
 
@@ -87,13 +91,41 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 
 
 def _payload_limit(env: Mapping[str, str]) -> int:
-    """The larger of SAGEMAKER_MAX_PAYLOAD_IN_MB (Batch Transform) and MAX_CONTENT_LENGTH (bytes)."""
-    limit = SAGEMAKER_MAX_PAYLOAD_BYTES
+    """The body limit: MAX_CONTENT_LENGTH (bytes) and SAGEMAKER_MAX_PAYLOAD_IN_MB (set by Batch Transform; 0 there means
+    the platform's largest payload, 100 MB), the larger when both are set, 6 MiB when neither is."""
+    limits = []
     if _text(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB") is not None:
-        limit = _int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6) * MIB
+        limits.append((_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, minimum=0) or BATCH_MAX_PAYLOAD_MB) * MIB)
     if _text(env, "MAX_CONTENT_LENGTH") is not None:
-        limit = max(limit, _int(env, "MAX_CONTENT_LENGTH", SAGEMAKER_MAX_PAYLOAD_BYTES))
-    return limit
+        limits.append(_int(env, "MAX_CONTENT_LENGTH", SAGEMAKER_MAX_PAYLOAD_BYTES))
+    return max(limits, default=SAGEMAKER_MAX_PAYLOAD_BYTES)
+
+
+def container_memory_bytes() -> int | None:
+    """The container's memory limit (cgroup v2 or v1), else the machine's memory; None when neither can be read."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return int(meminfo.readline().split()[1]) * 1024  # MemTotal, kB
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _memory_budget(env: Mapping[str, str]) -> int:
+    """SERVE_MODEL_MEMORY_MB; for a multi-model endpoint without it, a share of the container's memory, so that
+    loads answer 507 (SageMaker then unloads models) before the kernel's OOM killer takes every model at once."""
+    if _text(env, "SERVE_MODEL_MEMORY_MB") is not None:
+        return _int(env, "SERVE_MODEL_MEMORY_MB", 0, minimum=0) * MIB
+    if not _bool(env, "SAGEMAKER_MULTI_MODEL", False):
+        return 0
+    memory = container_memory_bytes()
+    return int(memory * MULTI_MODEL_MEMORY_SHARE) if memory else 0
 
 
 def _inference_output(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -156,7 +188,7 @@ class Settings:
             model_dir=Path(_text(env, "SM_MODEL_DIR", "/opt/ml/model")),
             multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
             multi_model_dir=Path(_text(env, "SAGEMAKER_MULTI_MODEL_DIR", "/opt/ml/models")),
-            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080),
+            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, maximum=65535),
             workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", _cpu_count()),
             threads=_int(env, "SERVE_THREADS", 1),
             timeout_seconds=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", default_timeout),
@@ -169,7 +201,7 @@ class Settings:
             allow_pickle=_bool(env, "SERVE_ALLOW_PICKLE", False),
             libsvm_one_based=_bool(env, "SERVE_LIBSVM_ONE_BASED", False),
             log_level=_choice(env, "SERVE_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
-            model_memory_budget_bytes=_int(env, "SERVE_MODEL_MEMORY_MB", 0, minimum=0) * MIB,
+            model_memory_budget_bytes=_memory_budget(env),
             device=_choice(env, "SERVE_DEVICE", "auto", ("auto", "cpu", "cuda")),
             torch_threads=_int(env, "SERVE_TORCH_THREADS", 0, minimum=0),
             max_batch_size=_int(env, "SERVE_MAX_BATCH_SIZE", 64),
@@ -179,6 +211,11 @@ class Settings:
     @property
     def max_payload_mb(self) -> int:
         return max(1, self.max_payload_bytes // MIB)
+
+    @property
+    def max_concurrent_transforms(self) -> int:
+        """What /execution-parameters offers Batch Transform: requests served at once, within its 100 MB rule."""
+        return max(1, min(self.server_processes * self.server_threads, BATCH_MAX_PAYLOAD_MB // self.max_payload_mb))
 
     @property
     def server_processes(self) -> int:

@@ -30,6 +30,8 @@ def _dense(rows: Any, model: XGBoostModel) -> np.ndarray:
         matrix = matrix.reshape(1, -1)
     if matrix.ndim != 2:
         raise BadRequest(f"instances must form a 2-D table, got {matrix.ndim} dimensions")
+    if matrix.shape[0] == 0:
+        raise BadRequest("the body holds no instances")
     _check_width(matrix.shape[1], model)
     return matrix
 
@@ -81,6 +83,8 @@ def from_json(document: Any, model: XGBoostModel) -> np.ndarray:
 
 def from_sparse(matrix: csr_matrix, model: XGBoostModel) -> csr_matrix:
     """LIBSVM/RecordIO sparse rows: absent entries are missing values; no index may reach past the model's width."""
+    if matrix.shape[0] == 0:
+        raise BadRequest("the body holds no instances")
     if matrix.shape[1] > model.num_features:
         raise BadRequest(f"expected {model.num_features} features per row, got a feature index up to "
                          f"{matrix.shape[1] - 1}")

@@ -118,6 +118,8 @@ BAD_REQUESTS = [
     ("broken recordio", "application/x-recordio-protobuf", b"\x00\x01\x02\x03", None, 400, "RecordIO"),
     ("invalid utf-8", "text/csv", b"\xff\xfe", None, 400, "UTF-8"),
     ("bad top_k", "text/csv", ROW, None, 400, "top_k"),
+    ("npy without rows", "application/x-npy", _npy(np.zeros((0, 4))), None, 400, "no instances"),
+    ("recordio width declared wrong", "application/x-recordio-protobuf", None, None, 400, "declares 5 features"),
 ]
 
 
@@ -125,6 +127,12 @@ BAD_REQUESTS = [
 def test_bad_requests_get_a_4xx_one_line_json_error(client, case):
     description, content_type, body, accept, status, fragment = case
     headers = {"X-Amzn-SageMaker-Custom-Attributes": "contributions=true;top_k=-1"} if "top_k" in description else {}
+    if body is None:
+        record = recordio.Record()
+        tensor = record.features["values"].float32_tensor
+        tensor.values.extend([1.0, 2.0, 3.0, 4.0])
+        tensor.shape.extend([5])
+        body = recordio.frame([record])
     response = post(client, body, content_type, accept, **headers)
     assert response.status_code == status
     assert response.content_type == "application/json"
@@ -204,3 +212,27 @@ def test_execution_parameters_report_the_real_concurrency(settings_kwargs, expec
     settings = Settings(**settings_kwargs)
     client = create_app(Handler(settings), settings).test_client()
     assert client.get("/execution-parameters").get_json()["MaxConcurrentTransforms"] == expected
+
+
+def test_selectable_text_labels_and_contributions_in_every_output_type(risk_dir):
+    from serve.handler import build_handler
+
+    settings = Settings(model_dir=risk_dir, inference_output=("predicted_label", "probability"))
+    client = create_app(build_handler(settings), settings).test_client()
+    for accept in ("application/x-recordio-protobuf", "text/csv", "application/json", "application/jsonlines"):
+        response = post(client, ROW, accept=accept, **{"X-Amzn-SageMaker-Custom-Attributes": "contributions=true"})
+        assert response.status_code == 200, (accept, response.data)
+    assert post(client, ROW, accept="text/csv").data.split(b",")[0] in (b"low", b"high")
+
+
+def test_internal_errors_log_no_exception_message(settings, caplog):
+    class Leaky(Handler):
+        def predict_fn(self, data, model, request):
+            raise ValueError(f"could not convert {data.tolist()} for patient")
+
+    handler = Leaky(settings)
+    handler.ready = True
+    post(create_app(handler, settings).test_client(), b"77.123,2", "text/csv")
+    (record,) = [r for r in caplog.records if r.getMessage() == "internal error"]
+    assert record.exception == "ValueError" and "predict_fn" in record.stack
+    assert "77.123" not in str(vars(record))

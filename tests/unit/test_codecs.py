@@ -151,3 +151,56 @@ def test_accept_negotiation(accept, expected):
 def test_unacceptable_accept_is_406(accept):
     with pytest.raises(NotAcceptable):
         codecs.choose_encoder(accept, codecs.ENCODERS, "text/csv")
+
+
+def _npy_header(shape) -> bytes:
+    header = f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    header += b" " * (118 - len(header)) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+
+@pytest.mark.parametrize("body", [_npy_header((10 ** 13, 40)) + b"\0" * 16, _npy_header((2, 3)) + b"\0" * 8])
+def test_npy_whose_header_claims_more_than_the_body_is_refused(body):
+    with pytest.raises(BadRequest, match="not a valid .npy"):
+        codecs.decode_npy(body, {})
+
+
+def test_huge_sparse_indices_are_bad_requests():
+    with pytest.raises(BadRequest, match="beyond any model"):
+        codecs.decode_libsvm(b"99999999999999999999999:1", {})
+    record = recordio.Record()
+    tensor = record.features["values"].float32_tensor
+    tensor.values.extend([1.0])
+    tensor.keys.extend([2 ** 64 - 1])
+    with pytest.raises(BadRequest, match="key beyond"):
+        codecs.decode_recordio(recordio.frame([record]), {})
+
+
+@pytest.mark.parametrize("values, keys, shape, message", [
+    ([1.0, 2.0], [], [3], "declares 3 features but holds 2"),
+    ([1.0], [5], [4], "key beyond its 4 features"),
+    ([1.0], [], [0], "declares 0 features"),
+])
+def test_recordio_declared_shapes_are_checked(values, keys, shape, message):
+    record = recordio.Record()
+    tensor = record.features["values"].float32_tensor
+    tensor.values.extend(values)
+    tensor.keys.extend(keys)
+    tensor.shape.extend(shape)
+    with pytest.raises(BadRequest, match=message):
+        codecs.decode_recordio(recordio.frame([record]), {})
+
+
+def test_recordio_output_carries_text_labels_and_json_fields():
+    stream = codecs.encode_recordio([{"predicted_label": "oral_agent", "probability": 0.75,
+                                      "contributions": {"age": 0.5}}])
+    (payload,) = recordio.split_records(stream)
+    record = recordio.Record()
+    record.ParseFromString(payload)
+    assert record.label["predicted_label"].bytes.value == [b"oral_agent"]
+    assert list(record.label["probability"].float32_tensor.values) == [0.75]
+    assert orjson.loads(record.label["contributions"].bytes.value[0]) == {"age": 0.5}
+
+
+def test_csv_output_quotes_text_that_needs_it():
+    assert codecs.encode_csv([{"label": "a,b", "other": 'say "x"', "plain": "low"}]) == b'"a,b","say ""x""",low\n'

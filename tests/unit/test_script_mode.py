@@ -109,3 +109,15 @@ def test_the_handlers_warm_up_runs_unless_the_user_loads_the_model(tmp_path, out
                       "def model_fn(d):\n    return xgb.Booster(model_file=os.path.join(d, 'xgboost-model'))\n")
     build_handler(Settings(model_dir=own))
     assert len(warmed) == 1
+
+
+def test_a_user_output_fn_gets_json_when_the_client_names_no_type(tmp_path, outcome_dir):
+    model_dir = with_script(tmp_path, outcome_dir, "def output_fn(p, accept):\n    return accept.encode()\n")
+    assert build_handler(Settings(model_dir=model_dir)).accept_default() == codecs.JSON
+
+
+def test_an_unanswerable_default_accept_stops_start_up(outcome_dir, risk_dir):
+    with pytest.raises(ModelLoadError, match="SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT=text/html"):
+        build_handler(Settings(model_dir=outcome_dir, default_accept="text/html"))
+    with pytest.raises(ModelLoadError, match="application/x-npy"):
+        build_handler(Settings(model_dir=risk_dir, default_accept="application/x-npy", inference_output=("labels",)))

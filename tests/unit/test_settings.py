@@ -83,3 +83,36 @@ def test_runtime_imports_no_model_family():
     offenders = [str(path.relative_to(ROOT)) for path in (ROOT / "serve").rglob("*.py")
                  if "from models" in path.read_text() or "import models" in path.read_text()]
     assert offenders == []
+
+
+def test_payload_limit_rules():
+    assert Settings.from_env({"MAX_CONTENT_LENGTH": "1000"}).max_payload_bytes == 1000
+    assert Settings.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"}).max_payload_bytes == 100 * MIB
+    both = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "20", "MAX_CONTENT_LENGTH": str(6 * MIB)}
+    assert Settings.from_env(both).max_payload_bytes == 20 * MIB
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"SAGEMAKER_BIND_TO_PORT": "70000"}, "between 1 and 65535"),
+    ({"SERVE_BATCH_WAIT_MS": "inf"}, "finite"),
+    ({"SERVE_BATCH_WAIT_MS": "nan"}, "finite"),
+])
+def test_out_of_range_values_fail(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_batch_transform_concurrency_keeps_within_100_mb():
+    assert Settings(workers=2, max_payload_bytes=6 * MIB).max_concurrent_transforms == 2
+    assert Settings(workers=4, max_payload_bytes=50 * MIB).max_concurrent_transforms == 2
+    assert Settings(handler="pat", max_batch_size=64, max_payload_bytes=6 * MIB).max_concurrent_transforms == 16
+
+
+def test_multi_model_budget_defaults_to_a_share_of_memory():
+    from serve.settings import container_memory_bytes
+
+    memory = container_memory_bytes()
+    assert memory and memory > 0
+    assert Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true"}).model_memory_budget_bytes == int(memory * 0.75)
+    assert Settings.from_env({"SAGEMAKER_MULTI_MODEL": "true", "SERVE_MODEL_MEMORY_MB": "0"}).model_memory_budget_bytes == 0
+    assert Settings.from_env({}).model_memory_budget_bytes == 0
