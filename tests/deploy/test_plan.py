@@ -150,3 +150,32 @@ def test_a_dry_run_client_validates_and_prints_calls_without_credentials(monkeyp
     assert "+ aws sagemaker create-endpoint --cli-input-json" in capsys.readouterr().err
     with pytest.raises(Exception, match="Parameter validation failed"):
         sagemaker.create_endpoint(EndpointName="e")
+
+
+def test_a_pat_image_built_on_torchs_cpu_wheel_is_refused_for_a_gpu_instance():
+    config = filled("dev")
+    assert config["families"]["pat"]["environment"]["SERVE_DEVICE"] == "cuda"
+    tagged = lambda pat_tag: {"xgboost": {"tag": "0.1.0-abcdef0"}, "pat": {"tag": pat_tag}}  # noqa: E731
+    with pytest.raises(DeployError, match=r"families.pat: the pushed image pat-inference:0.1.0-abcdef0-cpu is not "
+                                          r"torch's CUDA build, but instance_type ml.g4dn.xlarge is a GPU instance"):
+        plans.check_torch_builds(config, tagged("0.1.0-abcdef0-cpu"))
+    plans.check_torch_builds(config, tagged("0.1.0-abcdef0-cuda"))
+    config["families"]["pat"]["instance_type"] = "ml.m5.xlarge"
+    plans.check_torch_builds(config, tagged("0.1.0-abcdef0-cpu"))
+    assert [plans.is_gpu(kind) for kind in ("ml.g4dn.xlarge", "ml.p3.2xlarge", "ml.m5.large", "ml.c7i.xlarge")] == [
+        True, True, False, False]
+
+
+def test_register_refuses_a_cpu_pat_image_on_a_gpu_instance_before_any_aws_call(tmp_path, monkeypatch, capsys):
+    from sagemaker_deploy.__main__ import main
+    # Any AWS call would fail on this endpoint with a different message.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    state = tmp_path / "dev"
+    state.mkdir()
+    images = {name: {**IMAGE, "tag": tag} for name, tag in (("xgboost", "0.1.0-abcdef0"), ("pat", "0.1.0-abcdef0-cpu"))}
+    (state / "images.json").write_text(json.dumps({"version": "0.1.0-abcdef0", "account": "123456789012",
+                                                   "families": images}))
+    status = main(["--config", str(DEPLOY_CONFIGS / "dev.json"), "--state-dir", str(tmp_path), "register"])
+    assert status == 1
+    assert "families.pat: the pushed image pat-inference:0.1.0-abcdef0-cpu is not torch's CUDA build" \
+        in capsys.readouterr().err

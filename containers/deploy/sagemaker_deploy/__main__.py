@@ -71,6 +71,7 @@ class Stage:
         missing = sorted(set(self.config["families"]) - set(images["families"]))
         if missing:
             raise DeployError(f"{path} has no image for {', '.join(missing)}: run ./build.sh push again")
+        plans.check_torch_builds(self.config, images["families"])
         if not self.dry_run and images["account"] != self.account:
             raise DeployError(f"the images were pushed to account {images['account']}, but these credentials are "
                               f"for account {self.account}: use the same account, or push again")

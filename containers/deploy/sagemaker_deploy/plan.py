@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from . import DeployError
 from .config import target_model_env_name
 
 MAX_NAME = 63
@@ -62,6 +63,23 @@ def has_local_storage(instance_type: str) -> bool:
     """ml.g4dn.xlarge, ml.m5d.large, ml.g5.2xlarge: NVMe instance storage, so no KmsKeyId for the volume."""
     family = instance_type.split(".")[1]
     return family in _LOCAL_STORAGE_FAMILIES or re.fullmatch(r"[a-z]+[0-9]+[a-z]*d[a-z]*", family) is not None
+
+
+def is_gpu(instance_type: str) -> bool:
+    """ml.g4dn.xlarge, ml.p3.2xlarge: NVIDIA GPU instances."""
+    return instance_type.split(".")[1].startswith(("g", "p"))
+
+
+def check_torch_builds(config: dict, images: dict) -> None:
+    """Refuses a PAT image built with torch's CPU wheel (build.sh tags it VERSION-GITSHA-cpu) for a GPU instance,
+    where it would serve on the CPU. images maps family -> {"tag": ...} as push recorded it."""
+    for name, family in config["families"].items():
+        tag = images.get(name, {}).get("tag", "")
+        if family["image"].get("build") == "pat" and is_gpu(family["instance_type"]) and not tag.endswith("-cuda"):
+            raise DeployError(
+                f"families.{name}: the pushed image {family['image']['repository']}:{tag} is not torch's CUDA "
+                f"build, but instance_type {family['instance_type']} is a GPU instance: build and push it with "
+                "PAT_TORCH_VARIANT=cuda, or use a CPU instance type")
 
 
 def is_ecr(registry: str) -> bool:
