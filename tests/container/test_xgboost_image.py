@@ -175,20 +175,34 @@ def test_multiclass_and_regression_models(xgboost_image, xgboost_models, model):
 
 
 def test_multi_model_endpoint(xgboost_image, xgboost_models):
-    """The multi-models label is backed by SageMaker's model-management API on the same image."""
+    """The multi-models label is backed by SageMaker's model-management API on the same image: three models."""
+    models = ("risk", "treatment", "outcome")
     with running(xgboost_image, xgboost_models, env={"SAGEMAKER_MULTI_MODEL": "true"}, mount="/opt/ml/models",
                  label="SAGEMAKER_MULTI_MODEL=true") as container:
-        for model in ("risk", "treatment"):
+        for model in models:
             load = requests.post(f"{container.url}/models", timeout=60,
                                  json={"model_name": model, "url": f"/opt/ml/models/{model}"})
             assert load.status_code == 200, load.text
-        for model in ("risk", "treatment"):
-            response = requests.post(f"{container.url}/invocations", data=as_csv(ROWS), timeout=60, headers={
+        again = requests.post(f"{container.url}/models", json={"model_name": "risk", "url": "/opt/ml/models/risk"})
+        assert again.status_code == 409
+        missing = requests.post(f"{container.url}/models", json={"model_name": "x", "url": "/opt/ml/models/absent"})
+        assert missing.status_code == 404
+        for model in models:
+            expected = expected_scores(xgboost_models / model, ROWS)
+            by_header = requests.post(f"{container.url}/invocations", data=as_csv(ROWS), timeout=60, headers={
                 "Content-Type": "text/csv", "X-Amzn-SageMaker-Target-Model": model})
-            assert response.status_code == 200, response.text
-            assert_bit_equal(RESPONSES["text/csv"](response.content), expected_scores(xgboost_models / model, ROWS))
+            by_route = requests.post(f"{container.url}/models/{model}/invoke", data=as_csv(ROWS), timeout=60,
+                                     headers={"Content-Type": "text/csv"})
+            for response in (by_header, by_route):
+                assert response.status_code == 200, response.text
+                assert_bit_equal(RESPONSES["text/csv"](response.content), expected)
+            assert requests.get(f"{container.url}/models/{model}", timeout=5).status_code == 200
         listed = requests.get(f"{container.url}/models", timeout=5).json()["models"]
-        assert sorted(entry["modelName"] for entry in listed) == ["risk", "treatment"]
+        assert sorted(entry["modelName"] for entry in listed) == sorted(models)
+        assert requests.delete(f"{container.url}/models/outcome", timeout=5).status_code == 200
+        gone = requests.post(f"{container.url}/models/outcome/invoke", data=as_csv(ROWS),
+                             headers={"Content-Type": "text/csv"}, timeout=30)
+        assert gone.status_code == 404 and "Model not found" in gone.json()["error"]
 
 
 BAD_REQUESTS = [

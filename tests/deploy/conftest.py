@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -25,6 +24,7 @@ import boto3
 import pytest
 
 from tests.conftest import IN_CI, engine_problem
+from tests.http.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_CONFIGS = ROOT / "containers" / "deploy"
@@ -54,12 +54,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_terminal_summary(terminalreporter) -> None:
     for message in sorted(set(MISSING)):
         terminalreporter.write_sep("!", message, red=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(answers, what: str, process: subprocess.Popen, log: Path) -> None:
