@@ -249,20 +249,31 @@ cmd_build() {
 
 compile_lock() {
     local source="$1" output="${1%.in}.lock"
+    "$PYTHON" -m piptools compile --version >/dev/null 2>&1 \
+        || die "locking needs pip-tools: $PYTHON -m pip install pip-tools"
     run env CUSTOM_COMPILE_COMMAND="./build.sh lock" "$PYTHON" -m piptools compile --quiet --generate-hashes \
         --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --output-file "$output" "$source"
 }
 
+# uv, not pip-compile: pip's resolver downloads every wheel it picked (several GB of nvidia-* wheels here), while
+# uv reads PEP 658 metadata and the index's hashes. PyPI only, without this machine's pip settings or uv.toml (they
+# offer the CPU torch wheel on disk for torch==2.13.0), for the image's platform rather than this machine's.
+compile_cuda_lock() {
+    command -v "${UV:-uv}" >/dev/null || die "locking pat-cuda needs uv: $PYTHON -m pip install uv (or set UV)"
+    run "${UV:-uv}" pip compile --quiet --no-config --index-url https://pypi.org/simple \
+        --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+        --custom-compile-command "./build.sh lock pat-cuda" \
+        --output-file containers/pat/requirements-cuda.lock containers/pat/requirements-cuda.in
+}
+
 cmd_lock() {
-    "$PYTHON" -m piptools --version >/dev/null 2>&1 || die "locking needs pip-tools: $PYTHON -m pip install pip-tools"
     case "${1:-all}" in
         all) compile_lock containers/build-tools.in
              compile_lock containers/xgboost/requirements.in
              compile_lock containers/pat/requirements-cpu.in ;;
         xgboost) compile_lock containers/xgboost/requirements.in ;;
         pat) compile_lock containers/pat/requirements-cpu.in ;;
-        # Without this machine's pip settings, which offer the CPU torch wheel on disk for torch==2.13.0.
-        pat-cuda) PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS="" compile_lock containers/pat/requirements-cuda.in ;;
+        pat-cuda) compile_cuda_lock ;;
         *) die "unknown lock '$1' (expected: xgboost, pat, pat-cuda or all)" ;;
     esac
 }
