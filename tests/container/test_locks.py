@@ -19,6 +19,7 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 LOCKS = {
     "xgboost/requirements.lock": "xgboost",
     "pat/requirements-cpu.lock": "pat",
+    "pat/requirements-cuda.lock": "pat",
 }
 RENAMED = {"xgboost": "xgboost-cpu"}
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
@@ -85,3 +86,6 @@ def test_images_use_the_cpu_only_xgboost_and_torch_wheels():
     assert "xgboost" not in pins(CONTAINERS / "xgboost/requirements.lock")
     torch_version = pins(CONTAINERS / "pat/requirements-cpu.lock")["torch"][0]
     assert torch_version == Version("2.13.0+cpu")
+    # The CUDA variant: PyPI's Linux torch wheel, the CUDA build, with the CUDA runtime as nvidia-* wheels.
+    cuda = pins(CONTAINERS / "pat/requirements-cuda.lock")
+    assert cuda["torch"][0] == Version("2.13.0") and any(name.startswith("nvidia-") for name in cuda)
