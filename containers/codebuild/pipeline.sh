@@ -9,6 +9,9 @@
 #   IMAGES            build.sh build target (default: all)
 #   CONTAINER_TESTS   pytest paths for build (default: tests/container)
 #   STAGE             the deployment config post_build pushes and registers (default: dev); see build.sh --help
+#   PAT_TORCH_VARIANT the PAT image build tests (default: cpu)
+#   PAT_RELEASE_VARIANT the PAT image post_build pushes and registers, built after the tests when it differs
+#                     (default: PAT_TORCH_VARIANT)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -45,12 +48,18 @@ pre_build() {
 build() {
     ./build.sh build "${IMAGES:-all}"
     run_pytest build "${CONTAINER_TESTS:-tests/container}"
+    if [[ "${IMAGES:-all}" == all || "${IMAGES:-all}" == pat ]] && [[ "$(release_variant)" != "$(tested_variant)" ]]; then
+        PAT_TORCH_VARIANT="$(release_variant)" ./build.sh build pat
+    fi
 }
+
+tested_variant() { echo "${PAT_TORCH_VARIANT:-cpu}"; }
+release_variant() { echo "${PAT_RELEASE_VARIANT:-$(tested_variant)}"; }
 
 # Only after a successful build: CodeBuild runs post_build after a failed build too.
 post_build() {
     case "${CODEBUILD_BUILD_SUCCEEDING:-}" in
-        1) ./build.sh push register ;;
+        1) PAT_TORCH_VARIANT="$(release_variant)" ./build.sh push register ;;
         0) say "the build failed: nothing is pushed or registered" ;;
         *) say "CODEBUILD_BUILD_SUCCEEDING is not set: post_build runs in CodeBuild (or local_codebuild.py) only"
            return 2 ;;
