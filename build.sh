@@ -179,7 +179,7 @@ image_spec() {
     esac
     local lock
     for lock in "${LOCKS[@]}"; do
-        [[ -f "$lock" ]] || die "$lock is missing: create it with './build.sh lock' (for pat-cuda: on a machine that can download torch's CUDA wheels)"
+        [[ -f "$lock" ]] || die "$lock is missing: create it with './build.sh lock'"
     done
 }
 
