@@ -53,8 +53,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ctypes
-import ctypes.util
 import gc
 import logging
 import os
@@ -72,6 +70,7 @@ from flask import Flask, g, request
 from serve.app import invoke
 from serve.errors import BadRequest, Conflict, InsufficientMemory, ModelLoadError, NotFound, ServeError
 from serve.handler import Handler, build_handler, handler_class
+from serve.memory import directory_bytes, heap_bytes, resident_bytes, return_free_memory
 from serve.settings import MIB, Settings
 
 log = logging.getLogger("serve.multimodel")
@@ -80,58 +79,12 @@ MAX_NAME_LENGTH = 1024  # SageMaker's limit on TargetModel
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 LEASES = "multimodel_leases"  # flask.g: the models one request is invoking
-MEMORY_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 class UnservableModel(ServeError):
     """The artifact at url cannot be served; the load request itself was fine."""
 
     status = 422
-
-
-# --- memory probes ------------------------------------------------------------------------------------------------
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def _glibc():
-    """glibc's allocator statistics and trim, or None (musl, or glibc older than 2.33): the resident set alone."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallinfo2.restype = _MallInfo2
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_LIBC = _glibc()
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * MEMORY_PAGE_BYTES
-
-
-def heap_bytes() -> int:
-    """Bytes malloc has handed out and not yet had back (small blocks and mmapped ones)."""
-    if _LIBC is None:
-        return 0
-    info = _LIBC.mallinfo2()
-    return info.uordblks + info.hblkhd
-
-
-def return_free_memory() -> None:
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def directory_bytes(path: Path) -> int:
-    """Size of the files under a model directory: the first guess at a model's memory, before it is measured."""
-    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
 
 
 def _mib(size: int) -> str:
