@@ -28,7 +28,7 @@ INFERENCE_OUTPUT_KEYS = (
 )
 
 
-def _cpu_count() -> int:
+def cpu_count() -> int:
     """CPUs this process may run on (a container's cpuset, not the host's count)."""
     return len(os.sched_getaffinity(0)) or 1
 
@@ -158,7 +158,7 @@ class Settings:
     multi_model: bool = False
     multi_model_dir: Path = Path("/opt/ml/models")
     port: int = 8080
-    workers: int = field(default_factory=lambda: _cpu_count())
+    workers: int = field(default_factory=cpu_count)
     threads: int = 1
     timeout_seconds: int = 60
     graceful_timeout_seconds: int = 25
@@ -189,7 +189,7 @@ class Settings:
             multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
             multi_model_dir=Path(_text(env, "SAGEMAKER_MULTI_MODEL_DIR", "/opt/ml/models")),
             port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, maximum=65535),
-            workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", _cpu_count()),
+            workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", cpu_count()),
             threads=_int(env, "SERVE_THREADS", 1),
             timeout_seconds=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", default_timeout),
             graceful_timeout_seconds=_int(env, "SERVE_GRACEFUL_TIMEOUT", 25),

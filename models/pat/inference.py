@@ -9,7 +9,6 @@ input too large for fp16) is run again in float32. Everything runs under torch.i
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,6 +19,7 @@ from models.pat.artifact import PatArtifact
 from models.pat.batcher import DynamicBatcher
 from models.pat.instances import ModelFacts
 from serve.errors import ModelLoadError
+from serve.settings import cpu_count
 
 log = logging.getLogger("models.pat")
 
@@ -104,7 +104,7 @@ class PatModel:
     def __init__(self, artifact: PatArtifact, device: torch.device, max_batch_size: int, batch_wait_ms: float,
                  torch_threads: int = 0, runner: BatchRunner | None = None):
         if device.type == "cpu":
-            torch.set_num_threads(torch_threads or len(os.sched_getaffinity(0)) or 1)
+            torch.set_num_threads(torch_threads or cpu_count())
         artifact.encoder.eval()
         for head in artifact.heads.values():
             head.eval()
