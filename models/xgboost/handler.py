@@ -7,6 +7,7 @@ Request options (JSON top-level keys, or `X-Amzn-SageMaker-Custom-Attributes` su
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ class XGBoostHandler(Handler):
 
     def input_fn(self, body: bytes, request: Request) -> Any:
         if request.content_type == codecs.LIBSVM and self.settings.libsvm_one_based:
-            request = Request(**{**vars(request), "params": {"indexing": "1", **request.params}})
+            request = replace(request, params={"indexing": "1", **request.params})
         return super().input_fn(body, request)
 
     def predict_fn(self, data: Any, model: Any, request: Request) -> Any:
