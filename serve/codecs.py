@@ -318,9 +318,7 @@ def choose_decoder(content_type: str | None, decoders: Mapping[str, Decoder]) ->
     if not content_type:
         raise UnsupportedMediaType(f"Content-Type is required; supported: {', '.join(decoders)}")
     kind, params = media_type(content_type)
-    if kind in decoders:
-        return kind, params
-    if "*/*" in decoders:
+    if kind in decoders or "*/*" in decoders:
         return kind, params
     raise UnsupportedMediaType(f"Content-Type {kind} is not supported; supported: {', '.join(decoders)}")
 
