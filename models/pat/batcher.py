@@ -49,10 +49,6 @@ class BatcherStats:
     rows: int = 0
     retried_batches: int = 0
 
-    @property
-    def mean_batch_rows(self) -> float:
-        return self.rows / self.batches if self.batches else 0.0
-
 
 class DynamicBatcher:
     def __init__(self, run: RunBatch, max_rows: int | Callable[[Hashable], int], max_wait_s: float,
