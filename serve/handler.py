@@ -66,6 +66,10 @@ class Handler:
     def model_fn(self, model_dir: Path) -> Any:
         raise NotImplementedError
 
+    def adopt(self, model: Any) -> Any:
+        """A model from a user's model_fn, in the form this handler's predict_fn serves (called once, at load)."""
+        return model
+
     def input_fn(self, body: bytes, request: Request) -> Any:
         return self.decoders[request.content_type](body, request.params)
 

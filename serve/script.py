@@ -62,8 +62,12 @@ class ScriptHandler(Handler):
         # AWS's toolkit hands a user's output_fn application/json when the client names no type.
         self.default_accept = codecs.JSON if self.encoders is ANY else inner.default_accept
 
+    @property
+    def inner_predicts(self) -> bool:
+        return not {"predict_fn", "transform_fn"} & self.hooks.keys()
+
     def warm_up(self) -> None:
-        if "model_fn" not in self.hooks:  # the handler's own model: its warm-up applies
+        if self.inner_predicts:  # the handler serves the model: its warm-up applies
             self.inner.model = self.model
             self.inner.warm_up()
 
@@ -71,12 +75,18 @@ class ScriptHandler(Handler):
         return {**self.inner.describe(), "script_hooks": sorted(self.hooks)}
 
     def model_fn(self, model_dir: Path) -> Any:
-        if "model_fn" in self.hooks:
-            try:
-                return self.hooks["model_fn"](str(model_dir))
-            except Exception as error:
-                raise ModelLoadError(f"inference.py model_fn failed: {type(error).__name__}: {error}") from error
-        return self.inner.model_fn(model_dir)
+        if "model_fn" not in self.hooks:
+            return self.inner.model_fn(model_dir)
+        try:
+            model = self.hooks["model_fn"](str(model_dir))
+        except Exception as error:
+            raise ModelLoadError(f"inference.py model_fn failed: {type(error).__name__}: {error}") from error
+        if not self.inner_predicts:
+            return model  # the user's predict_fn or transform_fn gets exactly what model_fn returned
+        try:
+            return self.inner.adopt(model)
+        except (TypeError, ValueError) as error:
+            raise ModelLoadError(f"inference.py model_fn: {error}") from error
 
     def input_fn(self, body: bytes, request: Request) -> Any:
         if "transform_fn" in self.hooks:

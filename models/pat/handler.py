@@ -52,6 +52,9 @@ class PatHandler(Handler):
             raise ModelLoadError(f"PAT model artifact: {error}") from None
         return self.serving(artifact)
 
+    def adopt(self, model: Any) -> PatModel:
+        return self.as_model(model)
+
     def warm_up(self) -> None:
         self.as_model(self.model).warm_up()
 

@@ -166,7 +166,5 @@ def load_model(model_dir: Path, allow_pickle: bool = False) -> XGBoostModel:
     expected_classes = num_class or 2
     if labels is not None and len(labels) != expected_classes:
         raise ModelLoadError(f"metadata.json has {len(labels)} class_labels for a model of {expected_classes} classes")
-    for booster in boosters:
-        booster.set_param({"nthread": 1})
     return XGBoostModel(boosters, objective, num_features, num_class, list(names) if names else None,
                         labels, metadata, [path.name for path in files])

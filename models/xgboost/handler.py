@@ -85,7 +85,12 @@ class XGBoostHandler(Handler):
             self.encoders = {k: v for k, v in codecs.ENCODERS.items() if k != codecs.NPY}
 
     def model_fn(self, model_dir: Path) -> XGBoostModel:
-        model = load_model(model_dir, allow_pickle=self.settings.allow_pickle)
+        return self.adopt(load_model(model_dir, allow_pickle=self.settings.allow_pickle))
+
+    def adopt(self, model: Any) -> XGBoostModel:
+        model = as_model(model)
+        for booster in model.boosters:
+            booster.set_param({"nthread": 1})
         if self.settings.inference_output:
             outputs.check_selectable(self.settings.inference_output, model)
         return model

@@ -98,7 +98,7 @@ def test_user_input_fn_errors_are_bad_requests_without_details(tmp_path, outcome
     assert "patient-secret" not in error.value.message
 
 
-def test_the_handlers_warm_up_runs_unless_the_user_loads_the_model(tmp_path, outcome_dir, monkeypatch):
+def test_the_handlers_warm_up_runs_whenever_the_handler_predicts(tmp_path, outcome_dir, monkeypatch):
     from models.xgboost.handler import XGBoostHandler
 
     warmed = []
@@ -108,7 +108,33 @@ def test_the_handlers_warm_up_runs_unless_the_user_loads_the_model(tmp_path, out
     own = with_script(tmp_path / "own", outcome_dir, "import os, xgboost as xgb\n"
                       "def model_fn(d):\n    return xgb.Booster(model_file=os.path.join(d, 'xgboost-model'))\n")
     build_handler(Settings(model_dir=own))
-    assert len(warmed) == 1
+    assert len(warmed) == 2
+    user_predicts = with_script(tmp_path / "predicts", outcome_dir, "def predict_fn(data, model):\n    return data\n")
+    build_handler(Settings(model_dir=user_predicts))
+    assert len(warmed) == 2
+
+
+def test_a_booster_from_model_fn_is_adopted_once_at_load(tmp_path, outcome_dir):
+    from models.xgboost.artifact import XGBoostModel
+
+    model_dir = with_script(tmp_path, outcome_dir, """
+        import os, xgboost as xgb
+        def model_fn(model_dir):
+            return xgb.Booster(model_file=os.path.join(model_dir, "xgboost-model"))
+    """)
+    handler = build_handler(Settings(model_dir=model_dir))
+    assert isinstance(handler.model, XGBoostModel) and handler.inner.fast
+    raw = with_script(tmp_path / "raw", outcome_dir, """
+        import os, xgboost as xgb
+        def model_fn(model_dir):
+            return xgb.Booster(model_file=os.path.join(model_dir, "xgboost-model"))
+        def predict_fn(data, model):
+            return model.inplace_predict(data)
+    """)
+    assert isinstance(build_handler(Settings(model_dir=raw)).model, xgb.Booster)
+    wrong = with_script(tmp_path / "wrong", outcome_dir, "def model_fn(d):\n    return {'not': 'a booster'}\n")
+    with pytest.raises(ModelLoadError, match="model_fn returned a dict"):
+        build_handler(Settings(model_dir=wrong))
 
 
 def test_a_user_output_fn_gets_json_when_the_client_names_no_type(tmp_path, outcome_dir):
