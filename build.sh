@@ -210,10 +210,10 @@ install_engine() {
 # Debian's docker-registry is the ECR stand-in of the deployment tests (they start it with their own config).
 install_registry() {
     command -v docker-registry >/dev/null && return
-    [[ "$(id -u)" == 0 ]] \
-        || die "docker-registry is missing and only root can install it: apt-get install docker-registry"
     say "installing docker-registry (apt-get install docker-registry), the deployment tests' stand-in for ECR"
-    [[ "$DRY_RUN" == true ]] || apt_install docker-registry || die "could not install docker-registry"
+    [[ "$DRY_RUN" == false ]] || return 0
+    [[ "$(id -u)" == 0 ]] || die "only root can install docker-registry: apt-get install docker-registry"
+    apt_install docker-registry || die "could not install docker-registry"
 }
 
 cmd_install() {
