@@ -195,11 +195,9 @@ install_python() {
         return
     fi
     say "installing the Python dependencies into $PYTHON: $missing"
-    local hint="see pip's reason above; where the Python is the system's (externally managed), create and activate a
-virtual environment first: python3 -m venv .venv && . .venv/bin/activate"
-    run "$PYTHON" -m pip install --progress-bar off "$TORCH_PIN" || die "pip install $TORCH_PIN failed: $hint"
+    run "$PYTHON" -m pip install --progress-bar off "$TORCH_PIN" || die "pip install $TORCH_PIN failed (see above)"
     run "$PYTHON" -m pip install --progress-bar off -e ".[$PYTHON_EXTRAS]" \
-        || die "pip install -e '.[$PYTHON_EXTRAS]' failed: $hint"
+        || die "pip install -e '.[$PYTHON_EXTRAS]' failed (see above)"
 }
 
 install_engine() {
