@@ -93,7 +93,7 @@ def handler_class(name: str) -> type[Handler]:
 
 def build_handler(settings: Settings, model_dir: Path | None = None) -> Handler:
     """The handler SERVE_HANDLER names, with a user's inference.py hooks when the model dir has one, loaded."""
-    from serve.script import own_modules, with_user_hooks
+    from serve.user_hooks import own_modules, with_user_hooks
 
     model_dir = Path(model_dir or settings.model_dir)
     with own_modules(model_dir):

@@ -19,8 +19,8 @@ multi-model-server gave, since SageMaker and existing clients read those; errors
                                           left out while exactly one model is loaded, as MMS allowed).
 
 A broken artifact answers 422, not 500: the request and the server are fine, the artifact is not, and retrying
-cannot help. A model's own `code/inference.py` replaces its hooks (serve.script), one module per model directory;
-helper modules it imports from its `code/` are its own as well (see serve.script.own_modules).
+cannot help. A model's own `code/inference.py` replaces its hooks (serve.user_hooks), one module per model directory;
+helper modules it imports from its `code/` are its own as well (see serve.user_hooks.own_modules).
 
 Processes. gunicorn runs one worker process with threads (serve.server). A load then reaches the one process every
 invocation reaches, each model is in memory once, and no cross-process registry is needed. Several processes would

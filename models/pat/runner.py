@@ -17,7 +17,7 @@ import torch
 
 from models.pat.artifact import PatArtifact
 from models.pat.batcher import DynamicBatcher
-from models.pat.instances import ModelFacts
+from models.pat.inputs import ModelFacts
 from serve.errors import ModelLoadError
 from serve.settings import cpu_count
 

@@ -18,7 +18,7 @@ from serve import codecs
 from serve.errors import BadRequest
 from serve.handler import Handler, Request
 
-from models.xgboost import dense, inputs, outputs
+from models.xgboost import fast_predict, inputs, outputs
 from models.xgboost.artifact import XGBoostModel, load_model, objective_of
 
 TRUE = ("1", "true", "yes")
@@ -52,7 +52,7 @@ def _options(data: Any, request: Request) -> tuple[bool, int | None]:
 
 
 def _predict(booster: xgb.Booster, matrix, fast: bool) -> np.ndarray:
-    scores = dense.predict(booster, matrix) if fast else None
+    scores = fast_predict.predict(booster, matrix) if fast else None
     return booster.inplace_predict(matrix, validate_features=False) if scores is None else scores
 
 
@@ -77,7 +77,7 @@ def predict_contributions(model: XGBoostModel, matrix) -> np.ndarray:
 
 class XGBoostHandler(Handler):
     default_accept = codecs.CSV  # the official algorithm mode answers CSV when Accept is absent or */*
-    fast = False  # dense.predict checked against inplace_predict on the loaded boosters
+    fast = False  # fast_predict.predict checked against inplace_predict on the loaded boosters
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -96,7 +96,7 @@ class XGBoostHandler(Handler):
         return model
 
     def warm_up(self) -> None:
-        self.fast = all(dense.agrees(booster, self.model.num_features) for booster in self.model.boosters)
+        self.fast = all(fast_predict.agrees(booster, self.model.num_features) for booster in self.model.boosters)
         predict_raw(self.model, np.zeros((1, self.model.num_features)), self.fast)
 
     def describe(self) -> dict:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models.pat.artifact import load_artifact
-from models.pat.inference import BatchKey, BatchRunner
+from models.pat.runner import BatchKey, BatchRunner
 from serve import codecs
 from serve.handler import Request, build_handler
 from serve.settings import Settings

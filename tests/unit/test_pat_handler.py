@@ -13,7 +13,7 @@ import torch
 
 from models.pat.actigraphy import MetricOptions, compute_metrics
 from models.pat.artifact import load_artifact
-from models.pat.inference import BatchKey, BatchRunner, choose_device
+from models.pat.runner import BatchKey, BatchRunner, choose_device
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError, NotReady
 from serve.handler import Request, build_handler
