@@ -37,8 +37,10 @@ from bench.machine import Window
 from models.pat.artifact import ArtifactConfig, PatArtifact, Standardization, save_artifact
 from models.pat.network import PatEncoder, TaskHead, spec_for
 from models.pat.runner import WEEK_MINUTES, BatchKey, BatchRunner, choose_device
+from models.pat.settings import PatSettings
 from serve import codecs
-from serve.handler import Request, build_handler
+from serve.handler import Request
+from serve.loading import build_handler
 from serve.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,8 +97,8 @@ def bench_forward(device: torch.device, variants: list[str], batches: list[int],
 
 
 def served_handler(model_dir: Path, device: str, max_batch_size: int, wait_ms: float):
-    settings = Settings(handler="pat", model_dir=model_dir, device=device, max_batch_size=max_batch_size,
-                        batch_wait_ms=wait_ms)
+    family = PatSettings(device=device, max_batch_size=max_batch_size, batch_wait_ms=wait_ms)
+    settings = Settings(handler="pat", model_dir=model_dir, family=family)
     return build_handler(settings)
 
 
@@ -142,7 +144,7 @@ def bench_batcher(device: str, variant: str, duration_s: float, repeats: int) ->
             buffer = io.BytesIO()
             np.save(buffer, row[None].astype(np.float32))
             bodies.append(buffer.getvalue())
-        defaults = Settings()
+        defaults = PatSettings()
         scenarios = {
             "one at a time": (1, 1, 0.0),
             f"{CLIENTS} clients, batching off": (CLIENTS, 1, 0.0),

@@ -42,7 +42,7 @@ class PatHandler(Handler):
         self._adopt_lock = threading.Lock()
 
     def serving(self, artifact: PatArtifact) -> PatModel:
-        s = self.settings
+        s = self.settings.family
         return PatModel(artifact, choose_device(s.device), s.max_batch_size, s.batch_wait_ms, s.torch_threads)
 
     def model_fn(self, model_dir: Path) -> PatModel:

@@ -1,4 +1,5 @@
-"""models.xgboost.fast_predict calls XGBoosterPredictFromDense itself: it must give inplace_predict's bits, or step aside."""
+"""models.xgboost.fast_predict calls XGBoosterPredictFromDense itself: it must give inplace_predict's bits, or step
+aside."""
 
 from __future__ import annotations
 
