@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import requests
 
+from serve.process import SERVE, ServeProcess
 from tests.conftest import load_booster, shared_fixture
-from tests.http.server import SERVE, ServeProcess
 
 SECRET_ROW = "77.123,31.4159,142.857,9.87654"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.http.server import free_port
+from serve.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
