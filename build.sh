@@ -5,6 +5,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
+VENV="$ROOT/.venv"  # where install puts the dependencies when python3 is Debian's own; used from then on
+[[ -x "$VENV/bin/python" ]] && PYTHON="${PYTHON:-$VENV/bin/python}"
 PYTHON="${PYTHON:-python3}"
 DEFAULT_BASE_IMAGE="python:3.11-slim-bookworm"
 LOCAL_BASE_IMAGE="${LOCAL_BASE_IMAGE:-inference-base:bookworm}"
@@ -20,9 +22,15 @@ Usage: ./build.sh [--dry-run] COMMAND [ARGS]
 Commands:
   build [xgboost|pat|all]     prepare the wheelhouse from the lock files, then docker build (default: all).
                               Tags IMAGE:latest and IMAGE:VERSION-GITSHA (xgboost-inference, pat-inference).
-  demo                        train the example models, build the xgboost image, serve the risk model in a
-                              container on a free port and send it a sample request (a local `serve` process
-                              when no Docker engine can be started)
+  demo                        install what is missing (as install), train the example models, build the xgboost
+                              image, serve the risk model in a container on a free port and send it a sample
+                              request (a local `serve` process when no Docker engine can be started)
+  test [PYTEST_ARGS]          install what is missing (as install, plus docker-registry), start the Docker engine,
+                              then run python -m pytest on this tree (no test collected is a failure)
+  install [python|engine|registry|all]
+                              install what is missing, quickly a no-op when nothing is: the Python dependencies
+                              (torch==2.13.0 first, then -e '.[xgboost,pat,test,bench]'), a running Docker engine
+                              (docker.io; root), docker-registry (the deployment tests' ECR stand-in; root)
   base [--force]              build the air-gapped base image with debootstrap (containers/base/build-base.sh)
   engine [--install]          start a Docker engine when none answers (--install: apt-get install docker.io first)
   lock [xgboost|pat|pat-cuda|all]
@@ -100,10 +108,7 @@ start_engine() {
     if ! command -v dockerd >/dev/null; then
         [[ "$install" == install ]] || { say "no Docker engine is installed"; return 1; }
         say "installing Docker (apt-get install docker.io)"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q docker.io >/dev/null \
-            || { apt-get update -q >/dev/null && apt-get install -y -q docker.io >/dev/null; } \
-            || { say "apt-get install docker.io failed"; return 1; }
+        apt_install docker.io || return 1
     fi
     mkdir -p build
     say "starting dockerd in the background (log: build/dockerd.log)"
@@ -120,6 +125,104 @@ start_engine() {
 require_engine() {
     [[ "$DRY_RUN" == true ]] || engine_reachable \
         || die "no Docker engine answers ('docker info' fails): start one, or run './build.sh engine --install' as root"
+}
+
+# --- Installing what the demo and the tests need ---------------------------------------------------------------
+# Each step checks first and installs only what is missing, so a second run takes a second or two.
+
+PYTHON_EXTRAS="xgboost,pat,test,bench"
+TORCH_PIN="torch==2.13.0"  # installed first: pip then keeps the CPU build this machine offers for it
+
+# apt-get install, refreshing the package lists only when the install fails without it.
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "$@" >/dev/null \
+        || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; } \
+        || { say "apt-get install $* failed"; return 1; }
+}
+
+# Prints what is missing for pyproject.toml's dependencies and PYTHON_EXTRAS; fails when something is.
+python_dependencies_missing() {
+    "$PYTHON" - "$PYTHON_EXTRAS" <<'EOF' 2>&1
+import sys
+import tomllib
+from importlib import metadata
+
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    sys.exit("packaging is not installed")
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+try:
+    metadata.distribution(project["name"])
+except metadata.PackageNotFoundError:
+    sys.exit(f"{project['name']} is not installed")
+extras = sys.argv[1].split(",")
+for line in project["dependencies"] + [line for extra in extras for line in project["optional-dependencies"][extra]]:
+    requirement = Requirement(line)
+    try:
+        version = metadata.version(requirement.name)
+    except metadata.PackageNotFoundError:
+        sys.exit(f"{requirement.name} is not installed")
+    if not requirement.specifier.contains(version, prereleases=True):
+        sys.exit(f"{requirement.name} {version} is installed, {requirement} is required")
+EOF
+}
+
+# Debian's own Python takes no pip installs (PEP 668, EXTERNALLY-MANAGED): a virtual environment instead.
+externally_managed() {
+    "$PYTHON" -c 'import pathlib, sys, sysconfig
+sys.exit(sys.prefix != sys.base_prefix or not pathlib.Path(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED").exists())'
+}
+
+use_virtual_environment() {
+    say "$PYTHON is the system's Python, which pip may not change: installing into a virtual environment, $VENV"
+    if ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
+        [[ "$(id -u)" == 0 ]] \
+            || die "creating $VENV needs python3-venv, and only root can install it: apt-get install python3-venv"
+        [[ "$DRY_RUN" == true ]] || apt_install python3-venv || die "could not install python3-venv"
+    fi
+    run "$PYTHON" -m venv "$VENV" || die "could not create the virtual environment $VENV"
+    PYTHON="$VENV/bin/python"
+    say "from now on build.sh uses $PYTHON; activate it for the README's examples: . .venv/bin/activate"
+}
+
+install_python() {
+    local missing
+    [[ "$PYTHON" == "$VENV/bin/python" ]] || ! externally_managed || use_virtual_environment
+    if missing="$(python_dependencies_missing)"; then
+        say "the Python dependencies are installed ($PYTHON, extras $PYTHON_EXTRAS)"
+        return
+    fi
+    say "installing the Python dependencies into $PYTHON: $missing"
+    run "$PYTHON" -m pip install --progress-bar off "$TORCH_PIN" || die "pip install $TORCH_PIN failed (see above)"
+    run "$PYTHON" -m pip install --progress-bar off -e ".[$PYTHON_EXTRAS]" \
+        || die "pip install -e '.[$PYTHON_EXTRAS]' failed (see above)"
+}
+
+install_engine() {
+    [[ "$DRY_RUN" == true ]] || start_engine install \
+        || die "no Docker engine could be reached or started (the reason is above); the container tests need one"
+}
+
+# Debian's docker-registry is the ECR stand-in of the deployment tests (they start it with their own config).
+install_registry() {
+    command -v docker-registry >/dev/null && return
+    say "installing docker-registry (apt-get install docker-registry), the deployment tests' stand-in for ECR"
+    [[ "$DRY_RUN" == false ]] || return 0
+    [[ "$(id -u)" == 0 ]] || die "only root can install docker-registry: apt-get install docker-registry"
+    apt_install docker-registry || die "could not install docker-registry"
+}
+
+cmd_install() {
+    (($# <= 1)) || die "install takes one of python, engine, registry or all, got: $*"
+    case "${1:-all}" in
+        python) install_python ;;
+        engine) install_engine ;;
+        registry) install_registry ;;
+        all) install_python; install_engine; install_registry ;;
+        *) die "unknown install target '$1' (expected: python, engine, registry or all)" ;;
+    esac
 }
 
 # --- Base image ------------------------------------------------------------------------------------------------
@@ -332,16 +435,33 @@ demo_local() {
 }
 
 cmd_demo() {
+    (($# == 0)) || die "demo takes no arguments"
     local models=build/models/xgboost
+    install_python
     say "training the example models into $models (synthetic data, no patient records)"
     run "$PYTHON" -m models.xgboost.examples --out "$models" >/dev/null
-    if [[ "$DRY_RUN" == true ]] || start_engine; then
+    if [[ "$DRY_RUN" == true ]] || start_engine install; then
         demo_in_docker "$models"
     else
         say "NO DOCKER ENGINE could be reached or started, so the demo runs without a container:"
         say "serving the risk model with a local 'serve' process (the same runtime the image runs)"
         demo_local "$models"
     fi
+    say "the example models and their sample requests are in $models/ (the README's examples use them)"
+}
+
+# --- Tests -----------------------------------------------------------------------------------------------------
+
+# Installs what the tests need, then runs pytest on this tree; no test collected (pytest's exit 5) is a failure.
+cmd_test() {
+    install_python
+    install_engine
+    install_registry
+    export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # this tree, also in the processes the tests start
+    local status=0
+    run "$PYTHON" -m pytest "$@" || status=$?
+    ((status != 5)) || say "pytest collected no tests: that is a failure"
+    return "$status"
 }
 
 # --- Deployment: push, register, deploy, batch, all ------------------------------------------------------------
@@ -446,7 +566,9 @@ main() {
     args=("${args[@]:1}")
     case "$command" in
         build) cmd_build "${args[@]}" ;;
-        demo) cmd_demo ;;
+        demo) cmd_demo "${args[@]}" ;;
+        test) cmd_test "${args[@]}" ;;
+        install) cmd_install "${args[@]}" ;;
         base) require_engine; run containers/base/build-base.sh "${args[@]}" ;;
         engine) ((${#args[@]} == 0)) || [[ "${args[*]}" == --install ]] || die "engine takes only --install"
                 [[ "$DRY_RUN" == true ]] || start_engine "${args[*]/--install/install}" ;;

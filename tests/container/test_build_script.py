@@ -20,8 +20,8 @@ def build_sh(*args: str, **env: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_command():
     result = build_sh("--help")
     assert result.returncode == 0
-    for command in ("build [xgboost|pat|all]", "demo", "base", "engine", "lock", "push", "register", "deploy",
-                    "batch", "all", "--dry-run"):
+    for command in ("build [xgboost|pat|all]", "demo", "test [PYTEST_ARGS]", "install [python|engine|registry|all]",
+                    "base", "engine", "lock", "push", "register", "deploy", "batch", "all", "--dry-run"):
         assert command in result.stdout
 
 
@@ -53,3 +53,11 @@ def test_bad_arguments_fail_with_a_message():
         result = build_sh("--dry-run", *args, PAT_TORCH_VARIANT="cpu")
         assert result.returncode != 0 and message in result.stderr, args
     assert build_sh("--dry-run", "build", "pat", PAT_TORCH_VARIANT="rocm").returncode != 0
+
+
+def test_install_checks_before_installing_and_test_runs_pytest_on_this_tree():
+    result = build_sh("--dry-run", "test", "tests/unit/test_settings.py")
+    assert result.returncode == 0, result.stderr
+    assert "the Python dependencies are installed" in result.stderr and "pip install" not in result.stderr
+    assert f"+ {sys.executable} -m pytest tests/unit/test_settings.py" in result.stderr
+    assert build_sh("install", "nothing").returncode != 0

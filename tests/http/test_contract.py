@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import xgboost as xgb
 
 from models.pat.settings import PatSettings
 from models.xgboost.settings import XGBoostSettings
@@ -13,7 +12,7 @@ from serve import recordio
 from serve.app import create_app
 from serve.handler import Handler
 from serve.settings import Settings
-from tests.conftest import FEATURES
+from tests.conftest import FEATURES, load_booster
 
 ROW = b"50,27.5,130,6.1"
 
@@ -42,7 +41,7 @@ def test_execution_parameters(client):
 def test_default_accept_is_csv_like_the_official_container(client, risk_dir):
     response = post(client, ROW)
     assert response.status_code == 200 and response.content_type == "text/csv"
-    expected = xgb.Booster(model_file=str(risk_dir / "xgboost-model")).inplace_predict(np.array([[50, 27.5, 130, 6.1]]))
+    expected = load_booster(risk_dir / "xgboost-model").inplace_predict(np.array([[50, 27.5, 130, 6.1]]))
     assert response.data == f"{float(expected[0])!r}\n".encode()
 
 
@@ -78,7 +77,7 @@ def test_every_content_type_and_accept_gives_booster_predictions(client, risk_di
     response = post(client, BODIES[content_type], content_type, accept)
     assert response.status_code == 200, response.data
     assert response.content_type == accept
-    booster = xgb.Booster(model_file=str(risk_dir / "xgboost-model"))
+    booster = load_booster(risk_dir / "xgboost-model")
     rows = ROWS.astype(np.float32) if "npy" in content_type or "recordio" in content_type else ROWS
     expected = booster.inplace_predict(rows).astype(np.float64).tolist()
     if accept == "application/json":

@@ -212,6 +212,11 @@ def test_example_build_is_a_loadable_labelled_artifact(tmp_path):
     assert names == sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert "config.json" in names and "encoder.safetensors" in names
 
+    request = json.loads((tmp_path / "pat.sample.json").read_text())
+    assert request["outputs"] == ["embedding", "scores", "metrics"] and len(request["instances"]) == 1
+    activity = request["instances"][0]["activity"]
+    assert len(activity) == WEEK and all(isinstance(count, int) and count >= 0 for count in activity)
+
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep")

@@ -11,7 +11,7 @@ from serve.errors import BadRequest, ModelLoadError
 from serve.handler import Request
 from serve.loading import build_handler
 from serve.settings import Settings
-from tests.conftest import FEATURES, shared_fixture, train_model
+from tests.conftest import FEATURES, load_booster, shared_fixture, train_model
 
 from models.xgboost import artifact
 from models.xgboost.handler import XGBoostHandler
@@ -24,7 +24,7 @@ def serve_rows(handler, rows, accept=codecs.NPY, attributes=None):
 
 
 def booster(model_dir):
-    return xgb.Booster(model_file=str(next(model_dir.glob("xgboost-model*"))))
+    return load_booster(next(model_dir.glob("xgboost-model*")))
 
 
 def test_sagemaker_builtin_model_predicts_the_published_values():
@@ -88,7 +88,7 @@ def test_ensemble_is_averaged(tmp_path, risk_dir):
     handler = build_handler(Settings(model_dir=tmp_path))
     rows = np.random.default_rng(0).normal(size=(10, 4))
     members = [booster_.inplace_predict(rows) for booster_ in
-               (xgb.Booster(model_file=str(tmp_path / f"xgboost-model-{i}")) for i in range(2))]
+               (load_booster(tmp_path / f"xgboost-model-{i}") for i in range(2))]
     np.testing.assert_array_equal(serve_rows(handler, rows), np.mean(members, axis=0))
 
 
@@ -97,7 +97,7 @@ def test_ensemble_of_softmax_models_votes(tmp_path):
         train_model(tmp_path, "multi:softmax", seed=seed, file_name=f"xgboost-model-{seed}.ubj")
     handler = build_handler(Settings(model_dir=tmp_path))
     rows = np.random.default_rng(1).normal(size=(40, 4))
-    votes = np.stack([xgb.Booster(model_file=str(tmp_path / f"xgboost-model-{s}.ubj")).inplace_predict(rows)
+    votes = np.stack([load_booster(tmp_path / f"xgboost-model-{s}.ubj").inplace_predict(rows)
                       for s in range(3)]).astype(int)
     majority = [np.bincount(column, minlength=3).argmax() for column in votes.T]
     assert serve_rows(handler, rows).tolist() == majority
@@ -111,7 +111,7 @@ def test_ensemble_members_must_agree(tmp_path):
 
 
 def test_json_and_stray_files(tmp_path, outcome_dir):
-    model = xgb.Booster(model_file=str(outcome_dir / "xgboost-model"))
+    model = load_booster(outcome_dir / "xgboost-model")
     model.save_model(str(tmp_path / "model.json"))
     (tmp_path / ".DS_Store").write_text("x")
     (tmp_path / "requirements.txt").write_text("numpy\n")
@@ -121,7 +121,7 @@ def test_json_and_stray_files(tmp_path, outcome_dir):
 
 
 def test_pickles_load_only_when_allowed(tmp_path, outcome_dir):
-    model = xgb.Booster(model_file=str(outcome_dir / "xgboost-model"))
+    model = load_booster(outcome_dir / "xgboost-model")
     (tmp_path / "xgboost-model").write_bytes(pickle.dumps(model))
     with pytest.raises(ModelLoadError, match="SERVE_ALLOW_PICKLE"):
         build_handler(Settings(model_dir=tmp_path))
@@ -131,7 +131,7 @@ def test_pickles_load_only_when_allowed(tmp_path, outcome_dir):
 
 
 def test_model_from_a_newer_xgboost_is_refused(tmp_path, outcome_dir):
-    document = json.loads(xgb.Booster(model_file=str(outcome_dir / "xgboost-model")).save_raw("json"))
+    document = json.loads(load_booster(outcome_dir / "xgboost-model").save_raw("json"))
     document["version"] = [artifact.RUNTIME_VERSION[0] + 1, 0, 0]
     (tmp_path / "model.json").write_text(json.dumps(document))
     with pytest.raises(ModelLoadError, match="newer than this runtime"):
