@@ -21,7 +21,8 @@ Usage: ./build.sh [--dry-run] COMMAND [ARGS]
 
 Commands:
   build [xgboost|pat|all]     prepare the wheelhouse from the lock files, then docker build (default: all).
-                              Tags IMAGE:latest and IMAGE:VERSION-GITSHA (xgboost-inference, pat-inference).
+                              Tags IMAGE:latest and IMAGE:VERSION-GITSHA (xgboost-inference, pat-inference;
+                              the cuda variant pat-inference:latest-cuda and VERSION-GITSHA-cuda).
   demo                        install what is missing (as install), train the example models, build the xgboost
                               image, serve the risk model in a container on a free port and send it a sample
                               request (a local `serve` process when no Docker engine can be started)
@@ -313,20 +314,32 @@ image_tag() {
     echo "$tag"
 }
 
+# The labels an image built from a lock carries (its torch and CUDA versions), as --label arguments; the deploy
+# tool reads them back with docker image inspect (containers/deploy/sagemaker_deploy/gpu_hosts.py).
+lock_labels() {
+    local labels line
+    labels="$(PYTHONPATH="$ROOT/containers/deploy" "$PYTHON" -m sagemaker_deploy.gpu_hosts labels "$1")" \
+        || die "could not read the torch and CUDA versions of $1"
+    while read -r line; do printf '%s\n' --label "$line"; done <<<"$labels"
+}
+
 build_image() {
-    local base="$1" name="$2" version revision tag
+    local base="$1" name="$2" version revision tag labels latest=latest
     image_spec "$name"
     prepare_wheelhouse
     version="$(project_version)"
     revision="$(git_revision --verify)"
     tag="$(image_tag "$name")"
-    say "building $IMAGE_REPO ($IMAGE_REPO:latest, $IMAGE_REPO:$tag) on $base"
+    [[ "$name" == pat && "$PAT_TORCH_VARIANT" == cuda ]] && latest="latest-cuda"  # :latest stays the CPU build
+    mapfile -t labels < <(lock_labels "${LOCKS[-1]}")
+    ((${#labels[@]} > 0)) || die "no labels for ${LOCKS[-1]}"
+    say "building $IMAGE_REPO ($IMAGE_REPO:$latest, $IMAGE_REPO:$tag) on $base"
     run docker build --file "$DOCKERFILE" \
         --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version" --build-arg "GIT_REVISION=$revision" \
-        "${BUILD_ARGS[@]}" --tag "$IMAGE_REPO:latest" --tag "$IMAGE_REPO:$tag" . \
+        "${BUILD_ARGS[@]}" "${labels[@]}" --tag "$IMAGE_REPO:$latest" --tag "$IMAGE_REPO:$tag" . \
         || die "docker build of $IMAGE_REPO failed (see the output above)"
     if [[ "$DRY_RUN" == false ]]; then
-        say "$IMAGE_REPO:$tag is $(docker image inspect --format '{{.Size}}' "$IMAGE_REPO:latest" \
+        say "$IMAGE_REPO:$tag is $(docker image inspect --format '{{.Size}}' "$IMAGE_REPO:$tag" \
             | awk '{printf "%.0f MB", $1 / 1e6}')"
     fi
 }
@@ -471,9 +484,14 @@ cmd_test() {
 deploy_config() { echo "${DEPLOY_CONFIG:-containers/deploy/${STAGE:-dev}.json}"; }
 
 # python -m sagemaker_deploy with the stage's config and the settings; --dry-run prints the AWS calls instead.
+# Each build target's local tag and lock let it read (or, in a dry run, foresee) the images' labels.
 deploy_py() {
     local options=(--config "$(deploy_config)" --state-dir "${DEPLOY_STATE_DIR:-build/deploy}" --version "$(image_tag)"
-                   --region "${AWS_REGION:-${AWS_DEFAULT_REGION:-}}")
+                   --region "${AWS_REGION:-${AWS_DEFAULT_REGION:-}}") target lock
+    for target in "${IMAGES[@]}"; do
+        lock="$(image_spec "$target" && echo "${LOCKS[-1]}")" || exit 1
+        options+=(--local-tag "$target=$(image_tag "$target")" --lock "$target=$lock")
+    done
     [[ -n "${REGISTRY:-}" ]] && options+=(--registry "$REGISTRY")
     [[ "$DRY_RUN" == true ]] && options+=(--dry-run)
     PYTHONPATH="$ROOT/containers/deploy${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m sagemaker_deploy "${options[@]}" "$@"
@@ -495,6 +513,7 @@ cmd_push() {
     require_engine
     require_aws_cli
     local plan kind family local_repo repository target host="" region tag tags=()
+    deploy_py check-images || die "an image cannot run where the config deploys it (the reason is above); nothing was pushed"
     plan="$(deploy_py push-plan)" || die "could not prepare the ECR repositories (the reason is above)"
     read -r kind host region <<<"$(head -n 1 <<<"$plan")"
     [[ "$kind" == registry ]] || die "unexpected output from sagemaker_deploy push-plan: $plan"

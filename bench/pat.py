@@ -7,9 +7,14 @@
 2. The dynamic batcher: one-week requests through PatHandler (NPY in, embeddings out: decode, checks,
    standardization, batcher, encode) from one client one at a time, from 16 concurrent clients with batching
    off (SERVE_MAX_BATCH_SIZE=1), and from 16 concurrent clients with dynamic batching (the default settings).
+3. Precision (--only precision; for a GPU: `python -m bench.pat --device cuda --only precision`): the batch step
+   in float32 and in fp16 autocast for each variant at batch 1, 8, 32 and 64, the device's own fp16 matmul rate
+   (--matmul-size square matrices), the share of it PAT reaches (torch's FLOP counter for one week), and the
+   largest |fp16 - fp32| embedding difference. Goals on a T4: PAT-L fp16 at batch 64 >= 40 % of the matmul rate,
+   PAT-S batch-1 p50 <= 5 ms.
 
     python -m bench.pat [--quick] [--device auto|cpu|cuda] [--variants S M L] [--seconds 10] [--repeats 3]
-                        [--only forward|batcher]
+                        [--only forward|batcher|precision] [--batches 1 8 64] [--matmul-size 8192]
 
 The scenarios of part 2 are interleaved `--repeats` times and each reports its median run. Each figure records
 how many runs it rests on (p99 of a handful of runs is just their maximum) and, in `machine`, how busy other
@@ -94,6 +99,70 @@ def bench_forward(device: torch.device, variants: list[str], batches: list[int],
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def matmul_flops_per_s(device: torch.device, size: int, budget_s: float) -> float:
+    """The device's fp16 matmul rate on size x size matrices (what its tensor cores give a plain GEMM)."""
+    a, b = (torch.randn(size, size, device=device, dtype=torch.float16) for _ in range(2))
+    torch.matmul(a, b)
+    runs, started = 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - started < budget_s:
+        torch.matmul(a, b)
+        runs += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return 2 * size ** 3 * runs / (time.perf_counter() - started)
+
+
+def flops_per_week(model: PatArtifact) -> int:
+    """Floating-point operations of one week's encoder pass and heads, by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, WEEK_MINUTES)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        embedding = model.encoder.embed(x)
+        for head in model.heads.values():
+            head(embedding)
+    return counter.get_total_flops()
+
+
+def bench_precision(device: torch.device, variants: list[str], batches: list[int], budget_s: float,
+                    min_runs: int, matmul_size: int) -> dict:
+    """float32 and fp16 autocast per variant and batch; PAT's share of the measured fp16 matmul rate."""
+    peak = matmul_flops_per_s(device, matmul_size, budget_s)
+    print(f"  fp16 matmul {matmul_size}x{matmul_size}: {peak / 1e9:.1f} GFLOP/s", flush=True)
+    rows, diffs = [], {}
+    for variant in variants:
+        model = artifact(variant)
+        flops = flops_per_week(model)
+        runners = {"float32": BatchRunner(model, device, half=False), "fp16": BatchRunner(model, device, half=True)}
+        x = ((weeks(8, seed=3) - 120.0) / 150.0).astype(np.float32)
+        key = BatchKey(WEEK_MINUTES, saliency=False)
+        diffs[variant] = float(np.abs(runners["fp16"](key, [x])["embedding"]
+                                      - runners["float32"](key, [x])["embedding"]).max())
+        for batch in batches:
+            for precision, runner in runners.items():
+                row = {"variant": variant, "precision": precision, "flops_per_week": flops,
+                       **time_batches(runner, batch, budget_s, min_runs, max_runs=500)}
+                row["share_of_matmul_rate"] = round(row["weeks_per_s"] * flops / peak, 4)
+                rows.append(row)
+                print(f"  {variant:6} {precision:7} batch {batch:3}: {row['weeks_per_s']:9.1f} weeks/s   "
+                      f"p50 {row['p50_ms']:8.2f} ms   {100 * row['share_of_matmul_rate']:5.1f} % of matmul", flush=True)
+        print(f"  {variant:6} max |fp16 - float32| embedding: {diffs[variant]:.2e}", flush=True)
+        del runners
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def figure(variant: str, precision: str, batch: int, name: str):
+        return next((row[name] for row in rows if (row["variant"], row["precision"], row["batch"]) ==
+                     (variant, precision, batch)), None)
+
+    large, small = figure("PAT-L", "fp16", 64, "share_of_matmul_rate"), figure("PAT-S", "fp16", 1, "p50_ms")
+    return {"matmul_size": matmul_size, "fp16_matmul_gflops": round(peak / 1e9, 2), "runs": rows,
+            "fp16_vs_float32_embedding_max_abs_diff": diffs,
+            "goals": {"PAT-L fp16 batch 64 share of matmul rate >= 0.40": large,
+                      "PAT-S fp16 batch 1 p50 ms <= 5": small,
+                      "met": None if large is None or small is None else large >= 0.40 and small <= 5.0}}
 
 
 def served_handler(model_dir: Path, device: str, max_batch_size: int, wait_ms: float):
@@ -185,11 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--variants", nargs="+", default=["S", "M", "L"], choices=["S", "M", "L"])
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
+    parser.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: 1 8 64; precision: 1 8 32 64)")
     parser.add_argument("--seconds", type=float, default=10.0, help="time budget per figure")
     parser.add_argument("--batcher-variant", default="S", choices=["S", "M", "L"])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the batcher scenarios")
-    parser.add_argument("--only", choices=["forward", "batcher"], help="run one part")
+    parser.add_argument("--only", choices=["forward", "batcher", "precision"], help="run one part")
+    parser.add_argument("--matmul-size", type=int, default=8192, help="precision: fp16 matmul rate on NxN")
     parser.add_argument("--quick", action="store_true", help="2 s per figure, at least one run, one repeat")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -199,12 +269,18 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(len(os.sched_getaffinity(0)))  # as PatModel does with the default settings
     print(f"PAT on {device_name(device)} (torch {torch.__version__}, "
           f"{'fp16 autocast' if device.type == 'cuda' else 'float32'})", flush=True)
-    forward = batcher = None
+    forward = batcher = precision = None
+    if args.only == "precision":
+        print("float32 and fp16 autocast, per variant and batch size:")
+        with ThreadPoolExecutor(1) as model_thread:
+            precision = model_thread.submit(bench_precision, device, [f"PAT-{v}" for v in args.variants],
+                                            args.batches or [1, 8, 32, 64],
+                                            budget, min_runs, args.matmul_size).result()
     if args.only in (None, "forward"):
         print("batch step, per variant and batch size:")
         with ThreadPoolExecutor(1) as model_thread:  # served batches run on the batcher's thread, not the main one
             forward = model_thread.submit(bench_forward, device, [f"PAT-{v}" for v in args.variants],
-                                          args.batches, budget, min_runs).result()
+                                          args.batches or [1, 8, 64], budget, min_runs).result()
     if args.only in (None, "batcher"):
         print(f"one-week requests through PatHandler (PAT-{args.batcher_variant}):")
         batcher = bench_batcher(device.type, f"PAT-{args.batcher_variant}", budget,
@@ -212,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  dynamic batching vs one at a time: {batcher['speedup_vs_one_at_a_time']}x")
     report = {"device": device.type, "device_name": device_name(device), "torch": torch.__version__,
               "precision": "float16 autocast" if device.type == "cuda" else "float32",
-              "python": platform.python_version(), "quick": args.quick, "forward": forward, "batcher": batcher}
+              "python": platform.python_version(), "quick": args.quick, "forward": forward, "batcher": batcher,
+              "precision_study": precision}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -5,7 +5,8 @@ Request formats: models/pat/inputs.py. Response (application/json):
                       "above_threshold": {task: bool}, "saliency": [one value per minute],
                       "missing_minutes": n, "metrics": {...}}]}
 with only the outputs asked for ("id" when one was sent; "missing_minutes" with any model output).
-application/x-npy returns the embeddings alone, float32 (recordings, 96).
+application/x-npy returns the embeddings alone, float32 (recordings, 96). application/jsonlines (Batch Transform,
+SplitType=Line): one instance per line in, one prediction per line out.
 
 Missing minutes (null in JSON, empty in CSV) are set to 0 after standardization, i.e. to that minute's mean, and
 counted in `missing_minutes`; the actigraphy metrics leave them out instead (models/pat/actigraphy.py).
@@ -32,8 +33,10 @@ from serve.handler import Handler, Request
 
 
 class PatHandler(Handler):
-    decoders = {codecs.JSON: codecs.decode_json, codecs.CSV: codecs.decode_csv, codecs.NPY: codecs.decode_npy}
-    encoders = {codecs.JSON: codecs.encode_json, codecs.NPY: codecs.encode_npy}
+    decoders = {codecs.JSON: codecs.decode_json, codecs.JSONLINES: codecs.decode_jsonlines,
+                codecs.CSV: codecs.decode_csv, codecs.NPY: codecs.decode_npy}
+    encoders = {codecs.JSON: codecs.encode_json, codecs.JSONLINES: codecs.encode_jsonlines,
+                codecs.NPY: codecs.encode_npy}
     default_accept = codecs.JSON
 
     def __init__(self, settings):

@@ -36,15 +36,21 @@ def test_dry_run_build_prints_the_docker_builds_with_tags_and_build_args():
         assert f"--build-arg VERSION={VERSION}" in build and "--build-arg GIT_REVISION=" in build
         assert f"--tag {image}-inference:latest --tag {image}-inference:{VERSION}-" in build
     assert "--build-arg PAT_TORCH_VARIANT=cpu" in builds[1]
+    # The images say their torch and CUDA (read from the locks) in labels the deploy tool checks hosts against.
+    assert "--label sagemaker-clinical-inference.cuda.version=none --tag xgboost-inference:latest" in builds[0]
+    assert ("--label sagemaker-clinical-inference.torch.version=2.13.0+cpu "
+            "--label sagemaker-clinical-inference.cuda.version=none --tag pat-inference:latest") in builds[1]
 
 
-def test_cuda_variant_is_selected_by_the_build_argument():
+def test_cuda_variant_is_selected_by_the_build_argument_and_labelled_cuda_12():
     result = build_sh("--dry-run", "build", "pat", PAT_TORCH_VARIANT="cuda", BASE_IMAGE="base")
-    if (ROOT / "containers/pat/requirements-cuda.lock").exists():
-        assert "--build-arg PAT_TORCH_VARIANT=cuda" in result.stderr
-        assert result.returncode == 0
-    else:  # locked only where torch's CUDA wheels can be downloaded
-        assert result.returncode != 0 and "requirements-cuda.lock is missing" in result.stderr
+    assert result.returncode == 0, result.stderr
+    build = next(line for line in result.stderr.splitlines() if line.startswith("+ docker build"))
+    assert "--build-arg PAT_TORCH_VARIANT=cuda" in build
+    assert ("--label sagemaker-clinical-inference.torch.version=2.10.0 "
+            "--label sagemaker-clinical-inference.cuda.version=12.8") in build
+    # Its floating tag is its own, so :latest stays the CPU build the tests run.
+    assert f"--tag pat-inference:latest-cuda --tag pat-inference:{VERSION}-" in build and "-cuda ." in build
 
 
 def test_bad_arguments_fail_with_a_message():

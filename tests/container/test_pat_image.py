@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 
-from .conftest import ROOT, built_image, docker, readable_by_anyone, running
+from .conftest import ROOT, built_image, docker, running
 
 pytestmark = pytest.mark.docker
 
@@ -24,11 +24,12 @@ def pat_image() -> str:
 
 @pytest.fixture(scope="session")
 def pat_model(tmp_path_factory):
-    """A small example artifact: randomly initialized PAT-S encoder, heads trained briefly on synthetic weeks."""
+    """A small example artifact: randomly initialized PAT-S encoder, heads trained briefly on synthetic weeks,
+    mounted as written (no chmod here: the example must be readable by the container's --user 1000:1000)."""
     out = tmp_path_factory.mktemp("pat") / "model"
     subprocess.run([sys.executable, "-m", "models.pat.examples", "--out", str(out), "--subjects", "64",
                     "--steps", "20"], cwd=ROOT, check=True, capture_output=True)
-    return readable_by_anyone(out)
+    return out
 
 
 def weeks(count: int) -> np.ndarray:

@@ -215,26 +215,42 @@ def untag_all(prefix: str) -> None:
 
 # --- images ----------------------------------------------------------------------------------------------------
 
-TINY_IMAGES = {"xgboost": "deploytest-xgboost", "pat": "deploytest-pat"}
+TINY_IMAGES = {"xgboost": "deploytest-xgboost-cpu", "pat": "deploytest-pat-cuda12"}
+# The lock each family's image is built from: the tiny images carry the labels build.sh gives the real ones.
+FAMILY_LOCKS = {"xgboost": ROOT / "containers/xgboost/requirements.lock",
+                "pat": ROOT / "containers/pat/requirements-cuda.lock"}
+
+
+def family_labels(family: str) -> dict[str, str]:
+    sys.path.insert(0, str(DEPLOY_CONFIGS))
+    from sagemaker_deploy.gpu_hosts import lock_labels
+
+    return lock_labels(FAMILY_LOCKS[family])
 
 
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory):
-    """make(tag) imports a one-file image per family as deploytest-<family>:<tag>, distinct per tag; it stands
-    in for the product images where building them would only slow the test down."""
+    """make(tag) imports a one-file image per family as deploytest-<family>:<tag>, distinct per tag, with the
+    family's torch/CUDA labels; it stands in for the product images where building them would only slow the test
+    down."""
     work = tmp_path_factory.mktemp("tiny-images")
     made: list[str] = []
 
     def make(tag: str) -> None:
         for family, name in TINY_IMAGES.items():
-            if subprocess.run(["docker", "image", "inspect", f"{name}:{tag}"], capture_output=True).returncode == 0:
+            labels = family_labels(family)
+            existing = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}",
+                                       f"{name}:{tag}"], capture_output=True, text=True)
+            if existing.returncode == 0 and json.loads(existing.stdout) == labels:
                 continue
             content = work / f"{family}-{tag}"
             content.write_text(f"{family} {tag}\n")
             archive = work / f"{family}-{tag}.tar"
             with tarfile.open(archive, "w") as tar:
                 tar.add(content, arcname="release")
-            subprocess.run(["docker", "import", str(archive), f"{name}:{tag}"], check=True, capture_output=True)
+            changes = [arg for key, value in labels.items() for arg in ("--change", f"LABEL {key}={value}")]
+            subprocess.run(["docker", "import", *changes, str(archive), f"{name}:{tag}"], check=True,
+                           capture_output=True)
             made.append(f"{name}:{tag}")
 
     yield make
