@@ -465,8 +465,8 @@ infra_check() {
     "$PYTHON" -c 'import cfnlint' 2>/dev/null || die "cfn-lint is missing: $PYTHON -m pip install -e '.[test]'"
     rendered="$(deploy_py infra-render)" || die "could not expand the template for the stage (the reason is above)"
     # The expansion uses up the loops' list parameters (W2001, unused parameter, there only).
-    cfn_lint containers/infra/platform.yaml && cfn_lint --ignore-checks W2001 -- "$rendered" \
-        || die "cfn-lint found problems in the platform template"
+    cfn_lint containers/infra/platform.yaml || die "cfn-lint found problems in the platform template"
+    cfn_lint --ignore-checks W2001 -- "$rendered" || die "cfn-lint found problems in the expanded platform template"
     checkov="$(checkov_bin)"
     run "$checkov" --quiet --compact --skip-download --framework cloudformation \
         --external-checks-dir containers/infra/policies --file "$rendered" \

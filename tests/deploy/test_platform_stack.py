@@ -187,6 +187,8 @@ def test_no_policy_grants_a_star_that_could_be_narrowed():
     codebuild = {s["Sid"]: s for s in statements(documents["CodeBuildRolePolicy"])}
     assert codebuild["RegisterPassesTheExecutionRoleToSageMakerOnly"]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    assert sub_text(codebuild["ReadTheStageStackOutputs"]["Resource"]).endswith(
+        ":stack/clinical-inference-${Stage}/*")  # the deploy config's {platform.NAME}
     assert codebuild["RegisterCreatesTheStageModelsAndConfigs"]["Condition"] == {
         "StringEquals": {"aws:RequestTag/stage": {"Ref": "Stage"}}}
 
@@ -287,9 +289,9 @@ def test_a_dry_run_on_a_fresh_checkout_without_credentials_prints_the_whole_plan
         assert f" {logical_id} " in printed or printed.count(f" {logical_id}\n"), logical_id
     for endpoint in ("xgboost-risk-endpoint", "xgboost-treatment-endpoint", "xgboost-outcome-endpoint",
                      "pat-endpoint"):
-        assert f"AWS::Logs::LogGroup" in printed and f"/aws/sagemaker/Endpoints/{endpoint}\n" in printed
+        assert "AWS::Logs::LogGroup" in printed and f"/aws/sagemaker/Endpoints/{endpoint}\n" in printed
     assert "clinical-inference-prod-models-<account>-us-east-1" in printed
-    assert "LogRetentionDays=365" in printed and "AlertSubscription  (only when HasAlertEmail)" not in printed
+    assert "LogRetentionDays=365" in printed and "AlertSubscription (only when HasAlertEmail)" in printed
     assert not (tmp_path / "state").exists()
 
 
@@ -354,7 +356,7 @@ def test_build_sh_infra_creates_the_stack_through_a_printed_change_set_and_moto_
     state = tmp_path / "state" / "dev"
     assert json.loads((state / "platform.json").read_text())["outputs"] == outputs
     env_file = (state / "platform.env").read_text()
-    assert f"XGBOOST_PREDICTIONS_TABLE=clinical-inference-dev-xgboost-predictions\n" in env_file
+    assert "XGBOOST_PREDICTIONS_TABLE=clinical-inference-dev-xgboost-predictions\n" in env_file
     assert "XGBOOST_PREDICTION_TTL_DAYS=90\n" in env_file
 
     kms = moto.client("kms")

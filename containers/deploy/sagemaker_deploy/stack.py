@@ -194,8 +194,7 @@ def _print_changes(cloudformation, name: str, change_set: str) -> None:
     say(f"change set {change_set} for stack {name}:")
     for page in cloudformation.get_paginator("describe_change_set").paginate(StackName=name,
                                                                             ChangeSetName=change_set):
-        for change in page["Changes"]:
-            detail = change["ResourceChange"]
+        for detail in (change["ResourceChange"] for change in page["Changes"] if "ResourceChange" in change):
             replacement = detail.get("Replacement")
             say(f"  {detail['Action']:<8} {detail['ResourceType']:<28} {detail['LogicalResourceId']}"
                 + (f" (replacement: {replacement})" if replacement and replacement != "False" else ""))
