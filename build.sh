@@ -44,6 +44,10 @@ Commands:
                               InService; register target-tracking autoscaling
   batch --model NAME [--input S3] [--output S3] [--wait]
                               start a Batch Transform job on one model of the config (MultiRecord, lines)
+  infra [check]               create or update the stage's platform stack (containers/infra/platform.yaml: KMS key,
+                              buckets, tables, log groups, alert topic, execution role, CodeBuild project) through
+                              a change set printed before it is executed; writes build/deploy/STAGE/platform.json
+                              and platform.env. check: cfn-lint and checkov (installed into build/checkov)
   all                         build the config's images, then push, register and deploy
                               (push, register and deploy also chain: ./build.sh push register)
 
@@ -569,6 +573,54 @@ cmd_all() {
     cmd_deploy
 }
 
+# --- Platform stack: infra ------------------------------------------------------------------------------------
+# CloudFormation does the provisioning; sagemaker_deploy/stack.py builds the change set, prints it and waits.
+
+CHECKOV_VENV="${CHECKOV_VENV:-build/checkov}"
+
+# checkov in its own venv under build/: its pins (boto3, networkx, packaging) conflict with the project's.
+checkov_bin() {
+    local lock=containers/infra/checkov.lock stamp
+    stamp="$(sha256sum "$lock" | cut -d' ' -f1)"
+    if [[ ! -x "$CHECKOV_VENV/bin/checkov" || "$(cat "$CHECKOV_VENV/.lock.sha256" 2>/dev/null)" != "$stamp" ]]; then
+        say "installing checkov into $CHECKOV_VENV from $lock (takes minutes the first time)"
+        rm -rf "$CHECKOV_VENV"
+        { "$PYTHON" -m venv "$CHECKOV_VENV" && "$CHECKOV_VENV/bin/pip" install --quiet --progress-bar off \
+            --no-deps --require-hashes -r "$lock" >&2; } || die "could not install checkov from $lock: is PyPI reachable?"
+        echo "$stamp" >"$CHECKOV_VENV/.lock.sha256"
+    fi
+    echo "$CHECKOV_VENV/bin/checkov"
+}
+
+cfn_lint() {
+    echo "+ cfn-lint $*" >&2
+    "$PYTHON" -c 'import sys; from cfnlint.runner import main; sys.argv[0] = "cfn-lint"; sys.exit(main())' "$@"
+}
+
+# cfn-lint on the template as written and as CloudFormation expands it for the stage; checkov on the expansion
+# (it does not expand Fn::ForEach itself). Skipped checkov rules are justified in the template.
+infra_check() {
+    local rendered checkov
+    "$PYTHON" -c 'import cfnlint' 2>/dev/null || die "cfn-lint is missing: $PYTHON -m pip install -e '.[test]'"
+    rendered="$(deploy_py infra-render)" || die "could not expand the template for the stage (the reason is above)"
+    # The expansion uses up the loops' list parameters (W2001, unused parameter, there only).
+    cfn_lint containers/infra/platform.yaml || die "cfn-lint found problems in the platform template"
+    cfn_lint --ignore-checks W2001 -- "$rendered" || die "cfn-lint found problems in the expanded platform template"
+    checkov="$(checkov_bin)"
+    run "$checkov" --quiet --compact --skip-download --framework cloudformation \
+        --external-checks-dir containers/infra/policies --file "$rendered" \
+        || die "checkov found problems in the platform template (fix them, or skip a rule with its reason in the template)"
+    say "the platform template passes cfn-lint and checkov"
+}
+
+cmd_infra() {
+    case "${1:-}" in
+        "") deploy_py infra || die "the platform stack was not created or updated (the reason is above)" ;;
+        check) infra_check ;;
+        *) die "infra takes nothing or check, got: $*" ;;
+    esac
+}
+
 # --- Dispatch --------------------------------------------------------------------------------------------------
 
 main() {
@@ -594,6 +646,7 @@ main() {
         lock) cmd_lock "${args[@]}" ;;
         push|register|deploy) cmd_steps "$command" "${args[@]}" ;;
         batch) cmd_batch "${args[@]}" ;;
+        infra) cmd_infra "${args[@]}" ;;
         all) cmd_all "${args[@]}" ;;
         *) usage >&2; die "unknown command '$command'" ;;
     esac

@@ -141,7 +141,7 @@ def execution_role(moto) -> str:
     """The dev and prod configs' execution role, trusting SageMaker, in moto's IAM."""
     arns = {}
     for stage in ("dev", "prod"):
-        role = moto.client("iam").create_role(RoleName=f"clinical-inference-sagemaker-{stage}",
+        role = moto.client("iam").create_role(RoleName=f"clinical-inference-{stage}-sagemaker",
                                               AssumeRolePolicyDocument=json.dumps(SAGEMAKER_TRUST))
         arns[stage] = role["Role"]["Arn"]
     moto.journal.write_text("")
@@ -258,10 +258,25 @@ def tiny_images(tmp_path_factory):
         subprocess.run(["docker", "rmi", "--force", *made], capture_output=True)
 
 
+def platform_outputs(stage: str) -> dict[str, str]:
+    """What the platform stack outputs (the names in containers/infra/platform.yaml), for the tests that are not
+    about the stack: stage_config writes them into the config instead of deploying the stack
+    (test_platform_stack.py deploys it)."""
+    return {"ExecutionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/clinical-inference-{stage}-sagemaker",
+            "KeyAliasArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-{stage}",
+            "ModelBucket": f"clinical-inference-{stage}-models-{ACCOUNT}-{REGION}",
+            "CaptureBucket": f"clinical-inference-{stage}-capture-{ACCOUNT}-{REGION}",
+            "BatchBucket": f"clinical-inference-{stage}-batch-{ACCOUNT}-{REGION}"}
+
+
 def stage_config(tmp_path: Path, stage: str = "dev", tiny: bool = True, families: tuple[str, ...] = ("xgboost", "pat"),
                  **changes) -> Path:
-    """containers/deploy/<stage>.json as shipped, with the tiny images (or only some families) swapped in."""
-    config = json.loads((DEPLOY_CONFIGS / f"{stage}.json").read_text())
+    """containers/deploy/<stage>.json as shipped, with the platform stack's outputs filled in and the tiny images
+    (or only some families) swapped in."""
+    text = (DEPLOY_CONFIGS / f"{stage}.json").read_text()
+    for name, value in platform_outputs(stage).items():
+        text = text.replace(f"{{platform.{name}}}", value)
+    config = json.loads(text)
     config["families"] = {name: family for name, family in config["families"].items() if name in families}
     for name, family in config["families"].items():
         if tiny:

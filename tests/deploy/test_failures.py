@@ -23,7 +23,7 @@ def test_a_missing_execution_role_stops_registration_before_anything_is_created(
     result = build_sh("push", "register", DEPLOY_CONFIG=str(config), IMAGE_TAG=TAG, check=False)
 
     assert result.returncode != 0
-    role = f"arn:aws:iam::{ACCOUNT}:role/clinical-inference-sagemaker-dev"
+    role = f"arn:aws:iam::{ACCOUNT}:role/clinical-inference-dev-sagemaker"
     assert f"the execution role {role} does not exist" in result.stderr
     assert "Nothing was registered" in result.stderr
     assert moto.requests("CreateModel") == [] and moto.requests("CreateEndpointConfig") == []

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import jsonschema
 import pytest
 
-from .conftest import DEPLOY_CONFIGS, family_labels
+from .conftest import DEPLOY_CONFIGS, family_labels, platform_outputs
 
 sys.path.insert(0, str(DEPLOY_CONFIGS))
 from sagemaker_deploy import DeployError, batch, config as configs, endpoints, gpu_hosts, plan as plans  # noqa: E402
@@ -22,7 +22,7 @@ IMAGE = {"uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/xgboost-inference@
 def filled(stage: str, **changes) -> dict:
     config = configs.load(DEPLOY_CONFIGS / f"{stage}.json")
     config.update(changes)
-    return configs.fill(config, "123456789012", "us-east-1", stage)
+    return configs.fill(config, "123456789012", "us-east-1", stage, platform_outputs(stage))
 
 
 def build(config: dict, image: dict = IMAGE) -> plans.Plan:

@@ -77,7 +77,7 @@ def test_register_pins_models_to_the_digests_with_vpc_kms_and_isolation(build_sh
                                       "SecurityGroupIds": ["sg-0123456789abcdef0"]}
     xgboost = next(model for name, model in models.items() if name.startswith("xgboost"))["PrimaryContainer"]
     assert xgboost["Mode"] == "MultiModel"
-    assert xgboost["ModelDataUrl"] == f"s3://clinical-inference-models-{ACCOUNT}-{REGION}/xgboost/v1/"
+    assert xgboost["ModelDataUrl"] == f"s3://clinical-inference-dev-models-{ACCOUNT}-{REGION}/xgboost/v1/"
     assert xgboost["Environment"]["SAGEMAKER_MULTI_MODEL"] == "true"
     # moto drops EnableNetworkIsolation: check what was sent.
     assert [request["EnableNetworkIsolation"] for request in moto.requests("CreateModel")] == [True, True]
@@ -90,7 +90,8 @@ def test_register_pins_models_to_the_digests_with_vpc_kms_and_isolation(build_sh
         variant = endpoint_config["ProductionVariants"][0]
         assert len(name) <= 63 and variant["ModelName"] in models
         assert endpoint_config["DataCaptureConfig"]["KmsKeyId"] == kms
-        assert endpoint_config["DataCaptureConfig"]["DestinationS3Uri"].endswith("/dev/")
+        capture_uri = endpoint_config["DataCaptureConfig"]["DestinationS3Uri"]
+        assert capture_uri == f"s3://clinical-inference-dev-capture-{ACCOUNT}-{REGION}/"
         if variant["InstanceType"] == "ml.g4dn.xlarge":  # NVMe instance storage: SageMaker refuses a volume key
             assert "KmsKeyId" not in endpoint_config
         else:
@@ -206,7 +207,7 @@ def test_batch_scores_an_s3_prefix_with_the_model_alone_in_the_vpc(build_sh, tin
     assert request["TransformInput"]["DataSource"]["S3DataSource"] == {"S3DataType": "S3Prefix",
                                                                        "S3Uri": "s3://scoring-in/2026-11/"}
     assert request["TransformOutput"]["KmsKeyId"] == kms and request["TransformResources"]["VolumeKmsKeyId"] == kms
-    assert request["TransformOutput"]["S3OutputPath"] == f"s3://clinical-inference-batch-{ACCOUNT}-{REGION}/dev/output/"
+    assert request["TransformOutput"]["S3OutputPath"] == f"s3://clinical-inference-dev-batch-{ACCOUNT}-{REGION}/output/"
 
     model = moto.client("sagemaker").describe_model(ModelName=job["model"])
     images = state(build_sh, "dev", "images.json")["families"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import DeployError, batch, config as configs, endpoints, gpu_hosts, plan as plans, say
+from . import DeployError, batch, config as configs, endpoints, gpu_hosts, plan as plans, say, stack
 from . import register as registration
 from .aws import Aws
 from .registry import ecr_host, ensure_repository, login_password, manifest_digest
@@ -46,7 +46,9 @@ class Stage:
         return self._account
 
     def filled(self) -> dict:
-        return configs.fill(self.config, self.account, self.aws.region, self.name)
+        """The config with its placeholders filled, {platform.NAME} from the platform stack's outputs."""
+        outputs = stack.outputs(self.aws, self.name) if configs.platform_outputs_used(self.config) else {}
+        return configs.fill(self.config, self.account, self.aws.region, self.name, outputs)
 
     def registry(self) -> str:
         return self.args.registry or ecr_host(self.account, self.aws.region)
@@ -213,9 +215,17 @@ def cmd_batch(stage: Stage) -> None:
     print(json.dumps({"job": request["TransformJobName"], "model": model.name, "status": status}))
 
 
+def cmd_infra_render(stage: Stage) -> None:
+    """Writes the template as CloudFormation expands it for this stage (what build.sh infra check scans)."""
+    path = stage.args.state_dir / stage.name / "platform.rendered.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stack.render(stage.config), indent=2, default=str) + "\n")
+    print(path)
+
+
 COMMANDS = {"check": cmd_check, "targets": cmd_targets, "check-images": cmd_check_images, "push-plan": cmd_push_plan,
-            "record-push": cmd_record_push,
-            "register": cmd_register, "deploy": cmd_deploy, "batch": cmd_batch}
+            "record-push": cmd_record_push, "register": cmd_register, "deploy": cmd_deploy, "batch": cmd_batch,
+            "infra": stack.deploy, "infra-render": cmd_infra_render}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
