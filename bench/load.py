@@ -20,8 +20,9 @@ def available() -> bool:
 
 
 def run(url: str, body: bytes, connections: int, seconds: float = 0, requests: int = 0, threads: int = 1,
-        timeout_s: int = 10) -> dict:
-    """wrk against url/invocations: for `seconds`, or until `requests` responses (split evenly over threads).
+        timeout_s: int = 10, path: str = "/invocations", content_type: str = "text/csv",
+        accept: str = "text/csv") -> dict:
+    """wrk POSTing body to url + path: for `seconds`, or until `requests` responses (split evenly over threads).
 
     Returns requests, requests/s, latency percentiles (ms) and errors (socket errors + non-2xx/3xx answers).
     """
@@ -31,12 +32,13 @@ def run(url: str, body: bytes, connections: int, seconds: float = 0, requests: i
         body_path, done_dir = Path(work) / "body", Path(work) / "done"
         body_path.write_bytes(body)
         done_dir.mkdir()
-        env = {**os.environ, "WRK_BODY": str(body_path), "WRK_DONE_DIR": str(done_dir),
+        env = {**os.environ, "WRK_BODY": str(body_path), "WRK_DONE_DIR": str(done_dir), "WRK_PATH": path,
+               "WRK_CONTENT_TYPE": content_type, "WRK_ACCEPT": accept,
                "WRK_REQUESTS_PER_THREAD": str(-(-requests // threads) if requests else 0)}
         duration = f"{int(seconds)}s" if seconds else f"{max(60, requests // 100)}s"  # an upper bound with a count
         start = time.perf_counter()
         wrk = subprocess.Popen(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}", f"--timeout={timeout_s}s",
-                                "-s", str(SCRIPT), url + "/invocations"],
+                                "-s", str(SCRIPT), url + path],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if requests:  # wrk sleeps for -d even when its threads stopped: end it once every thread has its count
             while wrk.poll() is None and len(list(done_dir.iterdir())) < threads:
