@@ -117,6 +117,7 @@ def measure_server(server: systems.Server, protocol: Protocol, payloads: Payload
             figures = load.run(url, single[0], connections, seconds=plan.load_seconds, **wire)
             result[f"load_c{connections}"] = {**figures, "cpu": window.close()}
         floor_10k = csv_body(payloads.rows_10k)
+        client.connection.close()  # uvicorn (MLServer) drops connections idle for 5 s, as during the load above
         times, floor_times, answer = _timed_large(client, big, plan.large_requests, booster, floor_10k)
         result["rows_10k"] = {**_large_figures(times, floor_times), "rows_per_s": 10000 / min(times),
                               "bytes": len(big), "max_abs_error": _max_error(protocol.scores(answer),
