@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(exist_ok=True)
     kinds = [systems.Ours, systems.Naive] + ([] if args.no_peers else [MLServer])
     estimate = suite.estimate_s(plan, kinds, not args.no_docker)
-    print(f"bench: about {estimate / 60:.0f} minutes on a 2-vCPU machine ({plan.repeats} repeats of "
+    print(f"bench: about {estimate / 60:.0f} minutes at the present load average ({os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs; {plan.repeats} repeats of "
           f"{', '.join(plan.models)}; {', '.join(kind.name for kind in kinds)}, floor"
           f"{'' if args.no_docker else ', containers'}), plus any one-time venv or model training", flush=True)
     started = time.perf_counter()

@@ -19,6 +19,10 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
+def _ms(us: int | None) -> float | None:
+    return None if us is None else us / 1e3
+
+
 def run(url: str, body: bytes, connections: int, seconds: float = 0, requests: int = 0, threads: int = 1,
         timeout_s: int = 10, path: str = "/invocations", content_type: str = "text/csv",
         accept: str = "text/csv") -> dict:
@@ -49,17 +53,19 @@ def run(url: str, body: bytes, connections: int, seconds: float = 0, requests: i
         if wrk.returncode != 0:
             raise RuntimeError(f"wrk failed: {err.strip()[-500:]}")
     figures = json.loads(out.strip().splitlines()[-1])
+    if figures["requests"] == 0:  # nothing answered within the window: no latency to report (not 0 ms)
+        figures.update({f"{k}_us": None for k in ("p50", "p90", "p99", "p999", "max")})
     errors = sum(figures[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
     return {
         "connections": connections,
         "requests": figures["requests"],
         # wrk reports the time until SIGINT, which includes the poll above: a counted run is timed from here
         "requests_per_s": figures["requests"] / (wall_s if requests else figures["duration_us"] / 1e6),
-        "p50_ms": figures["p50_us"] / 1e3,
-        "p90_ms": figures["p90_us"] / 1e3,
-        "p99_ms": figures["p99_us"] / 1e3,
-        "p999_ms": figures["p999_us"] / 1e3,
-        "max_ms": figures["max_us"] / 1e3,
+        "p50_ms": _ms(figures["p50_us"]),
+        "p90_ms": _ms(figures["p90_us"]),
+        "p99_ms": _ms(figures["p99_us"]),
+        "p999_ms": _ms(figures["p999_us"]),
+        "max_ms": _ms(figures["max_us"]),
         "errors": errors,
         "error_detail": {k: figures[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors",
                                                  "timeouts")},
