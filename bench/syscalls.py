@@ -26,12 +26,13 @@ from bench.models import prepare, rows
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "bench" / "syscalls.json"
-# what issues each call on these servers (read from `strace -f` of one request)
+# what issues each call on these servers (read from `strace -f` of one request); read/close are shared by the
+# wake-up pipe, cgroup files and sockets, so they stay in "other"
 GROUPS = {
-    "hand-off between the poller thread and a request thread": {"futex", "epoll_wait", "epoll_ctl", "ioctl",
-                                                                  "getppid", "utimensat", "write", "read"},
-    "XGBoost's per-call CPU-count probe (cgroup files, affinity)": {"stat", "newfstatat", "openat",
-                                                                      "sched_getaffinity"},
+    "thread hand-offs and the worker loop (futex, epoll, FIONBIO, getppid, heartbeat, wake-up write)": {
+        "futex", "epoll_wait", "epoll_pwait", "epoll_ctl", "ioctl", "getppid", "utimensat", "write"},
+    "XGBoost's per-call CPU-count probe (cgroup stat/open, affinity)": {"stat", "newfstatat", "openat",
+                                                                         "sched_getaffinity"},
     "socket I/O of the request and response": {"recvfrom", "sendto", "accept4", "shutdown", "getsockname",
                                               "setsockopt", "getpeername"},
 }
@@ -70,10 +71,10 @@ def count(kind, model, requests: int, log_dir: Path) -> dict:
         client = Client(server.port, protocol.content_type, protocol.accept, protocol.path)
         for i in range(50):
             client.post(bodies[i % len(bodies)])
-        workers = server.worker_pids() or systems.children(server.pid)
+        traced = [server.pid, *systems.children(server.pid)]  # master and workers: MLServer's HTTP is the master
         summary = log_dir / f"strace-{kind.name}.txt"
         tracer = subprocess.Popen(["strace", "-f", "-c", "-o", str(summary)]
-                                  + [arg for pid in workers for arg in ("-p", str(pid))], stderr=subprocess.DEVNULL)
+                                  + [arg for pid in traced for arg in ("-p", str(pid))], stderr=subprocess.DEVNULL)
         time.sleep(1.5)  # strace attaches
         for i in range(requests):
             status, _ = client.post(bodies[i % len(bodies)])
