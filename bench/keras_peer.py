@@ -178,8 +178,9 @@ def _ours_seconds(encoder, x, budget_s: float, min_runs: int, max_runs: int) -> 
 
 
 def compare(variants: list[str], batches: list[int], threads: int, repeats: int, budget_s: float,
-            log_dir: Path) -> dict:
-    """Fidelity and interleaved speed, ours vs Keras, for each variant (e.g. PAT-S) and batch size."""
+            log_dir: Path, save=lambda results: None) -> dict:
+    """Fidelity and interleaved speed, ours vs Keras, for each variant (e.g. PAT-S) and batch size; `save` gets
+    the results so far after every figure (a long PAT-L run that is stopped keeps what it measured)."""
     import numpy as np
     import torch
 
@@ -211,6 +212,7 @@ def compare(variants: list[str], batches: list[int], threads: int, repeats: int,
                     "max_abs_diff_tokens": float(np.max(np.abs(ours - theirs))),
                     "max_abs_diff_embedding": float(np.max(np.abs(ours.mean(axis=1) - theirs.mean(axis=1)))),
                     "batches": {}}
+                save({**results, "goals": goals(results)})
                 print(f"  {variant}: tokens differ by at most {entry['max_abs_diff_tokens']:.2e}, embeddings by "
                       f"{entry['max_abs_diff_embedding']:.2e}", flush=True)
                 for batch in batches:
@@ -237,6 +239,7 @@ def compare(variants: list[str], batches: list[int], threads: int, repeats: int,
                         "keras_p50_ms": statistics.median(run["keras_p50_ms"] for run in runs),
                         "speedup_median": statistics.median(speedups), "speedup_min": min(speedups),
                         "speedup_max": max(speedups), "runs": runs}
+                    save({**results, "goals": goals(results)})
                     print(f"  {variant} batch {batch}: ours {row['ours_p50_ms']:.1f} ms, Keras "
                           f"{row['keras_p50_ms']:.1f} ms per call: {row['speedup_median']:.2f}x "
                           f"({row['speedup_min']:.2f}-{row['speedup_max']:.2f}) over {repeats} repeats", flush=True)
