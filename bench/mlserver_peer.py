@@ -9,9 +9,7 @@ the booster as `model.ubj` (the runtime picks its loader by extension) and a mod
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -63,11 +61,5 @@ class MLServer(systems.Server):
                 if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        systems.stop_process(self.process)
         self.log.close()
