@@ -1,9 +1,10 @@
 """`python -m bench [--quick] [--busy]`: every benchmark, printed, in build/bench/report.json and report.png.
 
 Systems: ours (CSV and JSON), MLServer (REST V2; its venv is made under build/peers/ on first use), the naive
-bring-your-own baseline and the in-process floor, interleaved. It prints how long it will take before starting
-(on 2 vCPUs: about 15 minutes by default, 3 with --quick). --busy keeps one core busy with a background process
-throughout. Needs wrk (`apt-get install wrk`), matplotlib and pandas (`pip install -e .[bench]`); Docker figures
+bring-your-own baseline and the in-process floor, interleaved. It prints how long it will take before starting:
+on an idle 2-vCPU machine about 15 minutes by default and 1 with --quick, scaled by the load average per CPU
+(--quick --repeats 3 took the 20 minutes it announced at a load average of 14-21). --busy keeps one core busy with
+a background process throughout. Needs wrk (`apt-get install wrk`), matplotlib and pandas (`pip install -e .[bench]`); Docker figures
 are skipped with a reason when no engine or image is there (`./build.sh build xgboost`).
 """
 
