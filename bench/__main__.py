@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,8 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         whole = machine.Window()
         load_before = os.getloadavg()
         models = prepare(args.out / "models", plan.models)
+        peers = "--no-peers" if args.no_peers else "measured"
         if not args.no_peers:
-            venvs.ensure("mlserver", mlserver_peer.pins())  # once, before the clock of the first repeat
+            try:
+                venvs.ensure("mlserver", mlserver_peer.pins())  # once, before the clock of the first repeat
+            except (OSError, RuntimeError, subprocess.CalledProcessError) as error:  # e.g. no package index
+                peers = f"MLServer skipped: {error}"
+                print(f"bench: {peers}", flush=True)
+                kinds.remove(MLServer)
         measured = time.perf_counter()
         runs = suite.interleaved(models, plan, log_dir, kinds)
         containers = {"skipped": "--no-docker"}
@@ -89,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     "summary": f"{os.cpu_count()} x {machine.cpu_model()}; other processes used "
                                f"{cpu['others_cores']:.2f} cores on average"
                                + (" (one of them a busy loop we started)" if args.busy else "")},
+        "peers": peers,
         "models": {name: model.description for name, model in models.items()},
         "summary": summary,
         "targets": report.targets(summary, containers),
