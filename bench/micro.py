@@ -8,7 +8,7 @@
    checked and how many differed.
 2. CSV parse time, fast path vs the field-by-field path (`_csv_rows_slow`, which the fast one falls back to): one
    40-field row, and 10,000 rows with 3 % of fields missing (CPU time).
-3. Single-row predict on the example model: `Booster.inplace_predict` vs `models.xgboost.dense.predict` (the same
+3. Single-row predict on the example model: `Booster.inplace_predict` vs `models.xgboost.fast_predict.predict` (the same
    C function, XGBoosterPredictFromDense, called directly), and the same row through `Booster.predict(DMatrix)`.
 
 Writes build/bench/micro.json (folded into `python -m bench`'s report).
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.models import csv_body, csv_lines, prepare, rows
-from models.xgboost import dense
+from models.xgboost import fast_predict
 from serve import codecs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,15 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         "parse_10k_rows_cpu_ms": {"fast": _cpu_ms(lambda: codecs.decode_csv(body, {}), 5),
                                   "field_by_field": _cpu_ms(lambda: codecs._csv_rows_slow(lines), 5)},
         "predict_one_row_us": {
-            "dense.predict (XGBoosterPredictFromDense)": _wall_us(lambda: dense.predict(booster, one), args.calls),
+            "fast_predict.predict (XGBoosterPredictFromDense)": _wall_us(
+                lambda: fast_predict.predict(booster, one), args.calls),
             "Booster.inplace_predict": _wall_us(lambda: booster.inplace_predict(one), args.calls),
             "Booster.predict(DMatrix)": _wall_us(lambda: booster.predict(xgb.DMatrix(one)), args.calls // 40)},
-        "same_bits": bool(np.array_equal(dense.predict(booster, one), booster.inplace_predict(one))),
+        "same_bits": bool(np.array_equal(fast_predict.predict(booster, one), booster.inplace_predict(one))),
         "xgboost": xgb.__version__,
     }
     for key in ("parse_one_row_us", "parse_10k_rows_cpu_ms", "predict_one_row_us"):
         print(f"{key}: " + ", ".join(f"{k} {v:.1f}" for k, v in result[key].items()))
-    print(f"dense.predict and inplace_predict give the same bits: {result['same_bits']}")
+    print(f"fast_predict.predict and inplace_predict give the same bits: {result['same_bits']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": "python -m bench.micro", **result}, indent=1) + "\n")
     print(f"wrote {args.out}")
