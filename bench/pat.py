@@ -15,6 +15,8 @@
 
     python -m bench.pat [--quick] [--device auto|cpu|cuda] [--variants S M L] [--seconds 10] [--repeats 3]
                         [--only forward|batcher|precision] [--batches 1 8 64] [--matmul-size 8192]
+    python -m bench.pat --peer keras [--variants S M L] [--repeats 3]   # vs the authors' Keras encoder (CPU):
+                        fidelity and speed at batch 1 and 8, in build/bench/pat-keras.json (bench/keras_peer.py)
 
 The scenarios of part 2 are interleaved `--repeats` times and each reports its median run. Each figure records
 how many runs it rests on (p99 of a handful of runs is just their maximum) and, in `machine`, how busy other
@@ -262,7 +264,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matmul-size", type=int, default=8192, help="precision: fp16 matmul rate on NxN")
     parser.add_argument("--quick", action="store_true", help="2 s per figure, at least one run, one repeat")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--peer", choices=["keras"], help="compare with the authors' Keras encoder on CPU instead")
     args = parser.parse_args(argv)
+    if args.peer == "keras":
+        from bench import keras_peer
+
+        threads = len(os.sched_getaffinity(0))
+        print(f"PAT vs the authors' Keras encoder on CPU, {threads} threads each", flush=True)
+        out = args.out if args.out != OUT else OUT.with_name("pat-keras.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        report = keras_peer.compare([f"PAT-{v}" for v in args.variants], [b for b in args.batches if b in (1, 8)],
+                                    threads, 1 if args.quick else args.repeats, 1.0 if args.quick else 3.0,
+                                    OUT.parent / "logs", lambda partial: out.write_text(json.dumps(partial, indent=2)))
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        for goal in report["goals"]:
+            print(f"  [{'MET' if goal['met'] else 'NOT MET':>7}] {goal['goal']}: {goal['value']:.3g}")
+        print(f"wrote {out}")
+        return 0
     budget, min_runs = (2.0, 1) if args.quick else (args.seconds, 3)
     device = choose_device(args.device)
     if device.type == "cpu":
