@@ -15,6 +15,8 @@ from serve.errors import BadRequest
 
 from models.xgboost.artifact import XGBoostModel
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def _check_width(width: int, model: XGBoostModel) -> None:
     if width != model.num_features:
@@ -93,9 +95,29 @@ def from_sparse(matrix: csr_matrix, model: XGBoostModel) -> csr_matrix:
     return matrix
 
 
+def check_float32(matrix) -> None:
+    """The one rule for values, whatever the content type and output: XGBoost reads features as float32, so a value is
+    a finite number of magnitude at most FLOAT32_MAX, or NaN (missing). Infinity or a larger magnitude is a 400 (the
+    booster would read it as infinity: scores pass it through silently, contributions refuse it)."""
+    values = matrix.data if issparse(matrix) else matrix
+    beyond = np.abs(values) > FLOAT32_MAX  # NaN compares False: missing
+    if beyond.any():
+        at = int(np.flatnonzero(beyond.ravel())[0])
+        if issparse(matrix):
+            row, column = int(np.searchsorted(matrix.indptr, at, side="right")) - 1, int(matrix.indices[at])
+        else:
+            row, column = divmod(at, matrix.shape[1])
+        raise BadRequest(f"row {row + 1}, column {column + 1}: feature values must be finite and at most "
+                         f"{FLOAT32_MAX:.8g} in magnitude (XGBoost reads float32); send NaN, null or an empty "
+                         "field for a missing value")
+
+
 def to_matrix(data: Any, model: XGBoostModel):
     if issparse(data):
-        return from_sparse(csr_matrix(data), model)
-    if isinstance(data, np.ndarray):
-        return _dense(data, model)
-    return from_json(data, model)
+        matrix = from_sparse(csr_matrix(data), model)
+    elif isinstance(data, np.ndarray):
+        matrix = _dense(data, model)
+    else:
+        matrix = from_json(data, model)
+    check_float32(matrix)
+    return matrix
