@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import pickletools
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,14 @@ def writer_version(data: bytes) -> tuple[int, ...] | None:
 
 
 def _is_pickle(data: bytes) -> bool:
-    return data[:1] == b"\x80"
+    """Any protocol: protocols 2+ open with PROTO (0x80); 0 and 1 are a run of opcodes up to STOP, which pickletools
+    walks without running them. JSON, UBJSON (`{` is no opcode) and legacy binary models fail at the first byte."""
+    if data[:1] == b"\x80":
+        return True
+    try:
+        return any(opcode.name == "STOP" for opcode, _, _ in pickletools.genops(data))
+    except (ValueError, EOFError, TypeError, IndexError, OverflowError, struct.error):  # not a pickle's opcodes
+        return False
 
 
 def _load_booster(path: Path, allow_pickle: bool) -> xgb.Booster:
