@@ -8,11 +8,11 @@ import traceback
 import uuid
 
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from serve import codecs
-from serve.errors import PayloadTooLarge, ServeError
+from serve.errors import BadRequest, PayloadTooLarge, ServeError
 from serve.handler import Handler, Request
 from serve.settings import Settings
 
@@ -35,12 +35,33 @@ def parse_attributes(header: str) -> dict[str, str]:
     return {key.strip().lower(): value.strip() for key, sep, value in pairs if sep and key.strip()}
 
 
+def read_body() -> bytes:
+    """The request body, read once. A body that breaks its framing (a bad chunk) is the client's error, a 400; a body
+    left unread (refused before reading, or a route that takes none) closes the connection (close_if_body_unread)."""
+    try:
+        body = request.get_data(cache=False)
+    except HTTPException:
+        raise
+    except Exception:  # the server's body reader: malformed chunked encoding, a client that went away
+        raise BadRequest("the request body could not be read (malformed chunked transfer encoding?)") from None
+    g.body_read = True
+    return body
+
+
+def close_if_body_unread(response: Response) -> Response:
+    """Its unread bytes would be taken for the next request on the connection, so close it (and say so)."""
+    has_body = request.content_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if has_body and not g.get("body_read"):
+        response.headers["Connection"] = "close"
+    return response
+
+
 def invoke(handler: Handler, settings: Settings) -> Response:
     """One invocation: size, media types (before predicting), decode, predict, encode."""
     length = request.content_length
     if length is not None and length > settings.max_payload_bytes:
         raise PayloadTooLarge(f"body of {length} bytes exceeds the {settings.max_payload_bytes}-byte limit")
-    body = request.get_data(cache=False)
+    body = read_body()
     if not body:
         return Response(status=204)
     content_type, params = codecs.choose_decoder(request.headers.get("Content-Type"), handler.decoders)
@@ -97,6 +118,7 @@ def create_app(handler: Handler | None, settings: Settings, registry=None) -> Fl
     app = Flask("serve")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     register_errors(app)
+    app.after_request(close_if_body_unread)
 
     @app.get("/ping")
     def ping():

@@ -67,7 +67,7 @@ from pathlib import Path
 import orjson
 from flask import Flask, g, request
 
-from serve.app import invoke
+from serve.app import invoke, read_body
 from serve.errors import BadRequest, Conflict, InsufficientMemory, ModelLoadError, NotFound, ServeError
 from serve.handler import Handler, build_handler, handler_class
 from serve.memory import directory_bytes, heap_bytes, resident_bytes, return_free_memory
@@ -438,7 +438,7 @@ def register_routes(app: Flask, registry: ModelRegistry, settings: Settings) -> 
 
     @app.post("/models")
     def load_model():
-        name, url = _load_request(request.get_data(cache=False))
+        name, url = _load_request(read_body())
         model = registry.load(name, url)
         return {"status": f'Model "{name}" loaded', **model.summary(), "memoryBytes": model.memory_bytes,
                 "loadSeconds": round(model.load_seconds, 6)}
