@@ -38,6 +38,12 @@ def _dense(rows: Any, model: XGBoostModel) -> np.ndarray:
     return matrix
 
 
+def _shown(names: list[str]) -> str:
+    """Unknown feature names, as a client sent them: the first five, each cut at 40 characters."""
+    shown = [name if len(name) <= 40 else name[:40] + "..." for name in names[:5]]
+    return f"{shown}" + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def _named(instances: list[dict], model: XGBoostModel) -> np.ndarray:
     if model.feature_names is None:
         raise BadRequest("this model has no feature names; send instances as rows of numbers")
@@ -48,7 +54,8 @@ def _named(instances: list[dict], model: XGBoostModel) -> np.ndarray:
         unknown = [key for key in instance if key not in index]
         missing = [name for name in names if name not in instance]
         if unknown or missing:
-            parts = [f"unknown features {unknown}" if unknown else "", f"missing features {missing}" if missing else ""]
+            parts = [f"unknown features {_shown(unknown)}" if unknown else "",
+                     f"missing features {missing}" if missing else ""]
             raise BadRequest(f"instance {row + 1}: " + "; ".join(part for part in parts if part)
                              + " (send null for a missing value)")
         try:
