@@ -19,6 +19,7 @@ from serve import codecs, recordio
 from serve.app import create_app
 from serve.errors import BadRequest, ModelLoadError
 from serve.handler import build_handler
+from serve.multimodel import ModelRegistry
 from serve.settings import Settings
 
 
@@ -181,3 +182,34 @@ def test_pickles_of_every_protocol_are_refused_as_pickles(tmp_path, outcome_dir,
 def test_model_formats_are_not_mistaken_for_pickles(tmp_path, outcome_dir, name):
     xgb.Booster(model_file=str(outcome_dir / "xgboost-model")).save_model(str(tmp_path / name))
     assert build_handler(Settings(model_dir=tmp_path)).model.files == [name]
+
+
+# --- defect 4: multi-model urls the file system cannot hold, or that lead outside the models root --------------------
+
+
+@pytest.fixture
+def multi_model_client(tmp_path, risk_dir):
+    import shutil
+
+    root, outside = tmp_path / "models", tmp_path / "outside"
+    shutil.copytree(risk_dir, root / "inside" / "model")
+    shutil.copytree(risk_dir, outside / "model")
+    (root / "escape").symlink_to(outside)
+    (root / "alias").symlink_to(root / "inside")
+    settings = Settings(multi_model=True, multi_model_dir=root, workers=1)
+    return create_app(None, settings, registry=ModelRegistry(settings)).test_client(), root
+
+
+@pytest.mark.parametrize("url, status, message", [
+    ("{root}/" + "n" * 300 + "/model", 400, "file system can open"),
+    ("{root}/" + "/".join(["d" * 250] * 20), 400, "file system can open"),
+    ("{root}/inside/\0model", 400, "file system can open"),
+    ("{root}/escape/model", 400, "leads outside it through a symbolic link"),
+    ("{root}/alias/model", 200, ""),
+    ("{root}/inside/model", 200, ""),
+], ids=["a name over 255 bytes", "a path over 4096 bytes", "a NUL", "a link leading outside", "a link inside", "plain"])
+def test_multi_model_urls_the_file_system_cannot_hold_or_that_leave_the_root(multi_model_client, url, status, message):
+    client, root = multi_model_client
+    response = client.post("/models", json={"model_name": "m", "url": url.format(root=root)})
+    assert response.status_code == status, response.data
+    assert message in response.get_json().get("error", "")
