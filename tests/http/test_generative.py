@@ -272,6 +272,7 @@ class Tally:
         self.statuses: Counter = Counter()
         self.kinds: Counter = Counter()
         self.violations: list[str] = []
+        self.progress = None
 
     def send(self, session: requests.Session, kind: str, method: str, url: str, chosen: dict, body: bytes) -> None:
         try:
@@ -286,6 +287,8 @@ class Tally:
 
     def check(self, kind: str, response: requests.Response) -> None:
         self.statuses[response.status_code] += 1
+        if self.progress and sum(self.statuses.values()) % 5000 == 0:
+            self.progress()  # figures so far, for long runs
         self.kinds[f"{kind} {response.status_code // 100}xx"] += 1
         problem = None
         if response.status_code >= 500:
@@ -351,20 +354,24 @@ def write_report(name: str, figures: dict) -> None:
     REPORT.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
 
+def figures_of(tally: Tally, pinger: Pinger, started: float) -> dict:
+    return {"requests": sum(tally.statuses.values()), "seconds": round(time.monotonic() - started, 1),
+            "statuses": {str(k): v for k, v in sorted(tally.statuses.items(), key=str)}, "by_kind": dict(tally.kinds),
+            "status_5xx": sum(v for k, v in tally.statuses.items() if isinstance(k, int) and k >= 500),
+            "violations": len(tally.violations), "ping_polls": pinger.polls, "ping_failures": len(pinger.failures)}
+
+
 def run_and_check(server: ServeProcess, workers: int, name: str, tally: Tally, cases) -> None:
     pinger = Pinger(server.url)
     pinger.start()
     started = time.monotonic()
+    tally.progress = lambda: write_report(name, {**figures_of(tally, pinger, started), "complete": False})
     try:
         cases()
     finally:
         pinger.stop()
-    seconds = time.monotonic() - started
-    figures = {"requests": sum(tally.statuses.values()), "seconds": round(seconds, 1),
-               "statuses": {str(k): v for k, v in sorted(tally.statuses.items())}, "by_kind": dict(tally.kinds),
-               "status_5xx": sum(v for k, v in tally.statuses.items() if isinstance(k, int) and k >= 500),
-               "violations": len(tally.violations), "ping_polls": pinger.polls, "ping_failures": len(pinger.failures)}
-    figures.update(assert_logs_clean(server, workers))
+    figures = figures_of(tally, pinger, started)
+    figures.update(assert_logs_clean(server, workers), complete=True)
     write_report(name, figures)
     print(f"\n{name}: {json.dumps(figures)}")
     assert not tally.violations, "\n".join(tally.violations[:20])
