@@ -313,7 +313,7 @@ class Tally:
 
 
 class Pinger(threading.Thread):
-    """Polls /ping every 50 ms while the cases run; counts answers that are not 200."""
+    """Polls /ping every 250 ms while the cases run; counts answers that are not 200."""
 
     def __init__(self, url: str):
         super().__init__(daemon=True)
@@ -329,7 +329,7 @@ class Pinger(threading.Thread):
             self.polls += 1
             if status != 200:
                 self.failures.append(status)
-            time.sleep(0.05)
+            time.sleep(0.25)
 
     def stop(self) -> None:
         self.running = False
