@@ -91,6 +91,12 @@ class ServeWorker(ThreadWorker):
         super().load_wsgi()
         self.wsgi = _honour_connection_close(self.wsgi)
 
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:  # stopping: refuse new connections now, not queue them to reset at exit
+            for listener in self.sockets:
+                listener.close()
+
     def handle_error(self, req, client, addr, exc) -> None:
         status, message = http_error(exc)
         if status >= 500:

@@ -167,6 +167,8 @@ def test_sigterm_under_load_loses_no_accepted_request(outcome_dir, tmp_path):
     statuses = load.outcomes()
     figures = {"clients": CLIENTS, "accepted": len(accepted), "answered_200": len(answered),
                "accepted_not_answered": len(accepted - answered), "outcomes": {str(k): v for k, v in statuses.items()},
+               "refused_after_stop": statuses["refused"],
+               "closed_unanswered": sum(v for k, v in statuses.items() if isinstance(k, str) and k != "refused"),
                "exit_code": code, "stop_s": round(stopped_s, 2)}
     write_report("SIGTERM under load", figures)
     assert code == 0 and stopped_s < 25
