@@ -38,8 +38,9 @@ MARK_NUMBER = 86420.13579  # sent as a feature value in many bodies: it must nev
 MARK_TEXT = "zq-secret-86420"  # sent in bodies, attributes and headers: likewise
 
 
-def fuzz_settings(share: str):
-    return settings(max_examples=max(1, int(CASES * SHARES[share])), deadline=None, database=None,
+def fuzz_settings(share: str, per_example: int = 1):
+    """Hypothesis settings for `share` of CASES, `per_example` requests sent for each generated example."""
+    return settings(max_examples=max(1, int(CASES * SHARES[share] / per_example)), deadline=None, database=None,
                     phases=[Phase.generate], suppress_health_check=list(HealthCheck))
 
 
@@ -396,15 +397,24 @@ def invocation(draw):
     return content_type, draw(headers(content_type)), body
 
 
+ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+# Each generated body goes with its generated headers and with these (every output kind for every body).
+HEADER_VARIANTS = [{}, {"Accept": "application/json", ATTRIBUTES: "contributions=true;top_k=2"},
+                   {"Accept": "application/x-npy", ATTRIBUTES: "contributions=true"}]
+
+
 def test_generated_invocations(server):
     tally, session = Tally(), requests.Session()
 
     @seed(SEED)
-    @fuzz_settings("invocations")
+    @fuzz_settings("invocations", per_example=1 + len(HEADER_VARIANTS))
     @given(invocation())
     def one(case):
         content_type, chosen, body = case
         tally.send(session, content_type, "POST", server.url + "/invocations", chosen, body)
+        for variant in HEADER_VARIANTS:
+            tally.send(session, content_type, "POST", server.url + "/invocations",
+                       {"Content-Type": chosen["Content-Type"], **variant}, body)
 
     run_and_check(server, 2, "invocations", tally, one)
 
