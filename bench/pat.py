@@ -1,6 +1,6 @@
 """Benchmark: PAT serving on the device it runs on. Prints the figures and writes build/bench/pat.json.
 
-1. The model's batch step (models/pat/inference.py BatchRunner: staging, encoder, pooling, four task heads, copy
+1. The model's batch step (models/pat/runner.py BatchRunner: staging, encoder, pooling, four task heads, copy
    back) for PAT-S, M and L at batch 1, 8 and 64: weeks/s and p50/p99 latency per batch. fp16 autocast on CUDA,
    float32 on CPU, on a thread of its own, as served. Randomly initialized weights (speed does not depend on
    their values).
@@ -8,7 +8,7 @@
    standardization, batcher, encode) from one client one at a time, from 16 concurrent clients with batching
    off (SERVE_MAX_BATCH_SIZE=1), and from 16 concurrent clients with dynamic batching (the default settings).
 
-    python bench/pat.py [--quick] [--device auto|cpu|cuda] [--variants S M L] [--seconds 10] [--repeats 3]
+    python -m bench.pat [--quick] [--device auto|cpu|cuda] [--variants S M L] [--seconds 10] [--repeats 3]
                         [--only forward|batcher]
 
 The scenarios of part 2 are interleaved `--repeats` times and each reports its median run. Each figure records
@@ -24,7 +24,6 @@ import io
 import json
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -34,17 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.machine import Window
+from models.pat.artifact import ArtifactConfig, PatArtifact, Standardization, save_artifact
+from models.pat.network import PatEncoder, TaskHead, spec_for
+from models.pat.runner import WEEK_MINUTES, BatchKey, BatchRunner, choose_device
+from models.pat.settings import PatSettings
+from serve import codecs
+from serve.handler import Request
+from serve.loading import build_handler
+from serve.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.machine import Window  # noqa: E402  (after the sys.path line above)
-from models.pat.artifact import ArtifactConfig, PatArtifact, Standardization, save_artifact  # noqa: E402
-from models.pat.inference import WEEK_MINUTES, BatchKey, BatchRunner, choose_device  # noqa: E402
-from models.pat.network import PatEncoder, TaskHead, spec_for  # noqa: E402
-from serve import codecs  # noqa: E402
-from serve.handler import Request, build_handler  # noqa: E402
-from serve.settings import Settings  # noqa: E402
-
 OUT = ROOT / "build" / "bench" / "pat.json"
 TASKS = ("depression", "sleep_disorder", "benzodiazepine", "ssri")
 CLIENTS = 16
@@ -98,8 +97,8 @@ def bench_forward(device: torch.device, variants: list[str], batches: list[int],
 
 
 def served_handler(model_dir: Path, device: str, max_batch_size: int, wait_ms: float):
-    settings = Settings(handler="pat", model_dir=model_dir, device=device, max_batch_size=max_batch_size,
-                        batch_wait_ms=wait_ms)
+    family = PatSettings(device=device, max_batch_size=max_batch_size, batch_wait_ms=wait_ms)
+    settings = Settings(handler="pat", model_dir=model_dir, family=family)
     return build_handler(settings)
 
 
@@ -145,7 +144,7 @@ def bench_batcher(device: str, variant: str, duration_s: float, repeats: int) ->
             buffer = io.BytesIO()
             np.save(buffer, row[None].astype(np.float32))
             bodies.append(buffer.getvalue())
-        defaults = Settings()
+        defaults = PatSettings()
         scenarios = {
             "one at a time": (1, 1, 0.0),
             f"{CLIENTS} clients, batching off": (CLIENTS, 1, 0.0),

@@ -1,6 +1,6 @@
 """The servers under test, each started the way its users start it, bound to 127.0.0.1 only.
 
-- `ours`: the real `serve` console script (gunicorn gthread workers), as tests/http/server.py starts it.
+- `ours`: the real `serve` console script (gunicorn gthread workers), as serve/process.py starts it.
 - `naive`: bench/baselines/naive_byo.py under gunicorn sync workers, OMP_NUM_THREADS=1.
 - `image`: `docker run IMAGE serve` with the model mounted read-only, published on a loopback port.
 """
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.http.server import ServeProcess, free_port
+from serve.process import ServeProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 2

@@ -347,13 +347,22 @@ ENCODERS: dict[str, Encoder] = {
 
 # --- negotiation -------------------------------------------------------------------------------------------------
 
+# As a key of a handler's decoders (encoders): the handler's own input_fn (output_fn) takes (gives) every media type, as
+# a user's inference.py hook does; nothing is looked up under it.
+ANY = "*/*"
+
+
+def supports(table: Mapping[str, Any], kind: str) -> bool:
+    """Whether a handler's decoders or encoders take this media type."""
+    return kind in table or ANY in table
+
 
 def choose_decoder(content_type: str | None, decoders: Mapping[str, Decoder]) -> tuple[str, dict[str, str]]:
     """The media type to decode with (and its parameters); 415 when it is missing or unsupported."""
     if not content_type:
         raise UnsupportedMediaType(f"Content-Type is required; supported: {', '.join(decoders)}")
     kind, params = media_type(content_type)
-    if kind in decoders or "*/*" in decoders:
+    if supports(decoders, kind):
         return kind, params
     raise UnsupportedMediaType(f"Content-Type {kind} is not supported; supported: {', '.join(decoders)}")
 
@@ -364,10 +373,10 @@ def choose_encoder(accept: str | None, encoders: Mapping[str, Encoder], default:
         return default
     entries = [(ALIASES.get(value.split(";")[0].strip().lower(), value.split(";")[0].strip().lower()), quality)
                for value, quality in parse_accept_header(accept, MIMEAccept)]
-    offered = [default] + [kind for kind in encoders if kind != default and kind != "*/*"]
+    offered = [default] + [kind for kind in encoders if kind != default and kind != ANY]
     best = MIMEAccept(entries).best_match(offered)
     if best is None:
-        if "*/*" in encoders and entries:
+        if ANY in encoders and entries:
             return max(entries, key=lambda entry: entry[1])[0]
         raise NotAcceptable(f"Accept {accept[:100]} cannot be met; supported: {', '.join(offered)}")
     return best

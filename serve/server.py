@@ -118,12 +118,13 @@ def build_app(settings: Settings):
     from serve.app import create_app
 
     if settings.multi_model:
+        from serve import model_api
         from serve.multimodel import ModelRegistry
 
         registry = ModelRegistry(settings)
         _loaded.append(registry)
-        return create_app(None, settings, registry=registry)
-    from serve.handler import build_handler
+        return create_app(None, settings, registry=registry, routes=model_api.routes(registry, settings))
+    from serve.loading import build_handler
 
     handler = build_handler(settings)
     _loaded.append(handler)

@@ -93,7 +93,7 @@ def settings(risk_dir):
 
 @pytest.fixture
 def handler(settings):
-    from serve.handler import build_handler
+    from serve.loading import build_handler
 
     return build_handler(settings)
 

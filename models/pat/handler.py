@@ -1,6 +1,6 @@
 """The PAT handler (SERVE_HANDLER=pat): embeddings, task scores, saliency and actigraphy metrics per recording.
 
-Request formats: models/pat/instances.py. Response (application/json):
+Request formats: models/pat/inputs.py. Response (application/json):
     {"predictions": [{"id": ..., "embedding": [96 floats], "scores": {task: probability},
                       "above_threshold": {task: bool}, "saliency": [one value per minute],
                       "missing_minutes": n, "metrics": {...}}]}
@@ -23,8 +23,8 @@ import numpy as np
 from models.pat.actigraphy import compute_metrics
 from models.pat.artifact import ArtifactError, PatArtifact, load_artifact
 from models.pat.batcher import BatcherClosed
-from models.pat.inference import PatModel, choose_device
-from models.pat.instances import (MODEL_OUTPUTS, Instance, PatRequest, check_csv_text, check_instance,
+from models.pat.runner import PatModel, choose_device
+from models.pat.inputs import (MODEL_OUTPUTS, Instance, PatRequest, check_csv_text, check_instance,
                                   from_json, from_rows, resolve_outputs)
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError, NotReady
@@ -42,7 +42,7 @@ class PatHandler(Handler):
         self._adopt_lock = threading.Lock()
 
     def serving(self, artifact: PatArtifact) -> PatModel:
-        s = self.settings
+        s = self.settings.family
         return PatModel(artifact, choose_device(s.device), s.max_batch_size, s.batch_wait_ms, s.torch_threads)
 
     def model_fn(self, model_dir: Path) -> PatModel:

@@ -39,10 +39,11 @@ def weeks(count: int) -> np.ndarray:
 def in_process_predictions(model_dir, body: bytes) -> list[dict]:
     """The same request through the runtime in this process (Flask's test client), on the CPU."""
     from serve.app import create_app
-    from serve.handler import build_handler
+    from serve.loading import build_handler
+    from models.pat.settings import PatSettings
     from serve.settings import Settings
 
-    settings = Settings(handler="pat", model_dir=model_dir, device="cpu")
+    settings = Settings(handler="pat", model_dir=model_dir, family=PatSettings(device="cpu"))
     handler = build_handler(settings)
     try:
         response = create_app(handler, settings).test_client().post(

@@ -24,7 +24,7 @@ import boto3
 import pytest
 
 from tests.conftest import IN_CI, engine_problem
-from tests.http.server import free_port
+from serve.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_CONFIGS = ROOT / "containers" / "deploy"

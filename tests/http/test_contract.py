@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from models.pat.settings import PatSettings
+from models.xgboost.settings import XGBoostSettings
 from serve import recordio
 from serve.app import create_app
 from serve.handler import Handler
@@ -45,7 +47,7 @@ def test_default_accept_is_csv_like_the_official_container(client, risk_dir):
 
 
 def test_default_accept_setting(risk_dir):
-    from serve.handler import build_handler
+    from serve.loading import build_handler
 
     settings = Settings(model_dir=risk_dir, default_accept="application/json")
     client = create_app(build_handler(settings), settings).test_client()
@@ -146,7 +148,7 @@ def test_empty_body_is_204(client):
 
 
 def test_body_over_the_limit_is_413(risk_dir):
-    from serve.handler import build_handler
+    from serve.loading import build_handler
 
     settings = Settings(model_dir=risk_dir, max_payload_bytes=1024)
     client = create_app(build_handler(settings), settings).test_client()
@@ -200,13 +202,14 @@ def test_routing_errors_are_json(client, method, path, status):
     ("c000b4f9-df62-4c85-a0bf-7c525f9104a4/trace-id", {}),
 ])
 def test_custom_attributes_parsing(header, expected):
-    from serve.app import parse_attributes
+    from serve.pipeline import parse_attributes
 
     assert parse_attributes(header) == expected
 
 
 @pytest.mark.parametrize("settings_kwargs, expected", [
-    ({"workers": 3}, 3), ({"workers": 2, "multi_model": True}, 8), ({"handler": "pat", "max_batch_size": 16}, 16),
+    ({"workers": 3}, 3), ({"workers": 2, "multi_model": True}, 8),
+    ({"handler": "pat", "family": PatSettings(max_batch_size=16)}, 16),
 ])
 def test_execution_parameters_report_the_real_concurrency(settings_kwargs, expected):
     settings = Settings(**settings_kwargs)
@@ -215,9 +218,9 @@ def test_execution_parameters_report_the_real_concurrency(settings_kwargs, expec
 
 
 def test_selectable_text_labels_and_contributions_in_every_output_type(risk_dir):
-    from serve.handler import build_handler
+    from serve.loading import build_handler
 
-    settings = Settings(model_dir=risk_dir, inference_output=("predicted_label", "probability"))
+    settings = Settings(model_dir=risk_dir, family=XGBoostSettings(inference_output=("predicted_label", "probability")))
     client = create_app(build_handler(settings), settings).test_client()
     for accept in ("application/x-recordio-protobuf", "text/csv", "application/json", "application/jsonlines"):
         response = post(client, ROW, accept=accept, **{"X-Amzn-SageMaker-Custom-Attributes": "contributions=true"})

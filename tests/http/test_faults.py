@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.http.server import ServeProcess
+from serve.process import ServeProcess
 
 REPORT = ROOT / "build" / "reliability" / "faults.json"
 CLIENTS = 8

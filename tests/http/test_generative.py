@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings, strategies as 
 
 from serve import recordio
 from tests.conftest import FEATURES, ROOT, train_model
-from tests.http.server import ServeProcess
+from serve.process import ServeProcess
 
 CASES = int(os.environ.get("FUZZ_CASES", "3000"))
 SEED = int(os.environ.get("FUZZ_SEED", "20261201"))

@@ -7,7 +7,7 @@ import socket
 import pytest
 import requests
 
-from tests.http.server import ServeProcess
+from serve.process import ServeProcess
 
 SECRET = "77.123-secret-header-value"
 

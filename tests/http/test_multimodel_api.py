@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from serve import model_api
 from serve.app import create_app
 from serve.multimodel import ModelRegistry
 from serve.settings import MIB, Settings
@@ -127,7 +128,8 @@ def answers(root) -> dict[str, list[float]]:
 def client_for(root: Path, budget_bytes: int = 0):
     settings = Settings(multi_model=True, multi_model_dir=root, model_memory_budget_bytes=budget_bytes)
     registry = ModelRegistry(settings)
-    return create_app(None, settings, registry=registry).test_client(), registry
+    app = create_app(None, settings, registry=registry, routes=model_api.routes(registry, settings))
+    return app.test_client(), registry
 
 
 @pytest.fixture

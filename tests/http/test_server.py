@@ -13,7 +13,7 @@ import requests
 import xgboost as xgb
 
 from tests.conftest import shared_fixture
-from tests.http.server import SERVE, ServeProcess
+from serve.process import SERVE, ServeProcess
 
 SECRET_ROW = "77.123,31.4159,142.857,9.87654"
 

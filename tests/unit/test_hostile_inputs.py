@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from serve import codecs, recordio
+from serve import codecs, model_api, recordio
 from serve.app import create_app
 from serve.errors import BadRequest, ModelLoadError
-from serve.handler import build_handler
+from serve.loading import build_handler
 from serve.multimodel import ModelRegistry
 from serve.settings import Settings
+
+from models.xgboost.settings import XGBoostSettings
 
 
 def _npy(header: bytes, data: bytes = b"\0" * 32, version: int = 1) -> bytes:
@@ -116,7 +118,8 @@ OUTPUT_KINDS = {  # name: (settings changes, headers)
     "contributions": ({}, {"Accept": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "contributions=true"}),
     "contribution matrix": ({}, {"Accept": "application/x-npy",
                                  "X-Amzn-SageMaker-Custom-Attributes": "contributions=true"}),
-    "selectable": ({"inference_output": ("predicted_label", "probability")}, {"Accept": "application/json"}),
+    "selectable": ({"family": XGBoostSettings(inference_output=("predicted_label", "probability"))},
+                   {"Accept": "application/json"}),
 }
 
 
@@ -173,7 +176,7 @@ def test_pickles_of_every_protocol_are_refused_as_pickles(tmp_path, outcome_dir,
     (tmp_path / "xgboost-model").write_bytes(pickle.dumps(booster, protocol=protocol))
     with pytest.raises(ModelLoadError, match="is a pickle.*SERVE_ALLOW_PICKLE"):
         build_handler(Settings(model_dir=tmp_path))
-    loaded = build_handler(Settings(model_dir=tmp_path, allow_pickle=True)).model.boosters[0]
+    loaded = build_handler(Settings(model_dir=tmp_path, family=XGBoostSettings(allow_pickle=True))).model.boosters[0]
     rows = np.ones((1, 4))
     np.testing.assert_array_equal(loaded.inplace_predict(rows), booster.inplace_predict(rows))
 
@@ -197,7 +200,8 @@ def multi_model_client(tmp_path, risk_dir):
     (root / "escape").symlink_to(outside)
     (root / "alias").symlink_to(root / "inside")
     settings = Settings(multi_model=True, multi_model_dir=root, workers=1)
-    return create_app(None, settings, registry=ModelRegistry(settings)).test_client(), root
+    registry = ModelRegistry(settings)
+    return create_app(None, settings, registry=registry, routes=model_api.routes(registry, settings)).test_client(), root
 
 
 @pytest.mark.parametrize("url, status, message", [

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from serve.errors import BadRequest, Conflict, InsufficientMemory, NotFound
+from serve.errors import BadRequest, Conflict, InsufficientMemory, NotFound, UnservableModel
 from serve.handler import Request
-from serve.multimodel import ModelRegistry, UnservableModel
+from serve.multimodel import ModelRegistry
 from serve.settings import MIB, Settings
 from tests.conftest import FEATURES
 from tests.http.test_multimodel_api import make_model, model_script

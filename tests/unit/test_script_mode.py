@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from models.xgboost.settings import XGBoostSettings
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError
-from serve.handler import Request, build_handler
+from serve.handler import Request
+from serve.loading import build_handler
 from serve.settings import Settings
 
 
@@ -146,4 +148,5 @@ def test_an_unanswerable_default_accept_stops_start_up(outcome_dir, risk_dir):
     with pytest.raises(ModelLoadError, match="SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT=text/html"):
         build_handler(Settings(model_dir=outcome_dir, default_accept="text/html"))
     with pytest.raises(ModelLoadError, match="application/x-npy"):
-        build_handler(Settings(model_dir=risk_dir, default_accept="application/x-npy", inference_output=("labels",)))
+        build_handler(Settings(model_dir=risk_dir, default_accept="application/x-npy",
+                               family=XGBoostSettings(inference_output=("labels",))))

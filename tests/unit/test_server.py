@@ -1,5 +1,6 @@
 from gunicorn.http import errors
 
+from models.pat.settings import PatSettings
 from serve.server import close_handler, gunicorn_options, http_error, _loaded
 from serve.settings import Settings
 
@@ -11,7 +12,7 @@ def test_gunicorn_options_follow_the_settings():
     assert options["control_socket_disable"] and options["accesslog"] is None
     multi = gunicorn_options(Settings(workers=2, multi_model=True))
     assert (multi["workers"], multi["threads"]) == (1, 8)
-    pat = gunicorn_options(Settings(workers=4, handler="pat", max_batch_size=32))
+    pat = gunicorn_options(Settings(workers=4, handler="pat", family=PatSettings(max_batch_size=32)))
     assert (pat["workers"], pat["threads"]) == (1, 32)
 
 

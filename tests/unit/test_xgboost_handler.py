@@ -8,12 +8,14 @@ import xgboost as xgb
 
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError
-from serve.handler import Request, build_handler
+from serve.handler import Request
+from serve.loading import build_handler
 from serve.settings import Settings
 from tests.conftest import FEATURES, shared_fixture, train_model
 
 from models.xgboost import artifact
 from models.xgboost.handler import XGBoostHandler
+from models.xgboost.settings import XGBoostSettings
 
 
 def serve_rows(handler, rows, accept=codecs.NPY, attributes=None):
@@ -123,7 +125,7 @@ def test_pickles_load_only_when_allowed(tmp_path, outcome_dir):
     (tmp_path / "xgboost-model").write_bytes(pickle.dumps(model))
     with pytest.raises(ModelLoadError, match="SERVE_ALLOW_PICKLE"):
         build_handler(Settings(model_dir=tmp_path))
-    handler = build_handler(Settings(model_dir=tmp_path, allow_pickle=True))
+    handler = build_handler(Settings(model_dir=tmp_path, family=XGBoostSettings(allow_pickle=True)))
     rows = np.ones((1, 4))
     np.testing.assert_array_equal(serve_rows(handler, rows), model.inplace_predict(rows))
 
@@ -162,7 +164,7 @@ def test_metadata_must_match_the_model(tmp_path, outcome_dir):
 
 def test_selectable_outputs_binary(risk_dir):
     keys = ("predicted_label", "probability", "probabilities", "labels", "raw_score")
-    handler = build_handler(Settings(model_dir=risk_dir, inference_output=keys))
+    handler = build_handler(Settings(model_dir=risk_dir, family=XGBoostSettings(inference_output=keys)))
     rows = np.random.default_rng(2).normal(size=(6, 4))
     p = booster(risk_dir).inplace_predict(rows).astype(np.float64)
     records = serve_rows(handler, rows, accept=codecs.JSON)
@@ -176,7 +178,8 @@ def test_selectable_outputs_binary(risk_dir):
 
 
 def test_selectable_outputs_multiclass(treatment_dir):
-    handler = build_handler(Settings(model_dir=treatment_dir, inference_output=("predicted_label", "probabilities")))
+    handler = build_handler(Settings(model_dir=treatment_dir,
+                                     family=XGBoostSettings(inference_output=("predicted_label", "probabilities"))))
     rows = np.random.default_rng(2).normal(size=(6, 4))
     p = booster(treatment_dir).inplace_predict(rows)
     records = serve_rows(handler, rows, accept=codecs.JSON)
@@ -186,7 +189,7 @@ def test_selectable_outputs_multiclass(treatment_dir):
 
 def test_selectable_key_invalid_for_the_objective_fails_at_start(outcome_dir):
     with pytest.raises(ModelLoadError, match="not available for objective reg:squarederror"):
-        build_handler(Settings(model_dir=outcome_dir, inference_output=("probability",)))
+        build_handler(Settings(model_dir=outcome_dir, family=XGBoostSettings(inference_output=("probability",))))
 
 
 def test_contributions_by_feature_name_with_bias_and_top_k(risk_dir, handler):
@@ -219,7 +222,7 @@ def test_multiclass_contributions_are_per_class(treatment_dir):
 
 
 def test_libsvm_one_based_setting(risk_dir):
-    handler = build_handler(Settings(model_dir=risk_dir, libsvm_one_based=True))
+    handler = build_handler(Settings(model_dir=risk_dir, family=XGBoostSettings(libsvm_one_based=True)))
     request = Request(content_type=codecs.LIBSVM, accept=codecs.JSON)
     data = handler.input_fn(b"1 1:50 2:27.5 3:130 4:6.1\n", request)
     assert data.shape == (1, 4) and data[0, 0] == 50

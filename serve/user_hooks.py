@@ -16,10 +16,11 @@ from typing import Any
 
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError, ServeError
-from serve.handler import Handler, Request
+from serve.handler import Handler
+from serve.pipeline import Output, Request
 
 HOOKS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
-ANY = {"*/*": None}
+EVERY_TYPE = {codecs.ANY: None}  # the user's hook decodes (encodes) whatever type comes (is asked for)
 
 
 def find_script(model_dir: Path, program: str | None) -> Path | None:
@@ -57,10 +58,10 @@ class ScriptHandler(Handler):
             raise ModelLoadError("inference.py defines transform_fn together with input_fn/predict_fn/output_fn; "
                                  "define transform_fn alone or the other three")
         whole = "transform_fn" in self.hooks
-        self.decoders = ANY if whole or "input_fn" in self.hooks else inner.decoders
-        self.encoders = ANY if whole or "output_fn" in self.hooks else inner.encoders
+        self.decoders = EVERY_TYPE if whole or "input_fn" in self.hooks else inner.decoders
+        self.encoders = EVERY_TYPE if whole or "output_fn" in self.hooks else inner.encoders
         # AWS's toolkit hands a user's output_fn application/json when the client names no type.
-        self.default_accept = codecs.JSON if self.encoders is ANY else inner.default_accept
+        self.default_accept = codecs.JSON if self.encoders is EVERY_TYPE else inner.default_accept
 
     @property
     def inner_predicts(self) -> bool:
@@ -108,7 +109,7 @@ class ScriptHandler(Handler):
             return self.hooks["predict_fn"](data, model)
         return self.inner.predict_fn(data, model, request)
 
-    def output_fn(self, output: Any, request: Request):
+    def output_fn(self, output: Any, request: Request) -> Output:
         if "transform_fn" in self.hooks:
             return output
         if "output_fn" in self.hooks:
