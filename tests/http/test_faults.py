@@ -182,10 +182,14 @@ def test_a_model_directory_that_goes_away_keeps_serving_what_was_loaded(risk_dir
     shutil.copytree(risk_dir, model_dir)
     server = ServeProcess({"SM_MODEL_DIR": str(model_dir)}, tmp_path / "serve.log").wait_ready()
     try:
+        wait_for(lambda: len(logged_times(server, "model loaded")) == 2)  # both workers, not only the first, started
         break_directory(model_dir, fault)
         session = requests.Session()
         for _ in range(50):
-            response = session.post(server.url + "/invocations", data=ROW, headers={"Content-Type": "text/csv"})
+            try:
+                response = session.post(server.url + "/invocations", data=ROW, headers={"Content-Type": "text/csv"})
+            except requests.ConnectionError:
+                pytest.fail(f"the server stopped serving: {server.logs()[-3000:]}")
             assert response.status_code == 200
         assert session.get(server.url + "/ping").status_code == 200
         # A replacement worker must load the model again, and cannot: the server says why once and exits with 3.
