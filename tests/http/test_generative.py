@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import struct
 import threading
@@ -40,7 +41,7 @@ MARK_TEXT = "zq-secret-86420"  # sent in bodies, attributes and headers: likewis
 
 def fuzz_settings(share: str, per_example: int = 1):
     """Hypothesis settings for `share` of CASES, `per_example` requests sent for each generated example."""
-    return settings(max_examples=max(1, int(CASES * SHARES[share] / per_example)), deadline=None, database=None,
+    return settings(max_examples=max(1, math.ceil(CASES * SHARES[share] / per_example)), deadline=None, database=None,
                     phases=[Phase.generate], suppress_health_check=list(HealthCheck))
 
 
