@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 import orjson
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from serve.errors import PayloadTooLarge, ServeError
@@ -31,6 +31,15 @@ class Models(Protocol):
 def error_response(status: int, message: str, **extra) -> Response:
     body = orjson.dumps({"error": message, "code": status, **extra})
     return Response(body, status=status, content_type="application/json")
+
+
+def close_if_body_unread(response: Response) -> Response:
+    """A body left unread (serve.pipeline.read_body never ran: refused before reading, a route that takes none) would
+    be taken for the next request on the connection: close it, and say so."""
+    has_body = request.content_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if has_body and not g.get("body_read"):
+        response.headers["Connection"] = "close"
+    return response
 
 
 def register_errors(app: Flask) -> None:
@@ -68,6 +77,8 @@ def create_app(handler: Handler | None, settings: Settings, registry: Models | N
     app = Flask("serve")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     register_errors(app)
+    app.after_request(close_if_body_unread)
+    app.after_request(close_if_body_unread)
 
     @app.get("/ping")
     def ping():

@@ -27,7 +27,7 @@ from flask import Blueprint, request
 
 from serve.errors import BadRequest
 from serve.multimodel import ModelRegistry, check_name
-from serve.pipeline import invoke
+from serve.pipeline import invoke, read_body
 from serve.settings import Settings
 
 
@@ -47,7 +47,7 @@ def routes(registry: ModelRegistry, settings: Settings) -> Blueprint:
 
     @api.post("/models")
     def load_model():
-        name, url = _load_request(request.get_data(cache=False))
+        name, url = _load_request(read_body())
         model = registry.load(name, url)
         return {"status": f'Model "{name}" loaded', **model.summary(), "memoryBytes": model.memory_bytes,
                 "loadSeconds": round(model.load_seconds, 6)}

@@ -247,6 +247,16 @@ class ModelRegistry:
         path = Path(os.path.normpath(url))
         if not path.is_absolute() or path == self.root or not path.is_relative_to(self.root):
             raise BadRequest(f"url must be a directory under {self.root} (SAGEMAKER_MULTI_MODEL_DIR)")
+        try:
+            path.stat()  # a name longer than the file system allows, or a NUL, fails here rather than while loading
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as error:
+            raise BadRequest(f"url is not a path this file system can open: {getattr(error, 'strerror', None) or error}")
+        root, resolved = Path(os.path.realpath(self.root)), Path(os.path.realpath(path))
+        if resolved == root or not resolved.is_relative_to(root):  # a symbolic link inside the root leading outside
+            raise BadRequest(f"url must be a directory under {self.root} (SAGEMAKER_MULTI_MODEL_DIR); it leads outside "
+                             "it through a symbolic link")
         return path
 
     def _load(self, model: Model, acquire: bool) -> Handler:

@@ -10,10 +10,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from flask import Response, request
+from flask import Response, g, request
+from werkzeug.exceptions import HTTPException
 
 from serve import codecs
-from serve.errors import PayloadTooLarge
+from serve.errors import BadRequest, PayloadTooLarge
 from serve.settings import Settings
 
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
@@ -42,12 +43,25 @@ def parse_attributes(header: str) -> dict[str, str]:
     return {key.strip().lower(): value.strip() for key, sep, value in pairs if sep and key.strip()}
 
 
+def read_body() -> bytes:
+    """The request body, read once. A body that breaks its framing (a bad chunk) is the client's error, a 400; a body
+    left unread (refused before reading, or a route that takes none) closes the connection (serve.app)."""
+    try:
+        body = request.get_data(cache=False)
+    except HTTPException:
+        raise
+    except Exception:  # the server's body reader: malformed chunked encoding, a client that went away
+        raise BadRequest("the request body could not be read (malformed chunked transfer encoding?)") from None
+    g.body_read = True
+    return body
+
+
 def invoke(handler, settings: Settings) -> Response:
     """One invocation of a serve.handler.Handler on the current HTTP request."""
     length = request.content_length
     if length is not None and length > settings.max_payload_bytes:
         raise PayloadTooLarge(f"body of {length} bytes exceeds the {settings.max_payload_bytes}-byte limit")
-    body = request.get_data(cache=False)
+    body = read_body()
     if not body:
         return Response(status=204)
     content_type, params = codecs.choose_decoder(request.headers.get("Content-Type"), handler.decoders)
