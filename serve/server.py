@@ -93,9 +93,22 @@ class ServeWorker(ThreadWorker):
 
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled)
-        if not enabled and not self.alive:  # stopping: refuse new connections now, not queue them to reset at exit
+        if not enabled and not self.alive:  # stopping: serve what clients have already connected, refuse the rest
             for listener in self.sockets:
+                self._accept_backlog(listener)
                 listener.close()
+
+    def _accept_backlog(self, listener) -> None:
+        """Accepts every connection already established in the kernel's queue: its client has sent its request,
+        and closing the listener would reset it; accepted, it is answered within the graceful timeout."""
+        while True:
+            accepted = self.nr_conns
+            try:
+                self.accept(listener)  # non-blocking: returns without a connection once the queue is empty
+            except OSError:
+                return
+            if self.nr_conns == accepted:
+                return
 
     def handle_error(self, req, client, addr, exc) -> None:
         status, message = http_error(exc)

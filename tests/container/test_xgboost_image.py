@@ -291,7 +291,8 @@ def test_docker_stop_drains_in_flight_requests(xgboost_image, xgboost_models):
     print(f"docker stop took {stop_seconds:.2f} s with {sum(t > stop_sent for _, t in results)} requests in flight")
     assert [status for status, _ in results] == [200] * len(callers)
     assert any(finished > stop_sent for _, finished in results), "no request was still in flight at the stop"
-    assert stop_seconds < 15 and exit_code == "0"
+    # SageMaker kills at 30 s: exit 0 before then means nothing was cut (how fast is for the benchmarks to say)
+    assert stop_seconds < 30 and exit_code == "0"
 
 
 # --- the build --------------------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
+import socket
+
+import pytest
 from gunicorn.http import errors
 
 from models.pat.settings import PatSettings
-from serve.server import close_handler, gunicorn_options, http_error, _loaded
+from serve.server import ServeWorker, close_handler, gunicorn_options, http_error, _loaded
 from serve.settings import Settings
 
 
@@ -41,3 +44,24 @@ def test_http_layer_errors_have_gunicorns_statuses_and_name_no_bytes():
     options = gunicorn_options(Settings())
     assert (options["limit_request_line"], options["limit_request_fields"], options["limit_request_field_size"]) == \
         (4094, 100, 8190)
+
+
+def test_a_stopping_worker_serves_connections_already_queued_and_refuses_later_ones():
+    """Clients whose connection the kernel has queued have sent their request: a stopping worker takes them."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
+    listener.setblocking(False)
+    address = listener.getsockname()
+    clients = [socket.create_connection(address) for _ in range(3)]
+    worker = ServeWorker.__new__(ServeWorker)  # no arbiter: only what stopping needs
+    worker.alive, worker._accepting, worker.nr_conns = False, True, 0
+    worker.sockets, worker.cfg, worker.poller = [listener], None, type("Poller", (), {"unregister": lambda self, listener: None})()
+    taken = []
+    worker.enqueue_req = taken.append
+    worker.set_accept_enabled(False)
+    assert worker.nr_conns == 3 and len(taken) == 3
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=2)
+    for conn in [*taken]:
+        conn.sock.close()
+    for client in clients:
+        client.close()
