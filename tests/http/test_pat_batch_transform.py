@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from serve.app import create_app
-from serve.handler import build_handler
+from serve.loading import build_handler
 from serve.settings import Settings
+from tests.deploy.conftest import platform_outputs
 from tests.pat_models import build_artifact, forward, weeks
 
 DEPLOY = Path(__file__).resolve().parents[2] / "containers" / "deploy"
@@ -25,7 +26,8 @@ MB = 1024 * 1024
 @pytest.fixture(scope="module")
 def job() -> dict:
     """The dev stage's PAT transform job, with a 1 MB payload so that a few dozen weeks take several requests."""
-    config = configs.fill(configs.load(DEPLOY / "dev.json"), "123456789012", "us-east-1", "dev")
+    config = configs.fill(configs.load(DEPLOY / "dev.json"), "123456789012", "us-east-1", "dev",
+                          platform_outputs("dev"))
     config["batch"]["max_payload_mb"] = 1
     labels = gpu_hosts.lock_labels(DEPLOY.parent / "pat/requirements-cuda.lock")
     return batch.job_request(config, "pat", "pat-model", "pat", "s3://in/", "s3://out/", "v1", image_labels=labels)
