@@ -26,6 +26,9 @@ import pytest
 from tests.conftest import IN_CI, engine_problem
 from tests.http.server import free_port
 
+from . import immutable_registry
+from .immutable_registry import ImmutableTags
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_CONFIGS = ROOT / "containers" / "deploy"
 ACCOUNT = "123456789012"  # moto's account
@@ -33,6 +36,7 @@ REGION = "us-east-1"
 ECR_PASSWORD = f"{ACCOUNT}-auth-token"  # what moto's GetAuthorizationToken returns for ACCOUNT
 SAGEMAKER_TRUST = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+MODELS_PREFIX = "s3://clinical-inference-models-{account}-{region}/models/"
 STARTUP_SECONDS = 30
 MISSING: list[str] = []
 
@@ -154,6 +158,7 @@ def execution_role(moto) -> str:
 @dataclass
 class Registry:
     host: str
+    immutable: ImmutableTags
 
     def manifest(self, repository: str, reference: str, method: str = "HEAD") -> int:
         """HEAD (or DELETE) a manifest by tag or digest; returns the HTTP status."""
@@ -169,7 +174,9 @@ class Registry:
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory) -> Registry:
-    """Debian's docker-registry on 127.0.0.1, with its own config and an htpasswd for ECR's user and token."""
+    """Debian's docker-registry on 127.0.0.1, with its own config and an htpasswd for ECR's user and token,
+    behind a proxy that refuses to overwrite a tag, as ECR's immutable repositories do (docker-registry and moto
+    do not)."""
     program = shutil.which("docker-registry")
     if program is None:
         missing("Debian's docker-registry is not installed (apt-get install -y docker-registry)")
@@ -193,12 +200,16 @@ auth:
     with open(log, "w") as output:
         process = subprocess.Popen([program, "serve", str(work / "config.yml")], stdout=output,
                                    stderr=subprocess.STDOUT)
+    proxy = None
     try:
         wait_until(lambda: http_status(f"http://127.0.0.1:{port}/v2/") == 401, "docker-registry", process, log)
-        yield Registry(f"127.0.0.1:{port}")
+        immutable, proxy = immutable_registry.start(f"127.0.0.1:{port}", free_port())
+        yield Registry(f"127.0.0.1:{proxy.server_port}", immutable)
     finally:
+        if proxy is not None:
+            proxy.shutdown()
+            untag_all(f"127.0.0.1:{proxy.server_port}/")
         stop(process)
-        untag_all(f"127.0.0.1:{port}/")
 
 
 def untag_all(prefix: str) -> None:
@@ -243,13 +254,21 @@ def tiny_images(tmp_path_factory):
 
 
 def stage_config(tmp_path: Path, stage: str = "dev", tiny: bool = True, families: tuple[str, ...] = ("xgboost", "pat"),
-                 **changes) -> Path:
-    """containers/deploy/<stage>.json as shipped, with the tiny images (or only some families) swapped in."""
+                 sources: dict[str, Path] | None = None, **changes) -> Path:
+    """containers/deploy/<stage>.json as shipped, with the tiny images (or only some families) swapped in. Each
+    model's source directory becomes sources[name] when given, else an artifact already in S3 under the
+    multi-model prefix (MODELS_PREFIX/<name>.tar.gz), so that register needs no upload."""
     config = json.loads((DEPLOY_CONFIGS / f"{stage}.json").read_text())
     config["families"] = {name: family for name, family in config["families"].items() if name in families}
     for name, family in config["families"].items():
         if tiny:
             family["image"] = {"repository": family["image"]["repository"], "local_image": TINY_IMAGES[name]}
+        for model in family["models"]:
+            if sources is not None:
+                model["source"] = str(sources[model["name"]])
+            else:
+                del model["source"]
+                model["model_data_url"] = f"{MODELS_PREFIX}{model['name']}.tar.gz"
     config.update(changes)
     config.pop("$schema")
     path = tmp_path / f"{stage}.json"
