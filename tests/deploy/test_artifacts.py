@@ -114,7 +114,7 @@ def queue_answers(moto, bodies: list[dict]) -> None:
 
 
 @pytest.mark.deploy
-def test_smoke_invokes_each_model_once_and_checks_the_answer_shape_then_destroy_removes_the_release(
+def test_smoke_invokes_each_model_once_and_checks_the_answer_shape(
         moto, execution_role, tmp_path):
     """moto answers invocations with canned bodies: this proves the routing (one call per model, the
     multi-model target) and that a wrong shape fails; test_smoke_shapes.py proves the real handler's answers pass."""
@@ -155,10 +155,19 @@ def test_destroy_removes_the_stages_endpoints_configs_models_and_alarms_and_noth
     sagemaker.create_model(ModelName="someone-elses-model", ExecutionRoleArn=execution_role["dev"],
                            PrimaryContainer={"Image": "registry.example.internal/other@sha256:" + "b" * 64})
     assert cloudwatch.describe_alarms()["MetricAlarms"]
+    # An endpoint that the config names but another stage owns (its stage tag says so) stays.
+    sagemaker.create_endpoint_config(EndpointConfigName="pat-endpoint-prod", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "someone-elses-model", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    sagemaker.create_endpoint(EndpointName="pat-endpoint", EndpointConfigName="pat-endpoint-prod",
+                              Tags=[{"Key": "stage", "Value": "prod"}])
+    config = sourced_config(tmp_path / "both", families=("xgboost", "pat"))
 
-    build_sh("destroy", DEPLOY_CONFIG=str(config))
-    assert sagemaker.list_endpoints()["Endpoints"] == []
-    assert sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
+    result = build_sh("destroy", DEPLOY_CONFIG=str(config))
+    assert "endpoint pat-endpoint is not tagged stage=dev: left alone" in result.stderr
+    assert [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]] == ["pat-endpoint"]
+    assert [c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]] == [
+        "pat-endpoint-prod"]
     assert [model["ModelName"] for model in sagemaker.list_models()["Models"]] == ["someone-elses-model"]
     assert cloudwatch.describe_alarms()["MetricAlarms"] == []
     assert moto.client("application-autoscaling").describe_scalable_targets(

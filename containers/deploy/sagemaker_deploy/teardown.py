@@ -1,5 +1,6 @@
 """destroy: a stage's endpoints, their alarms and scaling targets, then the endpoint configs and models that
-register and batch created for it (found by name and by the stage tag). It never touches the model bucket and its
+register and batch created for it (found by name and by the stage tag; an endpoint of the same name tagged with
+another stage is left alone). It never touches the model bucket and its
 artifacts, the KMS key, the DynamoDB tables, the log groups or the ECR repositories: those hold data or history
 and belong to the stage's CloudFormation stack (./build.sh infra), not to a release.
 """
@@ -46,13 +47,17 @@ def _listed(pages, key: str) -> list[dict]:
 def destroy(sagemaker, autoscaling, cloudwatch, config: dict, dry_run: bool = False) -> dict:
     stage, removed = config["stage"], {"endpoints": [], "alarms": [], "endpoint_configs": [], "models": []}
     for name in endpoint_names(config):
+        endpoint = describe_or_none(sagemaker.describe_endpoint, EndpointName=name)
+        if endpoint is not None and not _ours(sagemaker, endpoint["EndpointArn"], [name], f"{name}-", stage):
+            say(f"endpoint {name} is not tagged stage={stage}: left alone")
+            continue
         resource = _resource_id(name)
         if autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource],
                                                  ScalableDimension=SCALABLE_DIMENSION).get("ScalableTargets"):
             autoscaling.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
                                                    ScalableDimension=SCALABLE_DIMENSION)
         removed["alarms"] += delete_alarms(cloudwatch, name)
-        if describe_or_none(sagemaker.describe_endpoint, EndpointName=name) is not None or dry_run:
+        if endpoint is not None or dry_run:
             sagemaker.delete_endpoint(EndpointName=name)
             removed["endpoints"].append(name)
     for name in removed["endpoints"]:
