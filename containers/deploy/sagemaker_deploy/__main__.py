@@ -263,9 +263,10 @@ def cmd_batch(stage: Stage) -> None:
     print(json.dumps({"job": request["TransformJobName"], "model": model.name, "status": status}))
 
 
-COMMANDS = {"check": cmd_check, "targets": cmd_targets, "trainable": cmd_trainable, "push-plan": cmd_push_plan, "push-tag": cmd_push_tag,
-            "record-push": cmd_record_push, "package": cmd_package, "upload": cmd_upload, "register": cmd_register,
-            "deploy": cmd_deploy, "smoke": cmd_smoke, "destroy": cmd_destroy, "batch": cmd_batch}
+COMMANDS = {"check": cmd_check, "targets": cmd_targets, "trainable": cmd_trainable, "push-plan": cmd_push_plan,
+            "push-tag": cmd_push_tag, "record-push": cmd_record_push, "package": cmd_package, "upload": cmd_upload,
+            "register": cmd_register, "deploy": cmd_deploy, "smoke": cmd_smoke, "destroy": cmd_destroy,
+            "batch": cmd_batch}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
