@@ -81,12 +81,6 @@ run() {
     [[ "$DRY_RUN" == true ]] || "$@"
 }
 
-# run, with the image's build context (build_context) on stdin.
-run_with_context() {
-    echo "+ $*" >&2
-    [[ "$DRY_RUN" == true ]] || { build_context | "$@"; }
-}
-
 project_version() {
     "$PYTHON" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])'
 }
@@ -202,13 +196,22 @@ image_spec() {
     CONTEXT+=("$DOCKERFILE" "${LOCKS[@]}" "$WHEELS")
 }
 
-# The build context of one image as a tar stream on stdout: its Dockerfile, code, locks and its own wheelhouse only
-# (the repository's .dockerignore would send every wheelhouse under build/, the CUDA wheels included). The Docker
-# engine here and CodeBuild's may be the legacy builder, which ignores per-Dockerfile ignore files.
-build_context() {
-    local wheelhouse="${WHEELHOUSE#./}"
-    tar --create --exclude=__pycache__ --exclude='*.py[co]' --transform "s|^${wheelhouse#/}|build/wheelhouse|" \
-        "${CONTEXT[@]}"
+# Stages the build context of one image in build/context/IMAGE and prints its path: its Dockerfile, code, locks and
+# its own wheelhouse only (the repository's .dockerignore would send every wheelhouse under build/, the CUDA wheels
+# included; the legacy builder, which this engine and CodeBuild's may run, ignores per-Dockerfile ignore files).
+# Hard links where possible, so staging copies nothing; the files keep their modes, so the layer cache still hits.
+stage_context() {
+    local dir="build/context/$1" path target
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    for path in "${CONTEXT[@]}"; do
+        target="$dir/$path"
+        [[ "$path" == "$WHEELS" ]] && target="$dir/build/wheelhouse/${WHEELS##*/}"
+        mkdir -p "$(dirname "$target")"
+        cp -al "$path" "$target" 2>/dev/null || cp -a "$path" "$target"
+    done
+    find "$dir" \( -name __pycache__ -o -name '*.py[co]' \) -prune -exec rm -rf {} +
+    echo "$dir"
 }
 
 # Downloads the locked wheels for linux x86_64 CPython 3.11 (hash-checked); skipped when the locks are unchanged.
@@ -239,17 +242,19 @@ image_tag() {
 }
 
 build_image() {
-    local base="$1" name="$2" version revision tag
+    local base="$1" name="$2" version revision tag context
     image_spec "$name"
     prepare_wheelhouse
     version="$(project_version)"
     revision="$(git_revision --verify)"
     tag="$(image_tag "$name")"
     say "building $IMAGE_REPO ($IMAGE_REPO:latest, $IMAGE_REPO:$tag) on $base"
-    echo "+ tar --create ${CONTEXT[*]} | \\" >&2
-    run_with_context docker build --file "$DOCKERFILE" \
+    context="build/context/$name"
+    echo "+ stage_context $name: ${CONTEXT[*]} -> $context/" >&2
+    [[ "$DRY_RUN" == true ]] || context="$(stage_context "$name")"
+    run docker build --file "$DOCKERFILE" \
         --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version" --build-arg "GIT_REVISION=$revision" \
-        "${BUILD_ARGS[@]}" --tag "$IMAGE_REPO:latest" --tag "$IMAGE_REPO:$tag" - \
+        "${BUILD_ARGS[@]}" --tag "$IMAGE_REPO:latest" --tag "$IMAGE_REPO:$tag" "$context" \
         || die "docker build of $IMAGE_REPO failed (see the output above)"
     if [[ "$DRY_RUN" == false ]]; then
         say "$IMAGE_REPO:$tag is $(docker image inspect --format '{{.Size}}' "$IMAGE_REPO:latest" \
