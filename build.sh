@@ -5,6 +5,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
+VENV="$ROOT/.venv"  # where install puts the dependencies when python3 is Debian's own; used from then on
+[[ -x "$VENV/bin/python" ]] && PYTHON="${PYTHON:-$VENV/bin/python}"
 PYTHON="${PYTHON:-python3}"
 DEFAULT_BASE_IMAGE="python:3.11-slim-bookworm"
 LOCAL_BASE_IMAGE="${LOCAL_BASE_IMAGE:-inference-base:bookworm}"
@@ -19,10 +21,17 @@ Usage: ./build.sh [--dry-run] COMMAND [ARGS]
 
 Commands:
   build [xgboost|pat|all]     prepare the wheelhouse from the lock files, then docker build (default: all).
-                              Tags IMAGE:latest and IMAGE:VERSION-GITSHA (xgboost-inference, pat-inference).
-  demo                        train the example models, build the xgboost image, serve the risk model in a
-                              container on a free port and send it a sample request (a local `serve` process
-                              when no Docker engine can be started)
+                              Tags IMAGE:latest and IMAGE:VERSION-GITSHA (xgboost-inference, pat-inference;
+                              the cuda variant pat-inference:latest-cuda and VERSION-GITSHA-cuda).
+  demo                        install what is missing (as install), train the example models, build the xgboost
+                              image, serve the risk model in a container on a free port and send it a sample
+                              request (a local `serve` process when no Docker engine can be started)
+  test [PYTEST_ARGS]          install what is missing (as install, plus docker-registry), start the Docker engine,
+                              then run python -m pytest on this tree (no test collected is a failure)
+  install [python|engine|registry|all]
+                              install what is missing, quickly a no-op when nothing is: the Python dependencies
+                              (torch==2.13.0 first, then -e '.[xgboost,pat,test,bench]'), a running Docker engine
+                              (docker.io; root), docker-registry (the deployment tests' ECR stand-in; root)
   base [--force]              build the air-gapped base image with debootstrap (containers/base/build-base.sh)
   engine [--install]          start a Docker engine when none answers (--install: apt-get install docker.io first)
   lock [xgboost|pat|pat-cuda|all]
@@ -46,6 +55,10 @@ Commands:
                               (never the bucket, the KMS key, the tables, the log groups or the ECR images)
   batch --model NAME [--input S3] [--output S3] [--wait]
                               start a Batch Transform job on one model of the config (MultiRecord, lines)
+  infra [check]               create or update the stage's platform stack (containers/infra/platform.yaml: KMS key,
+                              buckets, tables, log groups, alert topic, execution role, CodeBuild project) through
+                              a change set printed before it is executed; writes build/deploy/STAGE/platform.json
+                              and platform.env. check: cfn-lint and checkov (installed into build/checkov)
   all                         train, upload, build the config's images, push, register and deploy
                               (the steps also chain: ./build.sh push register; ./build.sh upload register deploy)
 
@@ -111,10 +124,7 @@ start_engine() {
     if ! command -v dockerd >/dev/null; then
         [[ "$install" == install ]] || { say "no Docker engine is installed"; return 1; }
         say "installing Docker (apt-get install docker.io)"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q docker.io >/dev/null \
-            || { apt-get update -q >/dev/null && apt-get install -y -q docker.io >/dev/null; } \
-            || { say "apt-get install docker.io failed"; return 1; }
+        apt_install docker.io || return 1
     fi
     mkdir -p build
     say "starting dockerd in the background (log: build/dockerd.log)"
@@ -131,6 +141,104 @@ start_engine() {
 require_engine() {
     [[ "$DRY_RUN" == true ]] || engine_reachable \
         || die "no Docker engine answers ('docker info' fails): start one, or run './build.sh engine --install' as root"
+}
+
+# --- Installing what the demo and the tests need ---------------------------------------------------------------
+# Each step checks first and installs only what is missing, so a second run takes a second or two.
+
+PYTHON_EXTRAS="xgboost,pat,test,bench"
+TORCH_PIN="torch==2.13.0"  # installed first: pip then keeps the CPU build this machine offers for it
+
+# apt-get install, refreshing the package lists only when the install fails without it.
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "$@" >/dev/null \
+        || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; } \
+        || { say "apt-get install $* failed"; return 1; }
+}
+
+# Prints what is missing for pyproject.toml's dependencies and PYTHON_EXTRAS; fails when something is.
+python_dependencies_missing() {
+    "$PYTHON" - "$PYTHON_EXTRAS" <<'EOF' 2>&1
+import sys
+import tomllib
+from importlib import metadata
+
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    sys.exit("packaging is not installed")
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+try:
+    metadata.distribution(project["name"])
+except metadata.PackageNotFoundError:
+    sys.exit(f"{project['name']} is not installed")
+extras = sys.argv[1].split(",")
+for line in project["dependencies"] + [line for extra in extras for line in project["optional-dependencies"][extra]]:
+    requirement = Requirement(line)
+    try:
+        version = metadata.version(requirement.name)
+    except metadata.PackageNotFoundError:
+        sys.exit(f"{requirement.name} is not installed")
+    if not requirement.specifier.contains(version, prereleases=True):
+        sys.exit(f"{requirement.name} {version} is installed, {requirement} is required")
+EOF
+}
+
+# Debian's own Python takes no pip installs (PEP 668, EXTERNALLY-MANAGED): a virtual environment instead.
+externally_managed() {
+    "$PYTHON" -c 'import pathlib, sys, sysconfig
+sys.exit(sys.prefix != sys.base_prefix or not pathlib.Path(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED").exists())'
+}
+
+use_virtual_environment() {
+    say "$PYTHON is the system's Python, which pip may not change: installing into a virtual environment, $VENV"
+    if ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
+        [[ "$(id -u)" == 0 ]] \
+            || die "creating $VENV needs python3-venv, and only root can install it: apt-get install python3-venv"
+        [[ "$DRY_RUN" == true ]] || apt_install python3-venv || die "could not install python3-venv"
+    fi
+    run "$PYTHON" -m venv "$VENV" || die "could not create the virtual environment $VENV"
+    PYTHON="$VENV/bin/python"
+    say "from now on build.sh uses $PYTHON; activate it for the README's examples: . .venv/bin/activate"
+}
+
+install_python() {
+    local missing
+    [[ "$PYTHON" == "$VENV/bin/python" ]] || ! externally_managed || use_virtual_environment
+    if missing="$(python_dependencies_missing)"; then
+        say "the Python dependencies are installed ($PYTHON, extras $PYTHON_EXTRAS)"
+        return
+    fi
+    say "installing the Python dependencies into $PYTHON: $missing"
+    run "$PYTHON" -m pip install --progress-bar off "$TORCH_PIN" || die "pip install $TORCH_PIN failed (see above)"
+    run "$PYTHON" -m pip install --progress-bar off -e ".[$PYTHON_EXTRAS]" \
+        || die "pip install -e '.[$PYTHON_EXTRAS]' failed (see above)"
+}
+
+install_engine() {
+    [[ "$DRY_RUN" == true ]] || start_engine install \
+        || die "no Docker engine could be reached or started (the reason is above); the container tests need one"
+}
+
+# Debian's docker-registry is the ECR stand-in of the deployment tests (they start it with their own config).
+install_registry() {
+    command -v docker-registry >/dev/null && return
+    say "installing docker-registry (apt-get install docker-registry), the deployment tests' stand-in for ECR"
+    [[ "$DRY_RUN" == false ]] || return 0
+    [[ "$(id -u)" == 0 ]] || die "only root can install docker-registry: apt-get install docker-registry"
+    apt_install docker-registry || die "could not install docker-registry"
+}
+
+cmd_install() {
+    (($# <= 1)) || die "install takes one of python, engine, registry or all, got: $*"
+    case "${1:-all}" in
+        python) install_python ;;
+        engine) install_engine ;;
+        registry) install_registry ;;
+        all) install_python; install_engine; install_registry ;;
+        *) die "unknown install target '$1' (expected: python, engine, registry or all)" ;;
+    esac
 }
 
 # --- Base image ------------------------------------------------------------------------------------------------
@@ -241,23 +349,35 @@ image_tag() {
     echo "$tag"
 }
 
+# The labels an image built from a lock carries (its torch and CUDA versions), as --label arguments; the deploy
+# tool reads them back with docker image inspect (containers/deploy/sagemaker_deploy/gpu_hosts.py).
+lock_labels() {
+    local labels line
+    labels="$(PYTHONPATH="$ROOT/containers/deploy" "$PYTHON" -m sagemaker_deploy.gpu_hosts labels "$1")" \
+        || die "could not read the torch and CUDA versions of $1"
+    while read -r line; do printf '%s\n' --label "$line"; done <<<"$labels"
+}
+
 build_image() {
-    local base="$1" name="$2" version revision tag context
+    local base="$1" name="$2" version revision tag context labels latest=latest
     image_spec "$name"
     prepare_wheelhouse
     version="$(project_version)"
     revision="$(git_revision --verify)"
     tag="$(image_tag "$name")"
-    say "building $IMAGE_REPO ($IMAGE_REPO:latest, $IMAGE_REPO:$tag) on $base"
+    [[ "$name" == pat && "$PAT_TORCH_VARIANT" == cuda ]] && latest="latest-cuda"  # :latest stays the CPU build
+    mapfile -t labels < <(lock_labels "${LOCKS[-1]}")
+    ((${#labels[@]} > 0)) || die "no labels for ${LOCKS[-1]}"
+    say "building $IMAGE_REPO ($IMAGE_REPO:$latest, $IMAGE_REPO:$tag) on $base"
     context="build/context/$name"
     echo "+ stage_context $name: ${CONTEXT[*]} -> $context/" >&2
     [[ "$DRY_RUN" == true ]] || context="$(stage_context "$name")"
     run docker build --file "$DOCKERFILE" \
         --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version" --build-arg "GIT_REVISION=$revision" \
-        "${BUILD_ARGS[@]}" --tag "$IMAGE_REPO:latest" --tag "$IMAGE_REPO:$tag" "$context" \
+        "${BUILD_ARGS[@]}" "${labels[@]}" --tag "$IMAGE_REPO:$latest" --tag "$IMAGE_REPO:$tag" "$context" \
         || die "docker build of $IMAGE_REPO failed (see the output above)"
     if [[ "$DRY_RUN" == false ]]; then
-        say "$IMAGE_REPO:$tag is $(docker image inspect --format '{{.Size}}' "$IMAGE_REPO:latest" \
+        say "$IMAGE_REPO:$tag is $(docker image inspect --format '{{.Size}}' "$IMAGE_REPO:$tag" \
             | awk '{printf "%.0f MB", $1 / 1e6}')"
     fi
 }
@@ -366,16 +486,33 @@ demo_local() {
 }
 
 cmd_demo() {
+    (($# == 0)) || die "demo takes no arguments"
     local models=build/models/xgboost
+    install_python
     say "training the example models into $models (synthetic data, no patient records)"
     run "$PYTHON" -m models.xgboost.examples --out "$models" >/dev/null
-    if [[ "$DRY_RUN" == true ]] || start_engine; then
+    if [[ "$DRY_RUN" == true ]] || start_engine install; then
         demo_in_docker "$models"
     else
         say "NO DOCKER ENGINE could be reached or started, so the demo runs without a container:"
         say "serving the risk model with a local 'serve' process (the same runtime the image runs)"
         demo_local "$models"
     fi
+    say "the example models and their sample requests are in $models/ (the README's examples use them)"
+}
+
+# --- Tests -----------------------------------------------------------------------------------------------------
+
+# Installs what the tests need, then runs pytest on this tree; no test collected (pytest's exit 5) is a failure.
+cmd_test() {
+    install_python
+    install_engine
+    install_registry
+    export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # this tree, also in the processes the tests start
+    local status=0
+    run "$PYTHON" -m pytest "$@" || status=$?
+    ((status != 5)) || say "pytest collected no tests: that is a failure"
+    return "$status"
 }
 
 # --- Deployment: push, register, deploy, batch, all ------------------------------------------------------------
@@ -385,9 +522,14 @@ cmd_demo() {
 deploy_config() { echo "${DEPLOY_CONFIG:-containers/deploy/${STAGE:-dev}.json}"; }
 
 # python -m sagemaker_deploy with the stage's config and the settings; --dry-run prints the AWS calls instead.
+# Each build target's local tag and lock let it read (or, in a dry run, foresee) the images' labels.
 deploy_py() {
     local options=(--config "$(deploy_config)" --state-dir "${DEPLOY_STATE_DIR:-build/deploy}" --version "$(image_tag)"
-                   --region "${AWS_REGION:-${AWS_DEFAULT_REGION:-}}")
+                   --region "${AWS_REGION:-${AWS_DEFAULT_REGION:-}}") target lock
+    for target in "${IMAGES[@]}"; do
+        lock="$(image_spec "$target" && echo "${LOCKS[-1]}")" || exit 1
+        options+=(--local-tag "$target=$(image_tag "$target")" --lock "$target=$lock")
+    done
     [[ -n "${REGISTRY:-}" ]] && options+=(--registry "$REGISTRY")
     [[ "$DRY_RUN" == true ]] && options+=(--dry-run)
     PYTHONPATH="$ROOT/containers/deploy${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m sagemaker_deploy "${options[@]}" "$@"
@@ -409,6 +551,7 @@ cmd_push() {
     require_engine
     require_aws_cli
     local plan kind family local_repo repository target host="" region tag tags=() image_id labels decision action push_tag
+    deploy_py check-images || die "an image cannot run where the config deploys it (the reason is above); nothing was pushed"
     plan="$(deploy_py push-plan)" || die "could not prepare the ECR repositories (the reason is above)"
     read -r kind host region <<<"$(head -n 1 <<<"$plan")"
     [[ "$kind" == registry ]] || die "unexpected output from sagemaker_deploy push-plan: $plan"
@@ -492,6 +635,54 @@ cmd_all() {
     cmd_steps push register deploy
 }
 
+# --- Platform stack: infra ------------------------------------------------------------------------------------
+# CloudFormation does the provisioning; sagemaker_deploy/stack.py builds the change set, prints it and waits.
+
+CHECKOV_VENV="${CHECKOV_VENV:-build/checkov}"
+
+# checkov in its own venv under build/: its pins (boto3, networkx, packaging) conflict with the project's.
+checkov_bin() {
+    local lock=containers/infra/checkov.lock stamp
+    stamp="$(sha256sum "$lock" | cut -d' ' -f1)"
+    if [[ ! -x "$CHECKOV_VENV/bin/checkov" || "$(cat "$CHECKOV_VENV/.lock.sha256" 2>/dev/null)" != "$stamp" ]]; then
+        say "installing checkov into $CHECKOV_VENV from $lock (takes minutes the first time)"
+        rm -rf "$CHECKOV_VENV"
+        { "$PYTHON" -m venv "$CHECKOV_VENV" && "$CHECKOV_VENV/bin/pip" install --quiet --progress-bar off \
+            --no-deps --require-hashes -r "$lock" >&2; } || die "could not install checkov from $lock: is PyPI reachable?"
+        echo "$stamp" >"$CHECKOV_VENV/.lock.sha256"
+    fi
+    echo "$CHECKOV_VENV/bin/checkov"
+}
+
+cfn_lint() {
+    echo "+ cfn-lint $*" >&2
+    "$PYTHON" -c 'import sys; from cfnlint.runner import main; sys.argv[0] = "cfn-lint"; sys.exit(main())' "$@"
+}
+
+# cfn-lint on the template as written and as CloudFormation expands it for the stage; checkov on the expansion
+# (it does not expand Fn::ForEach itself). Skipped checkov rules are justified in the template.
+infra_check() {
+    local rendered checkov
+    "$PYTHON" -c 'import cfnlint' 2>/dev/null || die "cfn-lint is missing: $PYTHON -m pip install -e '.[test]'"
+    rendered="$(deploy_py infra-render)" || die "could not expand the template for the stage (the reason is above)"
+    # The expansion uses up the loops' list parameters (W2001, unused parameter, there only).
+    cfn_lint containers/infra/platform.yaml || die "cfn-lint found problems in the platform template"
+    cfn_lint --ignore-checks W2001 -- "$rendered" || die "cfn-lint found problems in the expanded platform template"
+    checkov="$(checkov_bin)"
+    run "$checkov" --quiet --compact --skip-download --framework cloudformation \
+        --external-checks-dir containers/infra/policies --file "$rendered" \
+        || die "checkov found problems in the platform template (fix them, or skip a rule with its reason in the template)"
+    say "the platform template passes cfn-lint and checkov"
+}
+
+cmd_infra() {
+    case "${1:-}" in
+        "") deploy_py infra || die "the platform stack was not created or updated (the reason is above)" ;;
+        check) infra_check ;;
+        *) die "infra takes nothing or check, got: $*" ;;
+    esac
+}
+
 # --- Dispatch --------------------------------------------------------------------------------------------------
 
 main() {
@@ -508,13 +699,16 @@ main() {
     args=("${args[@]:1}")
     case "$command" in
         build) cmd_build "${args[@]}" ;;
-        demo) cmd_demo ;;
+        demo) cmd_demo "${args[@]}" ;;
+        test) cmd_test "${args[@]}" ;;
+        install) cmd_install "${args[@]}" ;;
         base) require_engine; run containers/base/build-base.sh "${args[@]}" ;;
         engine) ((${#args[@]} == 0)) || [[ "${args[*]}" == --install ]] || die "engine takes only --install"
                 [[ "$DRY_RUN" == true ]] || start_engine "${args[*]/--install/install}" ;;
         lock) cmd_lock "${args[@]}" ;;
         train|package|upload|push|register|deploy|smoke|destroy) cmd_steps "$command" "${args[@]}" ;;
         batch) cmd_batch "${args[@]}" ;;
+        infra) cmd_infra "${args[@]}" ;;
         all) cmd_all "${args[@]}" ;;
         *) usage >&2; die "unknown command '$command'" ;;
     esac

@@ -1,26 +1,33 @@
-"""`python -m bench [--quick]`: every benchmark, printed, in build/bench/report.json and build/bench/report.png.
+"""`python -m bench [--quick] [--busy]`: every benchmark, printed, in build/bench/report.json and report.png.
 
-Default run: 3 interleaved repeats of both models (~8-10 minutes on 2 cores); --quick: one repeat, example model,
-a 5,000-request load (~2 minutes). Needs wrk (`apt-get install wrk`), matplotlib and pandas (`pip install -e
-.[bench]`); Docker figures are skipped with a reason when no engine or image is there (`./build.sh build xgboost`).
+Systems: ours (CSV and JSON), MLServer (REST V2; its venv is made under build/peers/ on first use), the naive
+bring-your-own baseline and the in-process floor, interleaved. It prints how long it will take before starting:
+on an idle 2-vCPU machine about 15 minutes by default and 1 with --quick, scaled by the load average per CPU
+(--quick --repeats 3 took the 20 minutes it announced at a load average of 14-21). --busy keeps one core busy with
+a background process throughout. Needs wrk (`apt-get install wrk`), matplotlib and pandas (`pip install -e .[bench]`); Docker figures
+are skipped with a reason when no engine or image is there (`./build.sh build xgboost`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-from bench import load, machine, report, suite
+from bench import load, machine, mlserver_peer, report, suite, systems, venvs
+from bench.mlserver_peer import MLServer
 from bench.models import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-OWN_FILES = {"report.json"}
+OWN_FILES = {"report.json", "report-busy.json"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="interleaved repeats (default 3, quick 1)")
     parser.add_argument("--models", nargs="+", choices=["example", "large"], help="default: both (quick: example)")
     parser.add_argument("--no-docker", action="store_true", help="skip the container figures")
+    parser.add_argument("--no-peers", action="store_true", help="skip MLServer (no venv is made)")
+    parser.add_argument("--busy", action="store_true", help="keep one core busy with a background process")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     parser.add_argument("--xgboost-image", default="xgboost-inference:latest")
     parser.add_argument("--pat-image", default="pat-inference:latest")
@@ -42,28 +51,52 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log_dir = args.out / "logs"
     log_dir.mkdir(exist_ok=True)
-    whole = machine.Window()
-    load_before = os.getloadavg()
-    models = prepare(args.out / "models", plan.models)
-    runs = suite.interleaved(models, plan, log_dir)
-    containers = {"skipped": "--no-docker"}
-    if not args.no_docker:
-        pat_dir = ROOT / "build" / "models" / "pat"
-        containers = suite.containers(models["example"] if "example" in models else next(iter(models.values())),
-                                      plan, pat_dir if pat_dir.is_dir() else None,
-                                      {"xgboost": args.xgboost_image, "pat": args.pat_image})
-    cpu = whole.close()
+    kinds = [systems.Ours, systems.Naive] + ([] if args.no_peers else [MLServer])
+    estimate = suite.estimate_s(plan, kinds, not args.no_docker)
+    print(f"bench: about {estimate / 60:.0f} minutes at the present load average ({os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs; {plan.repeats} repeats of "
+          f"{', '.join(plan.models)}; {', '.join(kind.name for kind in kinds)}, floor"
+          f"{'' if args.no_docker else ', containers'}), plus any one-time venv or model training", flush=True)
+    started = time.perf_counter()
+    background = machine.BusyCore() if args.busy else contextlib.nullcontext()
+    with background:
+        whole = machine.Window()
+        load_before = os.getloadavg()
+        models = prepare(args.out / "models", plan.models)
+        peers = "--no-peers" if args.no_peers else "measured"
+        if not args.no_peers:
+            try:
+                venvs.ensure("mlserver", mlserver_peer.pins())  # once, before the clock of the first repeat
+            except (OSError, RuntimeError, subprocess.CalledProcessError) as error:  # e.g. no package index
+                peers = f"MLServer skipped: {error}"
+                print(f"bench: {peers}", flush=True)
+                kinds.remove(MLServer)
+        measured = time.perf_counter()
+        runs = suite.interleaved(models, plan, log_dir, kinds)
+        containers = {"skipped": "--no-docker"}
+        if not args.no_docker:
+            pat_dir = ROOT / "build" / "models" / "pat"
+            containers = suite.containers(models["example"] if "example" in models else next(iter(models.values())),
+                                          plan, pat_dir if pat_dir.is_dir() else None,
+                                          {"xgboost": args.xgboost_image, "pat": args.pat_image})
+        cpu = whole.close()
+    took = time.perf_counter() - measured
     import xgboost
 
     summary = report.summarize(runs)
     result = {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python -m bench" + (" --quick" if args.quick else ""),
+        "command": "python -m bench" + " ".join(["", *(argv if argv is not None else sys.argv[1:])]).rstrip(),
+        "duration_s": {"estimated": round(estimate), "measured": round(took),
+                       "one_time_setup": round(measured - started)},
         "plan": dataclasses.asdict(plan),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "xgboost": xgboost.__version__,
+        "machine": {"cpu_model": machine.cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "xgboost": xgboost.__version__, "background_busy_core": args.busy,
                     "load_average_before": load_before, "load_average_after": os.getloadavg(), "cpu": cpu,
-                    "summary": f"{os.cpu_count()} CPUs; other processes used {cpu['others_cores']:.2f} cores on "
-                               f"average during the run"},
+                    "summary": f"{os.cpu_count()} x {machine.cpu_model()}; other processes used "
+                               f"{cpu['others_cores']:.2f} cores on average"
+                               + (" (one of them a busy loop we started)" if args.busy else "")},
+        "peers": peers,
         "models": {name: model.description for name, model in models.items()},
         "summary": summary,
         "targets": report.targets(summary, containers),
@@ -71,10 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "other_benchmarks": report.other_benchmarks(args.out, OWN_FILES),
     }
-    (args.out / "report.json").write_text(json.dumps(result, indent=1) + "\n")
-    report.plot(result, args.out / "report.png")
+    name = "report-busy" if args.busy else "report"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    report.plot(result, args.out / f"{name}.png")
     report.print_report(result)
-    print(f"\nwrote {args.out / 'report.json'} and {args.out / 'report.png'}")
+    print(f"\nwrote {args.out / name}.json and .png; measuring took {took / 60:.1f} min "
+          f"(estimated {estimate / 60:.1f}), one-time setup {(measured - started) / 60:.1f} min")
     return 0
 
 

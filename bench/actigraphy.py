@@ -8,7 +8,7 @@ imports here, or when --pyactigraphy-python names an interpreter that has it (th
 venv of tests/fixtures/pyactigraphy/make_fixtures.py); otherwise the report says it is absent.
 Its timings cover the same measures: IS, IV, L5, M10, RA (binarized), Sadeh, CK('mean').
 
-    python bench/actigraphy.py [--pyactigraphy-python /tmp/pyact/venv/bin/python]
+    python -m bench.actigraphy [--pyactigraphy-python /tmp/pyact/venv/bin/python]
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from models.pat.actigraphy import compute_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from models.pat.actigraphy import compute_metrics  # after the sys.path line above
-
 FIXTURE = ROOT / "tests" / "fixtures" / "pyactigraphy" / "example_04.json"
 OUT = ROOT / "build" / "bench" / "actigraphy.json"
 WEEK = 7 * 1440

@@ -11,12 +11,14 @@ import numpy as np
 
 
 class Client:
-    def __init__(self, port: int, content_type: str = "text/csv", accept: str = "text/csv"):
+    def __init__(self, port: int, content_type: str = "text/csv", accept: str = "text/csv",
+                 path: str = "/invocations"):
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.headers = {"Content-Type": content_type, "Accept": accept}
+        self.path = path
 
     def post(self, body: bytes) -> tuple[int, bytes]:
-        self.connection.request("POST", "/invocations", body=body, headers=self.headers)
+        self.connection.request("POST", self.path, body=body, headers=self.headers)
         response = self.connection.getresponse()
         return response.status, response.read()
 
@@ -28,7 +30,7 @@ class Client:
             status, _ = self.post(bodies[i % len(bodies)])
             elapsed = time.perf_counter() - start
             if status != 200:
-                raise RuntimeError(f"POST /invocations answered {status}")
+                raise RuntimeError(f"POST {self.path} answered {status}")
             times.append(elapsed)
         return times[warmup:]
 

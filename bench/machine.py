@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (the same ratios can differ between CPU families)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return "unknown"
 
 
 def busy_seconds() -> float:
@@ -39,3 +49,16 @@ class Window:
         ours = ((self.server_cpu() - server) + (children_cpu_seconds() - children) + (self_cpu_seconds() - own)) / wall
         return {"machine_busy_cores": round(machine, 2), "ours_cores": round(ours, 2),
                 "others_cores": round(max(0.0, machine - ours), 2), "load_average_1m": os.getloadavg()[0]}
+
+
+class BusyCore:
+    """A background process that keeps one core busy (a pure-Python loop at normal priority) while in the block:
+    the `--busy` profile, for machines where other work shares the cores."""
+
+    def __enter__(self) -> "BusyCore":
+        self.process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.kill()
+        self.process.wait()

@@ -33,7 +33,7 @@ import orjson
 from bench import machine, systems
 from bench.client import summary_ms
 from bench.models import BenchModel, csv_body, prepare, rows
-from tests.http.server import ServeProcess
+from serve.process import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = (1, 10, 100)

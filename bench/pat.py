@@ -1,15 +1,22 @@
 """Benchmark: PAT serving on the device it runs on. Prints the figures and writes build/bench/pat.json.
 
-1. The model's batch step (models/pat/inference.py BatchRunner: staging, encoder, pooling, four task heads, copy
+1. The model's batch step (models/pat/runner.py BatchRunner: staging, encoder, pooling, four task heads, copy
    back) for PAT-S, M and L at batch 1, 8 and 64: weeks/s and p50/p99 latency per batch. fp16 autocast on CUDA,
    float32 on CPU, on a thread of its own, as served. Randomly initialized weights (speed does not depend on
    their values).
 2. The dynamic batcher: one-week requests through PatHandler (NPY in, embeddings out: decode, checks,
    standardization, batcher, encode) from one client one at a time, from 16 concurrent clients with batching
    off (SERVE_MAX_BATCH_SIZE=1), and from 16 concurrent clients with dynamic batching (the default settings).
+3. Precision (--only precision; for a GPU: `python -m bench.pat --device cuda --only precision`): the batch step
+   in float32 and in fp16 autocast for each variant at batch 1, 8, 32 and 64, the device's own fp16 matmul rate
+   (--matmul-size square matrices), the share of it PAT reaches (torch's FLOP counter for one week), and the
+   largest |fp16 - fp32| embedding difference. Goals on a T4: PAT-L fp16 at batch 64 >= 40 % of the matmul rate,
+   PAT-S batch-1 p50 <= 5 ms.
 
-    python bench/pat.py [--quick] [--device auto|cpu|cuda] [--variants S M L] [--seconds 10] [--repeats 3]
-                        [--only forward|batcher]
+    python -m bench.pat [--quick] [--device auto|cpu|cuda] [--variants S M L] [--seconds 10] [--repeats 3]
+                        [--only forward|batcher|precision] [--batches 1 8 64] [--matmul-size 8192]
+    python -m bench.pat --peer keras [--variants S M L] [--repeats 3]   # vs the authors' Keras encoder (CPU):
+                        fidelity and speed at batch 1 and 8, in build/bench/pat-keras.json (bench/keras_peer.py)
 
 The scenarios of part 2 are interleaved `--repeats` times and each reports its median run. Each figure records
 how many runs it rests on (p99 of a handful of runs is just their maximum) and, in `machine`, how busy other
@@ -24,7 +31,6 @@ import io
 import json
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -34,17 +40,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.machine import Window
+from models.pat.artifact import ArtifactConfig, PatArtifact, Standardization, save_artifact
+from models.pat.network import PatEncoder, TaskHead, spec_for
+from models.pat.runner import WEEK_MINUTES, BatchKey, BatchRunner, choose_device
+from models.pat.settings import PatSettings
+from serve import codecs
+from serve.handler import Request
+from serve.loading import build_handler
+from serve.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.machine import Window  # noqa: E402  (after the sys.path line above)
-from models.pat.artifact import ArtifactConfig, PatArtifact, Standardization, save_artifact  # noqa: E402
-from models.pat.inference import WEEK_MINUTES, BatchKey, BatchRunner, choose_device  # noqa: E402
-from models.pat.network import PatEncoder, TaskHead, spec_for  # noqa: E402
-from serve import codecs  # noqa: E402
-from serve.handler import Request, build_handler  # noqa: E402
-from serve.settings import Settings  # noqa: E402
-
 OUT = ROOT / "build" / "bench" / "pat.json"
 TASKS = ("depression", "sleep_disorder", "benzodiazepine", "ssri")
 CLIENTS = 16
@@ -97,9 +103,73 @@ def bench_forward(device: torch.device, variants: list[str], batches: list[int],
     return rows
 
 
+def matmul_flops_per_s(device: torch.device, size: int, budget_s: float) -> float:
+    """The device's fp16 matmul rate on size x size matrices (what its tensor cores give a plain GEMM)."""
+    a, b = (torch.randn(size, size, device=device, dtype=torch.float16) for _ in range(2))
+    torch.matmul(a, b)
+    runs, started = 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - started < budget_s:
+        torch.matmul(a, b)
+        runs += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return 2 * size ** 3 * runs / (time.perf_counter() - started)
+
+
+def flops_per_week(model: PatArtifact) -> int:
+    """Floating-point operations of one week's encoder pass and heads, by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, WEEK_MINUTES)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        embedding = model.encoder.embed(x)
+        for head in model.heads.values():
+            head(embedding)
+    return counter.get_total_flops()
+
+
+def bench_precision(device: torch.device, variants: list[str], batches: list[int], budget_s: float,
+                    min_runs: int, matmul_size: int) -> dict:
+    """float32 and fp16 autocast per variant and batch; PAT's share of the measured fp16 matmul rate."""
+    peak = matmul_flops_per_s(device, matmul_size, budget_s)
+    print(f"  fp16 matmul {matmul_size}x{matmul_size}: {peak / 1e9:.1f} GFLOP/s", flush=True)
+    rows, diffs = [], {}
+    for variant in variants:
+        model = artifact(variant)
+        flops = flops_per_week(model)
+        runners = {"float32": BatchRunner(model, device, half=False), "fp16": BatchRunner(model, device, half=True)}
+        x = ((weeks(8, seed=3) - 120.0) / 150.0).astype(np.float32)
+        key = BatchKey(WEEK_MINUTES, saliency=False)
+        diffs[variant] = float(np.abs(runners["fp16"](key, [x])["embedding"]
+                                      - runners["float32"](key, [x])["embedding"]).max())
+        for batch in batches:
+            for precision, runner in runners.items():
+                row = {"variant": variant, "precision": precision, "flops_per_week": flops,
+                       **time_batches(runner, batch, budget_s, min_runs, max_runs=500)}
+                row["share_of_matmul_rate"] = round(row["weeks_per_s"] * flops / peak, 4)
+                rows.append(row)
+                print(f"  {variant:6} {precision:7} batch {batch:3}: {row['weeks_per_s']:9.1f} weeks/s   "
+                      f"p50 {row['p50_ms']:8.2f} ms   {100 * row['share_of_matmul_rate']:5.1f} % of matmul", flush=True)
+        print(f"  {variant:6} max |fp16 - float32| embedding: {diffs[variant]:.2e}", flush=True)
+        del runners
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def figure(variant: str, precision: str, batch: int, name: str):
+        return next((row[name] for row in rows if (row["variant"], row["precision"], row["batch"]) ==
+                     (variant, precision, batch)), None)
+
+    large, small = figure("PAT-L", "fp16", 64, "share_of_matmul_rate"), figure("PAT-S", "fp16", 1, "p50_ms")
+    return {"matmul_size": matmul_size, "fp16_matmul_gflops": round(peak / 1e9, 2), "runs": rows,
+            "fp16_vs_float32_embedding_max_abs_diff": diffs,
+            "goals": {"PAT-L fp16 batch 64 share of matmul rate >= 0.40": large,
+                      "PAT-S fp16 batch 1 p50 ms <= 5": small,
+                      "met": None if large is None or small is None else large >= 0.40 and small <= 5.0}}
+
+
 def served_handler(model_dir: Path, device: str, max_batch_size: int, wait_ms: float):
-    settings = Settings(handler="pat", model_dir=model_dir, device=device, max_batch_size=max_batch_size,
-                        batch_wait_ms=wait_ms)
+    family = PatSettings(device=device, max_batch_size=max_batch_size, batch_wait_ms=wait_ms)
+    settings = Settings(handler="pat", model_dir=model_dir, family=family)
     return build_handler(settings)
 
 
@@ -145,7 +215,7 @@ def bench_batcher(device: str, variant: str, duration_s: float, repeats: int) ->
             buffer = io.BytesIO()
             np.save(buffer, row[None].astype(np.float32))
             bodies.append(buffer.getvalue())
-        defaults = Settings()
+        defaults = PatSettings()
         scenarios = {
             "one at a time": (1, 1, 0.0),
             f"{CLIENTS} clients, batching off": (CLIENTS, 1, 0.0),
@@ -186,26 +256,50 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--variants", nargs="+", default=["S", "M", "L"], choices=["S", "M", "L"])
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
+    parser.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: 1 8 64; precision: 1 8 32 64)")
     parser.add_argument("--seconds", type=float, default=10.0, help="time budget per figure")
     parser.add_argument("--batcher-variant", default="S", choices=["S", "M", "L"])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the batcher scenarios")
-    parser.add_argument("--only", choices=["forward", "batcher"], help="run one part")
+    parser.add_argument("--only", choices=["forward", "batcher", "precision"], help="run one part")
+    parser.add_argument("--matmul-size", type=int, default=8192, help="precision: fp16 matmul rate on NxN")
     parser.add_argument("--quick", action="store_true", help="2 s per figure, at least one run, one repeat")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--peer", choices=["keras"], help="compare with the authors' Keras encoder on CPU instead")
     args = parser.parse_args(argv)
+    if args.peer == "keras":
+        from bench import keras_peer
+
+        threads = len(os.sched_getaffinity(0))
+        print(f"PAT vs the authors' Keras encoder on CPU, {threads} threads each", flush=True)
+        out = args.out if args.out != OUT else OUT.with_name("pat-keras.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        batches = [b for b in args.batches or [1, 8] if b in (1, 8)]
+        report = keras_peer.compare([f"PAT-{v}" for v in args.variants], batches,
+                                    threads, 1 if args.quick else args.repeats, 1.0 if args.quick else 3.0,
+                                    OUT.parent / "logs", lambda partial: out.write_text(json.dumps(partial, indent=2)))
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        for goal in report["goals"]:
+            print(f"  [{'MET' if goal['met'] else 'NOT MET':>7}] {goal['goal']}: {goal['value']:.3g}")
+        print(f"wrote {out}")
+        return 0
     budget, min_runs = (2.0, 1) if args.quick else (args.seconds, 3)
     device = choose_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)))  # as PatModel does with the default settings
     print(f"PAT on {device_name(device)} (torch {torch.__version__}, "
           f"{'fp16 autocast' if device.type == 'cuda' else 'float32'})", flush=True)
-    forward = batcher = None
+    forward = batcher = precision = None
+    if args.only == "precision":
+        print("float32 and fp16 autocast, per variant and batch size:")
+        with ThreadPoolExecutor(1) as model_thread:
+            precision = model_thread.submit(bench_precision, device, [f"PAT-{v}" for v in args.variants],
+                                            args.batches or [1, 8, 32, 64],
+                                            budget, min_runs, args.matmul_size).result()
     if args.only in (None, "forward"):
         print("batch step, per variant and batch size:")
         with ThreadPoolExecutor(1) as model_thread:  # served batches run on the batcher's thread, not the main one
             forward = model_thread.submit(bench_forward, device, [f"PAT-{v}" for v in args.variants],
-                                          args.batches, budget, min_runs).result()
+                                          args.batches or [1, 8, 64], budget, min_runs).result()
     if args.only in (None, "batcher"):
         print(f"one-week requests through PatHandler (PAT-{args.batcher_variant}):")
         batcher = bench_batcher(device.type, f"PAT-{args.batcher_variant}", budget,
@@ -213,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  dynamic batching vs one at a time: {batcher['speedup_vs_one_at_a_time']}x")
     report = {"device": device.type, "device_name": device_name(device), "torch": torch.__version__,
               "precision": "float16 autocast" if device.type == "cuda" else "float32",
-              "python": platform.python_version(), "quick": args.quick, "forward": forward, "batcher": batcher}
+              "python": platform.python_version(), "quick": args.quick, "forward": forward, "batcher": batcher,
+              "precision_study": precision}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -52,7 +52,7 @@ def summarize(runs: dict) -> dict:
             for system, results in systems.items():
                 entry[system] = spread([_get(r, path) for r in results])
             ours = [_get(r, path) for r in systems["ours"]]
-            for other in ("naive", "floor"):
+            for other in (name for name in systems if name != "ours"):
                 theirs = [_get(r, path) for r in systems[other]]
                 ratios = [a / b for a, b in zip(ours, theirs) if a is not None and b]
                 if ratios:
@@ -81,6 +81,14 @@ def targets(summary: dict, containers: dict) -> list[dict]:
         f"best repeat {_median(p50.get('ours'), 'min'):.3f} ms" if p50.get("ours") else "")
     add("c8 throughput / naive (median of per-repeat ratios)",
         _median(example.get("c8 throughput", {}).get("ours/naive")), 3.0, above)
+    peer = "mlserver"
+    skipped = "MLServer not measured" if not example.get("single-row p50", {}).get(peer) else ""
+    add("single-row p50 / MLServer's (median of per-repeat ratios)", _median(p50.get(f"ours/{peer}")), 0.5, below,
+        skipped)
+    add("c8 throughput / MLServer's (median of per-repeat ratios)",
+        _median(example.get("c8 throughput", {}).get(f"ours/{peer}")), 2.0, above, skipped)
+    add("c8 p99 / MLServer's c8 p99 (median of per-repeat ratios)",
+        _median(example.get("c8 p99", {}).get(f"ours/{peer}")), 1.0, below, skipped)
     add("10k-row CSV / in-process floor (paired with each request; median over repeats)",
         _median(example.get("10k / floor", {}).get("ours")), 1.25, below)
     starts = containers.get("xgboost_start_s")
@@ -110,18 +118,19 @@ def _fmt(value) -> str:
 
 def print_report(report: dict) -> None:
     for model, metrics in report["summary"].items():
+        systems = [k for k in next(iter(metrics.values())) if k != "unit" and "/" not in k]
+        ratios = [k for k in next(iter(metrics.values())) if k.startswith("ours/")]
         print(f"\n== {model} model: {report['models'][model]}  (median [min-max] over {report['plan']['repeats']} "
-              f"interleaved repeats)")
-        print(f"{'metric':<16}{'unit':>7}{'ours':>22}{'naive':>22}{'floor':>12}{'ours/naive':>12}{'ours/floor':>12}")
+              f"interleaved repeats; ratios taken within each repeat)")
+        print(f"{'metric':<16}{'unit':>7}" + "".join(f"{k:>20}" for k in systems) + "".join(f"{k:>15}" for k in ratios))
         for metric, entry in metrics.items():
             cells = []
-            for system in ("ours", "naive"):
+            for system in systems:
                 s = entry.get(system)
                 cells.append(f"{_fmt(s['median'])} [{_fmt(s['min'])}-{_fmt(s['max'])}]" if s else "-")
-            floor = entry.get("floor")
-            ratios = [f"{entry[k]['median']:.2f}x" if entry.get(k) else "-" for k in ("ours/naive", "ours/floor")]
-            print(f"{metric:<16}{entry['unit']:>7}{cells[0]:>22}{cells[1]:>22}{_fmt(floor and floor['median']):>12}"
-                  f"{ratios[0]:>12}{ratios[1]:>12}")
+            shown = [f"{entry[k]['median']:.2f}x" if entry.get(k) else "-" for k in ratios]
+            print(f"{metric:<16}{entry['unit']:>7}" + "".join(f"{c:>20}" for c in cells)
+                  + "".join(f"{r:>15}" for r in shown))
     containers = report["containers"]
     print("\n== containers")
     if "skipped" in containers:
@@ -176,7 +185,9 @@ def plot(report: dict, path: Path) -> None:
               ("10k-row CSV", "10,000-row CSV request, ms"),
               ("start to /ping", "process start to /ping 200, s"),
               ("PSS per worker", "PSS per worker, MiB")]
-    systems = [("ours", "ours", "#1f77b4"), ("naive", "naive BYO", "#d62728"), ("floor", "in-process floor", "#7f7f7f")]
+    systems = [("ours", "ours (CSV)", "#1f77b4"), ("ours-json", "ours (JSON)", "#aec7e8"),
+               ("mlserver", "MLServer (V2 JSON)", "#ff7f0e"), ("naive", "naive BYO", "#d62728"),
+               ("floor", "in-process floor", "#7f7f7f")]
     models = list(report["summary"])
     figure, axes = plt.subplots(2, 4, figsize=(18, 8))
     for axis, (metric, title) in zip(axes.flat, panels):
@@ -186,7 +197,7 @@ def plot(report: dict, path: Path) -> None:
             heights = [e["median"] if e else 0 for e in entries]
             errors = [[e["median"] - e["min"] if e else 0 for e in entries],
                       [e["max"] - e["median"] if e else 0 for e in entries]]
-            positions = [j + (i - 1) * width for j in range(len(models))]
+            positions = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(models))]
             axis.bar(positions, heights, width, yerr=errors, capsize=3, label=label, color=color)
         axis.set_xticks(range(len(models)), models)
         axis.set_title(title, fontsize=10)
@@ -209,7 +220,7 @@ def plot(report: dict, path: Path) -> None:
     if "xgboost" in images:
         axis.hlines(450, -0.4, 0.4, colors="black", linestyles="dashed")
     axis.set_title("image size, MB (dashed: xgboost target)", fontsize=10)
-    figure.suptitle(f"XGBoost serving vs naive BYO baseline and in-process floor; {report['machine']['summary']}",
+    figure.suptitle(f"XGBoost serving: ours, MLServer, naive BYO, in-process floor; {report['machine']['summary']}",
                     fontsize=11)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

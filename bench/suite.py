@@ -3,17 +3,19 @@ container figures (image sizes, `docker run` -> /ping, memory, the 50,000-reques
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from bench import load, machine, systems
 from bench.baselines import floor
-from bench.client import Client, parse_scores, summary_ms
+from bench.client import Client, summary_ms
 from bench.models import BenchModel, body_under, csv_body, csv_lines, parse_exact, rows
+from bench.protocols import CSV, Protocol
 
 
 @dataclass(frozen=True)
@@ -35,24 +37,33 @@ class Plan:
 
 @dataclass
 class Payloads:
-    lines: list[bytes]  # distinct single rows (cycling them keeps the branch predictor honest)
-    rows_10k: bytes
-    max_body: bytes  # just under the 6 MiB default payload limit
-    exact_10k: np.ndarray  # Booster.predict on the rows as Python parses them: what every answer must equal
+    single: np.ndarray  # 2000 distinct single rows (cycling them keeps the branch predictor honest)
+    rows_10k: np.ndarray
+    max_body: bytes  # CSV just under the 6 MiB default payload limit (CSV systems only)
+    exact_single: np.ndarray  # Booster.predict on the rows as Python parses them: what every answer must equal
+    exact_10k: np.ndarray
+    bodies: dict = field(default_factory=dict)  # protocol name -> (single-row bodies, 10k-row body)
 
     @classmethod
     def make(cls, model: BenchModel) -> "Payloads":
-        x = rows(model, 10000)
-        body = csv_body(x)
+        x = parse_exact(csv_body(rows(model, 10000)))  # every protocol encodes these values
         booster = model.booster()
         import xgboost as xgb
 
-        exact = booster.predict(xgb.DMatrix(parse_exact(body), missing=np.nan))
-        return cls(csv_lines(x[:2000]), body, body_under(model), exact.astype(np.float64))
+        def exact(rows_: np.ndarray) -> np.ndarray:
+            return booster.predict(xgb.DMatrix(rows_, missing=np.nan)).astype(np.float64)
+
+        return cls(x[:2000], x, body_under(model), exact(x[:2000]), exact(x))
+
+    def for_protocol(self, protocol: Protocol) -> tuple[list[bytes], bytes]:
+        if protocol.name not in self.bodies:
+            self.bodies[protocol.name] = (protocol.single_rows(self.single), protocol.body(self.rows_10k))
+        return self.bodies[protocol.name]
 
 
-def _timed_large(client: Client, body: bytes, count: int, booster) -> tuple[list[float], list[float], bytes]:
-    """Served times, each followed by the in-process floor on the same body (paired, so both see the same noise)."""
+def _timed_large(client: Client, body: bytes, count: int, booster, floor_body: bytes
+                 ) -> tuple[list[float], list[float], bytes]:
+    """Served times, each followed by the in-process floor on the same rows as CSV (paired: the same noise)."""
     times, floor_times, answer = [], [], b""
     for _ in range(count):
         start = time.perf_counter()
@@ -60,7 +71,7 @@ def _timed_large(client: Client, body: bytes, count: int, booster) -> tuple[list
         times.append(time.perf_counter() - start)
         if status != 200:
             raise RuntimeError(f"large request answered {status}")
-        floor_times += floor.large_body(booster, body, 1)
+        floor_times += floor.large_body(booster, floor_body, 1)
     return times, floor_times, answer
 
 
@@ -69,27 +80,54 @@ def _large_figures(times: list[float], floor_times: list[float]) -> dict:
             "ratio_to_floor": min(times) / min(floor_times)}
 
 
-def measure_server(server: systems.Server, payloads: Payloads, plan: Plan, booster) -> dict:
-    """Every HTTP figure for one running server."""
-    result: dict = {"start_s": server.start_s}
+def _max_error(scores: np.ndarray, exact: np.ndarray) -> float | None:
+    """Largest difference as float32, XGBoost's output type (a text answer may print float32's shortest repr)."""
+    if scores.shape != exact.shape:
+        return None
+    return float(np.max(np.abs(scores.astype(np.float32) - exact.astype(np.float32))))
+
+
+def check_predictions(client: Client, protocol: Protocol, payloads: Payloads, single_checked: int = 50) -> dict:
+    """Before any timing: the 10,000-row answer and the first single-row answers against in-process predict."""
+    single, big = payloads.for_protocol(protocol)
+    status, answer = client.post(big)
+    errors = [_max_error(protocol.scores(answer), payloads.exact_10k) if status == 200 else None]
+    for i in range(single_checked):
+        status, answer = client.post(single[i])
+        errors.append(_max_error(protocol.scores(answer), payloads.exact_single[i:i + 1]) if status == 200 else None)
+    worst = None if None in errors else max(errors)
+    return {"rows_checked": 10000 + single_checked, "max_abs_error": worst, "equal": worst == 0.0}
+
+
+def measure_server(server: systems.Server, protocol: Protocol, payloads: Payloads, plan: Plan, booster) -> dict:
+    """Every HTTP figure for one running server, spoken to in one protocol."""
+    result: dict = {"start_s": server.start_s, "protocol": protocol.name}
     url = server.url
-    load.run(url, payloads.lines[0], 8, seconds=1)  # warm-up: every worker has loaded and answered
-    result["memory"] = systems.tree_memory(server.pid)
-    client = Client(server.port)
+    single, big = payloads.for_protocol(protocol)
+    wire = {"path": protocol.path, "content_type": protocol.content_type, "accept": protocol.accept}
+    load.run(url, single[0], 8, seconds=1, **wire)  # warm-up: every worker has loaded and answered
+    result["memory"] = systems.tree_memory(server.pid, server.worker_pids())
+    client = Client(server.port, protocol.content_type, protocol.accept, protocol.path)
     try:
-        result["single_row"] = summary_ms(client.timed(payloads.lines, plan.sequential, warmup=100))
+        result["predictions"] = check = check_predictions(client, protocol, payloads)
+        if not check["equal"]:
+            print(f"bench: {server.name} ({protocol.name}) predictions differ from in-process: {check}", flush=True)
+        result["single_row"] = summary_ms(client.timed(single, plan.sequential, warmup=100))
         for connections in (8, 32):
             window = machine.Window(lambda: systems.tree_cpu_seconds(server.pid))
-            figures = load.run(url, payloads.lines[0], connections, seconds=plan.load_seconds)
+            figures = load.run(url, single[0], connections, seconds=plan.load_seconds, **wire)
             result[f"load_c{connections}"] = {**figures, "cpu": window.close()}
-        times, floor_times, answer = _timed_large(client, payloads.rows_10k, plan.large_requests, booster)
-        scores = parse_scores(answer)
+        floor_10k = csv_body(payloads.rows_10k)
+        client.connection.close()  # uvicorn (MLServer) drops connections idle for 5 s, as during the load above
+        times, floor_times, answer = _timed_large(client, big, plan.large_requests, booster, floor_10k)
         result["rows_10k"] = {**_large_figures(times, floor_times), "rows_per_s": 10000 / min(times),
-                              "max_abs_error": float(np.max(np.abs(scores - payloads.exact_10k)))
-                              if scores.shape == payloads.exact_10k.shape else None}
-        times, floor_times, _ = _timed_large(client, payloads.max_body, max(2, plan.large_requests - 2), booster)
-        result["body_6mib"] = {**_large_figures(times, floor_times), "bytes": len(payloads.max_body),
-                               "rows": payloads.max_body.count(b"\n")}
+                              "bytes": len(big), "max_abs_error": _max_error(protocol.scores(answer),
+                                                                             payloads.exact_10k)}
+        if protocol.name == "csv":
+            times, floor_times, _ = _timed_large(client, payloads.max_body, max(2, plan.large_requests - 2), booster,
+                                                 payloads.max_body)
+            result["body_6mib"] = {**_large_figures(times, floor_times), "bytes": len(payloads.max_body),
+                                   "rows": payloads.max_body.count(b"\n")}
     finally:
         client.close()
     return result
@@ -97,26 +135,34 @@ def measure_server(server: systems.Server, payloads: Payloads, plan: Plan, boost
 
 def measure_floor(model: BenchModel, payloads: Payloads, plan: Plan) -> dict:
     booster = model.booster()
-    one = floor.single_row(booster, payloads.lines, plan.sequential)
-    big = floor.large_body(booster, payloads.rows_10k, plan.large_requests)
+    one = floor.single_row(booster, payloads.for_protocol(CSV)[0], plan.sequential)
+    big = floor.large_body(booster, csv_body(payloads.rows_10k), plan.large_requests)
     biggest = floor.large_body(booster, payloads.max_body, max(2, plan.large_requests - 2))
     return {"single_row": summary_ms(one), "rows_10k": {**summary_ms(big), "rows_per_s": 10000 / min(big)},
             "body_6mib": summary_ms(biggest)}
 
 
-def interleaved(models: dict[str, BenchModel], plan: Plan, log_dir: Path) -> dict:
-    """For each repeat and model: ours and naive (order alternating between repeats), then the floor."""
-    results: dict = {name: {"ours": [], "naive": [], "floor": []} for name in models}
+def result_key(kind: type[systems.Server], protocol: Protocol) -> str:
+    """`ours`, `naive`, `mlserver` in their own protocol; `ours-json` for ours spoken to in JSON."""
+    return kind.name if protocol is kind.protocols[0] else f"{kind.name}-{protocol.name}"
+
+
+def interleaved(models: dict[str, BenchModel], plan: Plan, log_dir: Path, kinds: list) -> dict:
+    """For each repeat and model: every system (order rotating between repeats), then the floor."""
+    keys = [result_key(kind, protocol) for kind in kinds for protocol in kind.protocols]
+    results: dict = {name: {**{key: [] for key in keys}, "floor": []} for name in models}
     payloads = {name: Payloads.make(model) for name, model in models.items()}
     boosters = {name: model.booster() for name, model in models.items()}
     for repeat in range(plan.repeats):
-        order = [systems.Ours, systems.Naive] if repeat % 2 == 0 else [systems.Naive, systems.Ours]
+        order = kinds[repeat % len(kinds):] + kinds[:repeat % len(kinds)]
         for name, model in models.items():
             for kind in order:
                 print(f"bench: repeat {repeat + 1}/{plan.repeats}, {name} model, {kind.name}", flush=True)
                 server = kind(model.model_dir, log_dir)
                 try:
-                    results[name][kind.name].append(measure_server(server, payloads[name], plan, boosters[name]))
+                    for protocol in server.protocols:
+                        results[name][result_key(kind, protocol)].append(
+                            measure_server(server, protocol, payloads[name], plan, boosters[name]))
                 finally:
                     server.stop()
             results[name]["floor"].append(measure_floor(model, payloads[name], plan))
@@ -167,3 +213,23 @@ def containers(model: BenchModel, plan: Plan, pat_model_dir: Path | None, images
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+# Seconds one measure_server call spends outside the timed phases (start, warm-up, check, large bodies), and per
+# sequential single-row request, per system (calibrated on the 2-vCPU machine of bench/PERFORMANCE.md; the large
+# model costs about twice as much per request).
+FIXED_S = {"ours": 4.0, "ours-json": 3.0, "naive": 4.0, "mlserver": 12.0}
+PER_REQUEST_S = {"ours": 0.0008, "ours-json": 0.001, "naive": 0.004, "mlserver": 0.004}
+
+
+def estimate_s(plan: Plan, kinds: list, docker: bool) -> float:
+    """How long `interleaved` (and `containers`) will take: printed before the run starts."""
+    keys = [result_key(kind, protocol) for kind in kinds for protocol in kind.protocols]
+    per_model = sum(FIXED_S.get(k, 5.0) + 2 * (plan.load_seconds + 1) + (plan.sequential + 100) * PER_REQUEST_S.get(
+        k, 0.004) for k in keys) + plan.sequential * 0.0004 + 3
+    weights = {"example": 1.0, "large": 2.0}
+    total = plan.repeats * sum(per_model * weights.get(name, 1.0) for name in plan.models)
+    if docker:
+        total += plan.image_starts * 2 + plan.load_requests / 2000 + plan.pat_starts * 4 + 10
+    # on a shared machine everything stretches with the run queue: scale by the load average per CPU when above 1
+    return total * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))

@@ -1,6 +1,6 @@
 """The servers under test, each started the way its users start it, bound to 127.0.0.1 only.
 
-- `ours`: the real `serve` console script (gunicorn gthread workers), as tests/http/server.py starts it.
+- `ours`: the real `serve` console script (gunicorn gthread workers), as serve/process.py starts it.
 - `naive`: bench/baselines/naive_byo.py under gunicorn sync workers, OMP_NUM_THREADS=1.
 - `image`: `docker run IMAGE serve` with the model mounted read-only, published on a loopback port.
 """
@@ -15,14 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-from tests.http.server import ServeProcess, free_port
+from bench.protocols import CSV, JSON, Protocol
+from serve.process import ServeProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 2
 
 
-def wait_for_ping(port: int, deadline_s: float, alive=lambda: True, interval_s: float = 0.01) -> float:
-    """Seconds until GET /ping answers 200, polling every 10 ms (liveness every 0.5 s); raises at the deadline."""
+def wait_for_ping(port: int, deadline_s: float, alive=lambda: True, interval_s: float = 0.01,
+                  path: str = "/ping") -> float:
+    """Seconds until GET `path` answers 200, polling every 10 ms (liveness every 0.5 s); raises at the deadline."""
     start = checked = time.perf_counter()
     while time.perf_counter() - start < deadline_s:
         if time.perf_counter() - checked > 0.5:
@@ -31,7 +33,7 @@ def wait_for_ping(port: int, deadline_s: float, alive=lambda: True, interval_s: 
                 raise RuntimeError("server exited before answering /ping")
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
         try:
-            connection.request("GET", "/ping")
+            connection.request("GET", path)
             if connection.getresponse().status == 200:
                 return time.perf_counter() - start
         except (OSError, http.client.HTTPException):
@@ -39,10 +41,10 @@ def wait_for_ping(port: int, deadline_s: float, alive=lambda: True, interval_s: 
         finally:
             connection.close()
         time.sleep(interval_s)
-    raise TimeoutError(f"no 200 on /ping within {deadline_s} s")
+    raise TimeoutError(f"no 200 on {path} within {deadline_s} s")
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     try:
         return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
@@ -59,9 +61,9 @@ def _memory_mib(pid: int) -> dict[str, float]:
     return values
 
 
-def tree_memory(pid: int) -> dict:
-    """Memory of a server's master and its workers (the master's direct children)."""
-    workers = [_memory_mib(child) for child in _children(pid)]
+def tree_memory(pid: int, worker_pids: list[int] | None = None) -> dict:
+    """Memory of a server's master and its workers (by default the master's direct children)."""
+    workers = [_memory_mib(child) for child in (children(pid) if worker_pids is None else worker_pids)]
     master = _memory_mib(pid)
     return {
         "master_rss_mib": master.get("rss_mib"),
@@ -75,7 +77,7 @@ def tree_memory(pid: int) -> dict:
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds used so far by a process and its children (workers included while they live)."""
     total = 0.0
-    for each in [pid, *_children(pid)]:
+    for each in [pid, *children(pid)]:
         try:
             fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
             total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
@@ -86,12 +88,16 @@ def tree_cpu_seconds(pid: int) -> float:
 
 class Server:
     name: str
+    protocols: tuple[Protocol, ...] = (CSV,)  # what it is measured with; the first is its own
     port: int
     start_s: float
     pid: int
 
     def stop(self) -> None:
         raise NotImplementedError
+
+    def worker_pids(self) -> list[int] | None:
+        return None  # the master's direct children
 
     @property
     def url(self) -> str:
@@ -100,6 +106,7 @@ class Server:
 
 class Ours(Server):
     name = "ours"
+    protocols = (CSV, JSON)
 
     def __init__(self, model_dir: Path, log_dir: Path, workers: int = WORKERS):
         start = time.perf_counter()
@@ -135,14 +142,19 @@ class Naive(Server):
         self.start_s = time.perf_counter() - start
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, up to 30 s for a graceful exit, then SIGKILL to its process group (started with a new session)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def docker_available() -> bool:

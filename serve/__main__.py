@@ -1,7 +1,12 @@
-"""`serve`: SageMaker runs `docker run IMAGE serve`; the optional `serve` argument is accepted and ignored."""
+"""`serve`: SageMaker runs `docker run IMAGE serve`; the optional `serve` argument is accepted and ignored.
+
+Exit codes: 0 stopped (SIGTERM), 2 a setting is invalid, 3 the model cannot be served (serve.server.MODEL_UNSERVABLE);
+each failure is one JSON log line with its reason.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from serve import logs
@@ -16,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as error:
-        print(f"serve: configuration error: {error}", file=sys.stderr)
+        logs.configure("info")
+        logging.getLogger("serve").critical("configuration error", extra={"reason": str(error), "exit_code": 2})
         return 2
     apply_process_defaults()
     logs.configure(settings.log_level)

@@ -1,23 +1,31 @@
-"""The HTTP app: SageMaker's hosting routes on one request pipeline, and the one place errors become responses."""
+"""The HTTP app: SageMaker's hosting routes on the request pipeline (serve.pipeline), and the one place errors become
+responses."""
 
 from __future__ import annotations
 
 import logging
-import re
 import traceback
 import uuid
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import orjson
-from flask import Flask, Response, request
+from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from serve import codecs
 from serve.errors import PayloadTooLarge, ServeError
-from serve.handler import Handler, Request
+from serve.handler import Handler
+from serve.pipeline import invoke
 from serve.settings import Settings
 
 log = logging.getLogger("serve.app")
-CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
+
+
+class Models(Protocol):
+    """Several models behind one endpoint (serve.multimodel.ModelRegistry): a handler per invocation."""
+
+    def lease(self, name: str | None) -> AbstractContextManager[Handler]: ...
 
 
 def error_response(status: int, message: str, **extra) -> Response:
@@ -25,42 +33,12 @@ def error_response(status: int, message: str, **extra) -> Response:
     return Response(body, status=status, content_type="application/json")
 
 
-_ATTRIBUTE_SEPARATOR = re.compile(r";|,(?=\s*[\w.-]+\s*=)")
-
-
-def parse_attributes(header: str) -> dict[str, str]:
-    """`key=value` pairs separated by `;` (or `,` before the next key, so values may list names with commas);
-    anything else in the opaque header is ignored."""
-    pairs = (item.partition("=") for item in _ATTRIBUTE_SEPARATOR.split(header))
-    return {key.strip().lower(): value.strip() for key, sep, value in pairs if sep and key.strip()}
-
-
-def invoke(handler: Handler, settings: Settings) -> Response:
-    """One invocation: size, media types (before predicting), decode, predict, encode."""
-    length = request.content_length
-    if length is not None and length > settings.max_payload_bytes:
-        raise PayloadTooLarge(f"body of {length} bytes exceeds the {settings.max_payload_bytes}-byte limit")
-    body = request.get_data(cache=False)
-    if not body:
-        return Response(status=204)
-    content_type, params = codecs.choose_decoder(request.headers.get("Content-Type"), handler.decoders)
-    accept = codecs.choose_encoder(request.headers.get("Accept"), handler.encoders, handler.accept_default())
-    attributes_header = request.headers.get(CUSTOM_ATTRIBUTES, "")
-    context = Request(
-        content_type=content_type,
-        accept=accept,
-        params=params,
-        attributes=parse_attributes(attributes_header),
-        content_type_header=request.headers.get("Content-Type", ""),
-        accept_header=request.headers.get("Accept", ""),
-    )
-    data = handler.input_fn(body, context)
-    output = handler.output_fn(handler.predict_fn(data, handler.model, context), context)
-    if isinstance(output, tuple):
-        output, accept = output
-    response = Response(output, status=200, content_type=accept)
-    if attributes_header:
-        response.headers[CUSTOM_ATTRIBUTES] = attributes_header
+def close_if_body_unread(response: Response) -> Response:
+    """A body left unread (serve.pipeline.read_body never ran: refused before reading, a route that takes none) would
+    be taken for the next request on the connection: close it, and say so."""
+    has_body = request.content_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if has_body and not g.get("body_read"):
+        response.headers["Connection"] = "close"
     return response
 
 
@@ -92,11 +70,15 @@ def register_errors(app: Flask) -> None:
         return error_response(500, "internal error; see the server log for this request id", request_id=request_id)
 
 
-def create_app(handler: Handler | None, settings: Settings, registry=None) -> Flask:
-    """The app for one loaded handler, or (multi-model endpoints) for a registry of them."""
+def create_app(handler: Handler | None, settings: Settings, registry: Models | None = None,
+               routes: Blueprint | None = None) -> Flask:
+    """The app for one loaded handler, or (multi-model endpoints) for a registry of them; `routes` adds more routes
+    (serve.model_api: the registry's management API)."""
     app = Flask("serve")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     register_errors(app)
+    app.after_request(close_if_body_unread)
+    app.after_request(close_if_body_unread)
 
     @app.get("/ping")
     def ping():
@@ -113,12 +95,11 @@ def create_app(handler: Handler | None, settings: Settings, registry=None) -> Fl
 
     @app.post("/invocations")
     def invocations():
-        if registry is not None:
-            return invoke(registry.target(request.headers.get("X-Amzn-SageMaker-Target-Model")), settings)
-        return invoke(handler, settings)
+        if registry is None:
+            return invoke(handler, settings)
+        with registry.lease(request.headers.get(TARGET_MODEL)) as target:
+            return invoke(target, settings)
 
-    if registry is not None:
-        from serve.multimodel import register_routes
-
-        register_routes(app, registry, settings)
+    if routes is not None:
+        app.register_blueprint(routes)
     return app

@@ -8,6 +8,9 @@ array of scores, or a list of records (dicts). Decoders raise BadRequest and nev
 from __future__ import annotations
 
 import io
+import math
+import re
+import struct
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -64,13 +67,14 @@ def _text(body: bytes, params: Mapping[str, str]) -> str:
 
 def _csv_rows_slow(lines: list[str]) -> np.ndarray:
     """Row by row, for what _csv_numbers does not take (nan/inf text, ragged rows): says which row and column is wrong."""
-    width = lines[0].count(",") + 1
+    widths = [line.count(",") + 1 for line in lines]  # checked before allocating rows x the first row's width
+    width = widths[0]
+    for r, other in enumerate(widths):
+        if other != width:
+            raise BadRequest(f"CSV row {r + 1} has {other} columns; row 1 has {width}")
     rows = np.empty((len(lines), width), dtype=np.float64)
     for r, line in enumerate(lines):
-        fields = line.split(",")
-        if len(fields) != width:
-            raise BadRequest(f"CSV row {r + 1} has {len(fields)} columns; row 1 has {width}")
-        for c, field in enumerate(fields):
+        for c, field in enumerate(line.split(",")):
             field = field.strip()
             try:
                 rows[r, c] = float(field) if field else np.nan
@@ -168,22 +172,53 @@ def decode_jsonlines(body: bytes, params: Mapping[str, str]) -> dict:
     return {"instances": instances}
 
 
+# An NPY header as numpy writes it: a flat dict of strings, booleans and one tuple of integers. Checked (length, then
+# form) before numpy's literal_eval sees it, so that no header can reach the tokenizer's or the parser's limits.
+NPY_MAX_HEADER = 4096
+NPY_MAX_DIMENSIONS = 32
+NPY_MAX_LENGTH = 1 << 31  # along any axis: no body this server takes holds more (only an empty array could claim it)
+_NPY_HEADER = re.compile(r"\{(\s*'\w+'\s*:\s*('[^'\\]*'|True|False|\((\s*\d+\s*,)*(\s*\d+)?\s*\))\s*,?)*\s*\}\s*")
+_NPY_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _npy_header(body: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Shape, Fortran order, dtype and the data offset of an NPY body; ValueError when the header is not numpy's."""
+    if body[:6] != b"\x93NUMPY" or len(body) < 10:
+        raise ValueError("no NPY magic string")
+    version = (body[6], body[7])
+    size_format = "<H" if version == (1, 0) else "<I" if version in ((2, 0), (3, 0)) else None
+    if size_format is None:
+        raise ValueError(f"unknown version {version[0]}.{version[1]}")
+    start = 8 + struct.calcsize(size_format)
+    (length,) = struct.unpack_from(size_format, body, 6 + 2)
+    if length > NPY_MAX_HEADER or start + length > len(body):
+        raise ValueError(f"header longer than {NPY_MAX_HEADER} bytes or than the body")
+    header = body[start:start + length]
+    if not _NPY_HEADER.fullmatch(header.decode("utf-8" if version == (3, 0) else "latin1", errors="replace")):
+        raise ValueError("header is not a dict of descr, fortran_order and shape")
+    stream = io.BytesIO(b"\x93NUMPY\x01\x00" + struct.pack("<H", length) + header) if version == (3, 0) \
+        else io.BytesIO(body[:start + length])
+    np.lib.format.read_magic(stream)
+    shape, fortran_order, dtype = _NPY_READERS.get(version, np.lib.format.read_array_header_1_0)(stream)
+    return shape, fortran_order, dtype, start + length
+
+
 def decode_npy(body: bytes, params: Mapping[str, str]) -> np.ndarray:
-    stream = io.BytesIO(body)
+    """A numeric array (no pickles, no object or structured dtypes) whose declared shape the body holds exactly."""
     try:
-        version = np.lib.format.read_magic(stream)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(stream)
-        if dtype.hasobject:
-            raise ValueError("object array")
-        if int(np.prod(shape, dtype=object)) * dtype.itemsize > len(body):
-            raise ValueError("header claims more data than the body holds")
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError):
-        raise BadRequest("body is not a valid .npy array (object arrays are refused)") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
-        raise BadRequest("NPY body must hold a numeric array")
-    return array
+        shape, fortran_order, dtype, offset = _npy_header(body)
+    except (ValueError, SyntaxError, TypeError, struct.error):
+        raise BadRequest("body is not a valid .npy array: its header is not numpy's (a dict of descr, fortran_order "
+                         f"and shape, at most {NPY_MAX_HEADER} bytes; object arrays are refused)") from None
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise BadRequest("body is not a valid .npy array of numbers (object arrays are refused)")
+    data = len(body) - offset
+    if len(shape) > NPY_MAX_DIMENSIONS or any(dim >= NPY_MAX_LENGTH for dim in shape) \
+            or math.prod(shape) * dtype.itemsize != data:
+        raise BadRequest(f"body is not a valid .npy array: its header declares a shape ({len(shape)} dimensions) that "
+                         f"its {data} bytes of data do not hold")
+    array = np.frombuffer(body, dtype=dtype, count=math.prod(shape), offset=offset).copy()  # writable, as np.load gave
+    return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
 
 
 def decode_libsvm(body: bytes, params: Mapping[str, str]):
@@ -312,13 +347,22 @@ ENCODERS: dict[str, Encoder] = {
 
 # --- negotiation -------------------------------------------------------------------------------------------------
 
+# As a key of a handler's decoders (encoders): the handler's own input_fn (output_fn) takes (gives) every media type, as
+# a user's inference.py hook does; nothing is looked up under it.
+ANY = "*/*"
+
+
+def supports(table: Mapping[str, Any], kind: str) -> bool:
+    """Whether a handler's decoders or encoders take this media type."""
+    return kind in table or ANY in table
+
 
 def choose_decoder(content_type: str | None, decoders: Mapping[str, Decoder]) -> tuple[str, dict[str, str]]:
     """The media type to decode with (and its parameters); 415 when it is missing or unsupported."""
     if not content_type:
         raise UnsupportedMediaType(f"Content-Type is required; supported: {', '.join(decoders)}")
     kind, params = media_type(content_type)
-    if kind in decoders or "*/*" in decoders:
+    if supports(decoders, kind):
         return kind, params
     raise UnsupportedMediaType(f"Content-Type {kind} is not supported; supported: {', '.join(decoders)}")
 
@@ -329,10 +373,10 @@ def choose_encoder(accept: str | None, encoders: Mapping[str, Encoder], default:
         return default
     entries = [(ALIASES.get(value.split(";")[0].strip().lower(), value.split(";")[0].strip().lower()), quality)
                for value, quality in parse_accept_header(accept, MIMEAccept)]
-    offered = [default] + [kind for kind in encoders if kind != default and kind != "*/*"]
+    offered = [default] + [kind for kind in encoders if kind != default and kind != ANY]
     best = MIMEAccept(entries).best_match(offered)
     if best is None:
-        if "*/*" in encoders and entries:
+        if ANY in encoders and entries:
             return max(entries, key=lambda entry: entry[1])[0]
         raise NotAcceptable(f"Accept {accept[:100]} cannot be met; supported: {', '.join(offered)}")
     return best

@@ -38,6 +38,12 @@ class UnsupportedMediaType(ServeError):
     status = 415
 
 
+class UnservableModel(ServeError):
+    """Multi-model endpoints: the artifact a load names cannot be served; the load request itself was fine."""
+
+    status = 422
+
+
 class ModelLoadError(ServeError):
     """The model artifact cannot be served (raised at start-up or on a multi-model load)."""
 

@@ -1,26 +1,9 @@
-"""Multi-model endpoints (SAGEMAKER_MULTI_MODEL=true): SageMaker's model-management API on the one request pipeline.
+"""Multi-model endpoints (SAGEMAKER_MULTI_MODEL=true): the registry of loaded models. It knows no HTTP: serve.model_api
+gives it SageMaker's model-management routes, and the app leases a model's handler for each invocation.
 
-Routes (SageMaker's "custom containers contract for multi-model endpoints"; success bodies in the shapes that
-multi-model-server gave, since SageMaker and existing clients read those; errors as everywhere in this runtime,
-`{"error": ..., "code": N}`):
-
-    POST   /models {"model_name", "url"}  200 loaded. 400 the body is not that JSON object, the name is empty, too long
-                                          or holds "/" or control characters, or url is not under the model root
-                                          (SAGEMAKER_MULTI_MODEL_DIR, /opt/ml/models). 404 url is not a directory.
-                                          409 a model of that name is loaded or loading. 422 the artifact cannot be
-                                          served (a broken model file, a failing inference.py: the message says why).
-                                          507 it does not fit in the memory budget.
-    GET    /models                        {"models": [{"modelName", "modelUrl"}], "nextPageToken"} by name; query
-                                          `max_results` (or MMS's `limit`; 1-1000, default 100), `next_page_token`.
-    GET    /models/{name}                 the model's description (memory, load time, invocations); 404.
-    DELETE /models/{name}                 200 {"status": "Model \"name\" unregistered"}; 404; 409 while it first loads.
-    POST   /models/{name}/invoke          the /invocations pipeline on that model; 404 "Model not found: name".
-    POST   /invocations                   X-Amzn-SageMaker-Target-Model names the model (exact model_name; it may be
-                                          left out while exactly one model is loaded, as MMS allowed).
-
-A broken artifact answers 422, not 500: the request and the server are fine, the artifact is not, and retrying
-cannot help. A model's own `code/inference.py` replaces its hooks (serve.script), one module per model directory;
-helper modules it imports from its `code/` are its own as well (see serve.script.own_modules).
+A broken artifact answers 422 (UnservableModel), not 500: the request and the server are fine, the artifact is not,
+and retrying cannot help. A model's own `code/inference.py` replaces its hooks (serve.user_hooks), one module per
+model directory; helper modules it imports from its `code/` are its own as well (see serve.user_hooks.own_modules).
 
 Processes. gunicorn runs one worker process with threads (serve.server). A load then reaches the one process every
 invocation reaches, each model is in memory once, and no cross-process registry is needed. Several processes would
@@ -64,12 +47,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-from flask import Flask, g, request
-
-from serve.app import invoke
-from serve.errors import BadRequest, Conflict, InsufficientMemory, ModelLoadError, NotFound, ServeError
-from serve.handler import Handler, build_handler, handler_class
+from serve.errors import BadRequest, Conflict, InsufficientMemory, ModelLoadError, NotFound, UnservableModel
+from serve.handler import Handler
+from serve.loading import build_handler, handler_class
 from serve.memory import directory_bytes, heap_bytes, resident_bytes, return_free_memory
 from serve.settings import MIB, Settings
 
@@ -78,13 +58,6 @@ log = logging.getLogger("serve.multimodel")
 MAX_NAME_LENGTH = 1024  # SageMaker's limit on TargetModel
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-LEASES = "multimodel_leases"  # flask.g: the models one request is invoking
-
-
-class UnservableModel(ServeError):
-    """The artifact at url cannot be served; the load request itself was fine."""
-
-    status = 422
 
 
 def _mib(size: int) -> str:
@@ -220,22 +193,17 @@ class ModelRegistry:
 
     # --- invocations ----------------------------------------------------------------------------------------------
 
-    def target(self, name: str | None) -> Handler:
-        """The handler for this HTTP request's invocation; register_routes releases it when the request ends."""
-        model, handler = self._acquire(self._resolve(name))
-        g.setdefault(LEASES, []).append(model)
-        return handler
-
     @contextmanager
     def lease(self, name: str | None) -> Iterator[Handler]:
-        """The handler for an invocation outside an HTTP request (tests, benchmarks)."""
+        """The handler for one invocation of a model (None: the only one loaded). While leased, the model is not
+        evicted, and an unloaded model's handler is closed only when its last lease ends."""
         model, handler = self._acquire(self._resolve(name))
         try:
             yield handler
         finally:
-            self.release(model)
+            self._release(model)
 
-    def release(self, model: Model) -> None:
+    def _release(self, model: Model) -> None:
         with self._lock:
             model.in_flight -= 1
             retired = model.retired if model.in_flight == 0 else None
@@ -279,6 +247,16 @@ class ModelRegistry:
         path = Path(os.path.normpath(url))
         if not path.is_absolute() or path == self.root or not path.is_relative_to(self.root):
             raise BadRequest(f"url must be a directory under {self.root} (SAGEMAKER_MULTI_MODEL_DIR)")
+        try:
+            path.stat()  # a name longer than the file system allows, or a NUL, fails here rather than while loading
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as error:
+            raise BadRequest(f"url is not a path this file system can open: {getattr(error, 'strerror', None) or error}")
+        root, resolved = Path(os.path.realpath(self.root)), Path(os.path.realpath(path))
+        if resolved == root or not resolved.is_relative_to(root):  # a symbolic link inside the root leading outside
+            raise BadRequest(f"url must be a directory under {self.root} (SAGEMAKER_MULTI_MODEL_DIR); it leads outside "
+                             "it through a symbolic link")
         return path
 
     def _load(self, model: Model, acquire: bool) -> Handler:
@@ -415,48 +393,3 @@ def _decode_token(token: str) -> str:
         return base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True).decode()
     except (binascii.Error, ValueError):
         raise BadRequest("next_page_token is not one this server gave") from None
-
-
-def _load_request(body: bytes) -> tuple[str, str]:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        document = None
-    if not isinstance(document, dict):
-        raise BadRequest('body must be a JSON object {"model_name": ..., "url": ...}')
-    return check_name(document.get("model_name")), document.get("url")
-
-
-# --- routes -------------------------------------------------------------------------------------------------------
-
-
-def register_routes(app: Flask, registry: ModelRegistry, settings: Settings) -> None:
-    @app.teardown_request
-    def release_models(_error) -> None:
-        for model in g.pop(LEASES, ()):
-            registry.release(model)
-
-    @app.post("/models")
-    def load_model():
-        name, url = _load_request(request.get_data(cache=False))
-        model = registry.load(name, url)
-        return {"status": f'Model "{name}" loaded', **model.summary(), "memoryBytes": model.memory_bytes,
-                "loadSeconds": round(model.load_seconds, 6)}
-
-    @app.get("/models")
-    def list_models():
-        max_results = request.args.get("max_results", request.args.get("limit"))
-        return registry.page(max_results, request.args.get("next_page_token"))
-
-    @app.get("/models/<name>")
-    def describe_model(name: str):
-        return registry.describe(name)
-
-    @app.delete("/models/<name>")
-    def unload_model(name: str):
-        registry.unload(name)
-        return {"status": f'Model "{name}" unregistered'}
-
-    @app.post("/models/<name>/invoke")
-    def invoke_model(name: str):
-        return invoke(registry.target(name), settings)

@@ -1,16 +1,40 @@
-"""gunicorn, started from this interpreter (no PATH lookup), with the model loaded before a worker accepts traffic."""
+"""gunicorn, started from this interpreter (no PATH lookup), with the model loaded before a worker accepts traffic.
+
+What a client or an operator sees from gunicorn itself is in this runtime's forms too: its HTTP errors (a request line
+over LIMIT_REQUEST_LINE bytes, more than LIMIT_REQUEST_FIELDS header fields or one over LIMIT_REQUEST_FIELD_SIZE bytes,
+a malformed request) are one line of JSON that echoes nothing sent; its log lines are JSON; and a model that cannot be
+served is said once, by the master, before it exits with MODEL_UNSERVABLE.
+"""
 
 from __future__ import annotations
 
+import http
 import logging
+import os
+import re
+import sys
+import traceback
 
+import orjson
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.errors import HaltServer
 from gunicorn.glogging import Logger
+from gunicorn.http import errors as http_errors
+from gunicorn.workers.gthread import ThreadWorker
 
 from serve import logs
 from serve.settings import Settings
 
 log = logging.getLogger("serve")
+
+MODEL_UNSERVABLE = Arbiter.WORKER_BOOT_ERROR  # 3: the exit code when a worker cannot load the model
+LIMIT_REQUEST_LINE = 4094  # bytes; gunicorn's defaults, stated here so that they are documented in one place
+LIMIT_REQUEST_FIELDS = 100
+LIMIT_REQUEST_FIELD_SIZE = 8190
+_PIPE_MESSAGE = 4000  # bytes: under PIPE_BUF, so that two workers' reports never interleave (a cut one reads
+# as "cut", see read_failure)
 
 
 class JsonLogger(Logger):
@@ -22,17 +46,85 @@ class JsonLogger(Logger):
             handler.setFormatter(logs.JsonFormatter())
 
 
+_HTTP_STATUS = (  # gunicorn's statuses for its own errors; any other ParseException is a 400, anything else a 500
+    (http_errors.LimitRequestLine, 414, f"the request line is longer than {LIMIT_REQUEST_LINE} bytes"),
+    (http_errors.LimitRequestHeaders, 431, f"the request has more than {LIMIT_REQUEST_FIELDS} header fields or one "
+                                           f"longer than {LIMIT_REQUEST_FIELD_SIZE} bytes"),
+    (http_errors.ExpectationFailed, 417, "only Expect: 100-continue is supported"),
+    (http_errors.UnsupportedTransferCoding, 501, "unsupported Transfer-Encoding; send chunked or Content-Length"),
+    (http_errors.ForbiddenProxyRequest, 403, "proxy requests are not accepted"),
+    ((http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName, http_errors.ConfigurationProblem),
+     500, "internal error"),
+)
+
+
+def http_error(error: Exception) -> tuple[int, str]:
+    """The status and message (naming what was wrong, never the bytes sent) for an error of gunicorn's HTTP parser."""
+    for kinds, status, message in _HTTP_STATUS:
+        if isinstance(error, kinds):
+            return status, message
+    if isinstance(error, http_errors.ParseException):
+        words = re.sub(r"(?<!^)(?=[A-Z][a-z])", " ", type(error).__name__).lower()
+        return 400, f"malformed HTTP request: {words}"
+    return 500, "internal error"
+
+
+def _honour_connection_close(app):
+    """gunicorn drops an application's hop-by-hop headers and decides keep-alive itself: make the app's
+    `Connection: close` (serve.app.close_if_body_unread) close the connection."""
+
+    def wrapped(environ, start_response):
+        def start(status, headers, exc_info=None):
+            if any(name.lower() == "connection" and value.lower() == "close" for name, value in headers):
+                start_response.__self__.force_close()  # gunicorn's Response
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wrapped
+
+
+class ServeWorker(ThreadWorker):
+    """gunicorn's gthread worker, answering its own HTTP errors in this runtime's JSON form."""
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = _honour_connection_close(self.wsgi)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:  # stopping: refuse new connections now, not queue them to reset at exit
+            for listener in self.sockets:
+                listener.close()
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        status, message = http_error(exc)
+        if status >= 500:
+            log.error("HTTP layer error", extra={"status": status, "exception": type(exc).__qualname__,
+                                                 "stack": "".join(traceback.format_tb(exc.__traceback__))})
+        else:
+            log.info("malformed HTTP request", extra={"status": status, "error": type(exc).__name__})
+        body = orjson.dumps({"error": message, "code": status})
+        head = (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nConnection: close\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        try:
+            util.write_nonblock(client, head.encode("latin1") + body)
+        except OSError:
+            pass  # the client has gone
+
+
 def build_app(settings: Settings):
     """Runs in each worker before it accepts connections: load the model(s), then build the app."""
     from serve.app import create_app
 
     if settings.multi_model:
+        from serve import model_api
         from serve.multimodel import ModelRegistry
 
         registry = ModelRegistry(settings)
         _loaded.append(registry)
-        return create_app(None, settings, registry=registry)
-    from serve.handler import build_handler
+        return create_app(None, settings, registry=registry, routes=model_api.routes(registry, settings))
+    from serve.loading import build_handler
 
     handler = build_handler(settings)
     _loaded.append(handler)
@@ -53,11 +145,14 @@ def gunicorn_options(settings: Settings) -> dict:
     return {
         "bind": f"0.0.0.0:{settings.port}",
         "workers": settings.server_processes,
-        "worker_class": "gthread",
+        "worker_class": ServeWorker,
         "threads": settings.server_threads,
         "timeout": settings.timeout_seconds,
         "graceful_timeout": settings.graceful_timeout_seconds,
         "keepalive": 75,
+        "limit_request_line": LIMIT_REQUEST_LINE,
+        "limit_request_fields": LIMIT_REQUEST_FIELDS,
+        "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
         "accesslog": None,
         "errorlog": "-",
         "loglevel": settings.log_level,
@@ -68,9 +163,45 @@ def gunicorn_options(settings: Settings) -> dict:
     }
 
 
+def _failure(error: Exception) -> dict:
+    """What the log says about a model that cannot be served: the reason; for a bug, the exception and its stack."""
+    if hasattr(error, "status"):  # a ServeError: its message is the reason
+        return {"reason": error.message[:2000]}
+    return {"reason": f"{type(error).__name__}: {error}"[:1000],
+            "traceback": "".join(traceback.format_tb(error.__traceback__))[-1500:]}
+
+
+class ServeArbiter(Arbiter):
+    """gunicorn's master. A worker that cannot load the model reports why through a pipe and exits; the master then
+    stops the others, logs the reason once, and exits with MODEL_UNSERVABLE, instead of gunicorn's tracebacks and
+    one report per worker."""
+
+    def reap_workers(self) -> None:
+        if self.app.failure is None:
+            self.app.failure = self.app.read_failure()
+            if self.app.failure is not None:
+                raise HaltServer(self.app.failure["reason"], MODEL_UNSERVABLE)
+            return super().reap_workers()
+        try:  # halting: the other workers' exits are part of the one failure already being reported
+            super().reap_workers()
+        except HaltServer:
+            pass
+
+    def halt(self, reason=None, exit_status=0) -> None:
+        if self.app.failure is None:
+            return super().halt(reason, exit_status)
+        self.log.error_log.disabled = True
+        self.stop()
+        log.critical("cannot serve the model", extra={**self.app.failure, "exit_code": MODEL_UNSERVABLE})
+        sys.exit(MODEL_UNSERVABLE)
+
+
 class Server(BaseApplication):
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.failure: dict | None = None
+        self._failures, self._report = os.pipe()  # workers write, the master reads
+        os.set_blocking(self._failures, False)
         super().__init__()
 
     def load_config(self) -> None:
@@ -78,11 +209,30 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
+        """In a worker: the app, or (the model cannot be served) a report to the master and exit."""
         try:
             return build_app(self.settings)
         except Exception as error:
-            log.critical("cannot serve the model: %s", error, exc_info=not hasattr(error, "status"))
-            raise
+            os.write(self._report, orjson.dumps(_failure(error))[:_PIPE_MESSAGE] + b"\n")
+            os._exit(MODEL_UNSERVABLE)  # nothing else to say: no traceback, no "Worker exiting"
+
+    def read_failure(self) -> dict | None:
+        """In the master: the first worker's report, if one has come."""
+        try:
+            data = os.read(self._failures, 65536)
+        except BlockingIOError:
+            return None
+        try:
+            return orjson.loads(data.split(b"\n")[0])
+        except orjson.JSONDecodeError:
+            return {"reason": "a worker could not load the model (its report was cut)"}
+
+    def run(self) -> None:
+        try:
+            ServeArbiter(self).run()
+        except RuntimeError as error:  # gunicorn's start-up errors (as BaseApplication.run, in JSON)
+            log.critical("cannot start the server", extra={"reason": str(error)})
+            sys.exit(1)
 
 
 def run(settings: Settings) -> None:

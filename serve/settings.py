@@ -1,6 +1,8 @@
 """Runtime settings: read once from the environment into one frozen object.
 
-This is the only module that touches ``os.environ``. Everything else receives a ``Settings``.
+This is the only module that touches ``os.environ``. Everything else receives a ``Settings``. It holds what every image
+shares; a model family's own settings (a `FamilySettings` that serve.families names) are read from the same mapping,
+handed to the family here, and kept in `Settings.family`.
 """
 
 from __future__ import annotations
@@ -11,22 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from serve import families
+
 MIB = 1024 * 1024
 SAGEMAKER_MAX_PAYLOAD_BYTES = 6 * MIB
 BATCH_TIMEOUT_SECONDS = 600  # SageMaker Batch Transform's default invocation timeout
 BATCH_MAX_PAYLOAD_MB = 100  # Batch Transform: MaxConcurrentTransforms x MaxPayloadInMB may not exceed it
 MULTI_MODEL_MEMORY_SHARE = 0.75  # default multi-model budget: this share of the container's memory
-
-INFERENCE_OUTPUT_KEYS = (
-    "predicted_label",
-    "labels",
-    "probability",
-    "probabilities",
-    "raw_score",
-    "raw_scores",
-    "predicted_score",
-)
-
 
 def cpu_count() -> int:
     """CPUs this process may run on (a container's cpuset, not the host's count)."""
@@ -37,15 +30,15 @@ class SettingsError(ValueError):
     """A setting has a value the server cannot start with."""
 
 
-def _text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+def read_text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
     value = env.get(name)
     if value is None or value.strip() == "":
         return default
     return value.strip()
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
-    raw = _text(env, name)
+def read_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
+    raw = read_text(env, name)
     if raw is None:
         return default
     try:
@@ -58,8 +51,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maxi
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = _text(env, name)
+def read_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = read_text(env, name)
     if raw is None:
         return default
     try:
@@ -71,8 +64,8 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _text(env, name)
+def read_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = read_text(env, name)
     if raw is None:
         return default
     lowered = raw.lower()
@@ -83,8 +76,8 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = (_text(env, name) or default).lower()
+def read_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (read_text(env, name) or default).lower()
     if value not in choices:
         raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
@@ -94,10 +87,10 @@ def _payload_limit(env: Mapping[str, str]) -> int:
     """The body limit: MAX_CONTENT_LENGTH (bytes) and SAGEMAKER_MAX_PAYLOAD_IN_MB (set by Batch Transform; 0 there means
     the platform's largest payload, 100 MB), the larger when both are set, 6 MiB when neither is."""
     limits = []
-    if _text(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB") is not None:
-        limits.append((_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, minimum=0) or BATCH_MAX_PAYLOAD_MB) * MIB)
-    if _text(env, "MAX_CONTENT_LENGTH") is not None:
-        limits.append(_int(env, "MAX_CONTENT_LENGTH", SAGEMAKER_MAX_PAYLOAD_BYTES))
+    if read_text(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB") is not None:
+        limits.append((read_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, minimum=0) or BATCH_MAX_PAYLOAD_MB) * MIB)
+    if read_text(env, "MAX_CONTENT_LENGTH") is not None:
+        limits.append(read_int(env, "MAX_CONTENT_LENGTH", SAGEMAKER_MAX_PAYLOAD_BYTES))
     return max(limits, default=SAGEMAKER_MAX_PAYLOAD_BYTES)
 
 
@@ -120,30 +113,16 @@ def container_memory_bytes() -> int | None:
 def _memory_budget(env: Mapping[str, str]) -> int:
     """SERVE_MODEL_MEMORY_MB; for a multi-model endpoint without it, a share of the container's memory, so that
     loads answer 507 (SageMaker then unloads models) before the kernel's OOM killer takes every model at once."""
-    if _text(env, "SERVE_MODEL_MEMORY_MB") is not None:
-        return _int(env, "SERVE_MODEL_MEMORY_MB", 0, minimum=0) * MIB
-    if not _bool(env, "SAGEMAKER_MULTI_MODEL", False):
+    if read_text(env, "SERVE_MODEL_MEMORY_MB") is not None:
+        return read_int(env, "SERVE_MODEL_MEMORY_MB", 0, minimum=0) * MIB
+    if not read_bool(env, "SAGEMAKER_MULTI_MODEL", False):
         return 0
     memory = container_memory_bytes()
     return int(memory * MULTI_MODEL_MEMORY_SHARE) if memory else 0
 
 
-def _inference_output(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = _text(env, "SAGEMAKER_INFERENCE_OUTPUT")
-    if raw is None:
-        return ()
-    keys = tuple(key.strip().lower() for key in raw.split(",") if key.strip())
-    unknown = [key for key in keys if key not in INFERENCE_OUTPUT_KEYS]
-    if unknown or not keys:
-        raise SettingsError(
-            f"SAGEMAKER_INFERENCE_OUTPUT has unknown keys {unknown or [raw]}; "
-            f"valid keys: {', '.join(INFERENCE_OUTPUT_KEYS)}"
-        )
-    return keys
-
-
-def _media_type(env: Mapping[str, str], name: str) -> str | None:
-    value = _text(env, name)
+def read_media_type(env: Mapping[str, str], name: str) -> str | None:
+    value = read_text(env, name)
     if value is None:
         return None
     if "/" not in value:
@@ -153,7 +132,7 @@ def _media_type(env: Mapping[str, str], name: str) -> str | None:
 
 @dataclass(frozen=True)
 class Settings:
-    handler: str = "xgboost"
+    handler: str = families.DEFAULT
     model_dir: Path = Path("/opt/ml/model")
     multi_model: bool = False
     multi_model_dir: Path = Path("/opt/ml/models")
@@ -165,47 +144,43 @@ class Settings:
     batch: bool = False
     max_payload_bytes: int = SAGEMAKER_MAX_PAYLOAD_BYTES
     default_accept: str | None = None  # None: the handler's own default
-    inference_output: tuple[str, ...] = ()
     program: str | None = None
-    allow_pickle: bool = False
-    libsvm_one_based: bool = False
     log_level: str = "info"
     # Multi-model endpoints: memory budget for loaded models (bytes, 0 = none).
     model_memory_budget_bytes: int = 0
-    # PAT
-    device: str = "auto"
-    torch_threads: int = 0  # 0 = one per worker CPU
-    max_batch_size: int = 64
-    batch_wait_ms: float = 2.0
+    family: FamilySettings = None  # the handler's family's own settings; its defaults when not given
+
+    def __post_init__(self):
+        settings_class = family_settings_class(self.handler)
+        if self.family is None:
+            object.__setattr__(self, "family", settings_class())
+        elif not isinstance(self.family, settings_class):
+            raise TypeError(f"SERVE_HANDLER={self.handler} takes a {settings_class.__name__}, "
+                            f"not a {type(self.family).__name__}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        batch = _bool(env, "SAGEMAKER_BATCH", False)
+        batch = read_bool(env, "SAGEMAKER_BATCH", False)
         default_timeout = BATCH_TIMEOUT_SECONDS if batch else 60
+        handler = read_choice(env, "SERVE_HANDLER", families.DEFAULT, tuple(families.FAMILIES))
         return cls(
-            handler=_choice(env, "SERVE_HANDLER", "xgboost", ("xgboost", "pat")),
-            model_dir=Path(_text(env, "SM_MODEL_DIR", "/opt/ml/model")),
-            multi_model=_bool(env, "SAGEMAKER_MULTI_MODEL", False),
-            multi_model_dir=Path(_text(env, "SAGEMAKER_MULTI_MODEL_DIR", "/opt/ml/models")),
-            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, maximum=65535),
-            workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", cpu_count()),
-            threads=_int(env, "SERVE_THREADS", 1),
-            timeout_seconds=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", default_timeout),
-            graceful_timeout_seconds=_int(env, "SERVE_GRACEFUL_TIMEOUT", 25),
+            handler=handler,
+            model_dir=Path(read_text(env, "SM_MODEL_DIR", "/opt/ml/model")),
+            multi_model=read_bool(env, "SAGEMAKER_MULTI_MODEL", False),
+            multi_model_dir=Path(read_text(env, "SAGEMAKER_MULTI_MODEL_DIR", "/opt/ml/models")),
+            port=read_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, maximum=65535),
+            workers=read_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", cpu_count()),
+            threads=read_int(env, "SERVE_THREADS", 1),
+            timeout_seconds=read_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", default_timeout),
+            graceful_timeout_seconds=read_int(env, "SERVE_GRACEFUL_TIMEOUT", 25),
             batch=batch,
             max_payload_bytes=_payload_limit(env),
-            default_accept=_media_type(env, "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"),
-            inference_output=_inference_output(env),
-            program=_text(env, "SAGEMAKER_PROGRAM"),
-            allow_pickle=_bool(env, "SERVE_ALLOW_PICKLE", False),
-            libsvm_one_based=_bool(env, "SERVE_LIBSVM_ONE_BASED", False),
-            log_level=_choice(env, "SERVE_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            default_accept=read_media_type(env, "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"),
+            program=read_text(env, "SAGEMAKER_PROGRAM"),
+            log_level=read_choice(env, "SERVE_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             model_memory_budget_bytes=_memory_budget(env),
-            device=_choice(env, "SERVE_DEVICE", "auto", ("auto", "cpu", "cuda")),
-            torch_threads=_int(env, "SERVE_TORCH_THREADS", 0, minimum=0),
-            max_batch_size=_int(env, "SERVE_MAX_BATCH_SIZE", 64),
-            batch_wait_ms=_float(env, "SERVE_BATCH_WAIT_MS", 2.0),
+            family=family_settings_class(handler).from_env(env),
         )
 
     @property
@@ -219,21 +194,50 @@ class Settings:
 
     @property
     def server_processes(self) -> int:
-        """gunicorn worker processes. Multi-model endpoints run one, so every model is visible to every request and
-        loaded once (XGBoost and torch release the GIL while predicting); PAT runs one that owns the device."""
-        return 1 if self.multi_model or self.handler == "pat" else self.workers
+        """gunicorn worker processes (the family's process layout)."""
+        return self.family.layout(self).processes
 
     @property
     def server_threads(self) -> int:
-        """Threads per worker process: requests served at once by each."""
-        if self.handler == "pat":
-            return max(self.threads, self.max_batch_size)  # requests wait together for the dynamic batcher
-        if self.multi_model:
-            return max(self.threads, self.workers * 4)
-        return self.threads
+        """Threads per worker process: requests served at once by each (the family's process layout)."""
+        return self.family.layout(self).threads
+
+
+@dataclass(frozen=True)
+class ProcessLayout:
+    processes: int  # gunicorn worker processes
+    threads: int  # threads per process
+
+
+@dataclass(frozen=True)
+class FamilySettings:
+    """A model family's own settings: a frozen dataclass in models/<family>/settings.py, named in serve.families.
+
+    `from_env` reads them once, at start-up, from the environment mapping Settings.from_env hands over (the family
+    never reads os.environ itself) with this module's readers; a bad value raises SettingsError, which stops
+    start-up with a one-line message. `layout` is how many processes and threads serve the family's models.
+    """
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> FamilySettings:
+        return cls()
+
+    def layout(self, settings: Settings) -> ProcessLayout:
+        """SAGEMAKER_MODEL_SERVER_WORKERS processes of SERVE_THREADS threads. A multi-model endpoint runs one process,
+        so that every model is visible to every request and loaded once (model libraries release the GIL while
+        predicting), with threads for what the workers would have served."""
+        if settings.multi_model:
+            return ProcessLayout(1, max(settings.threads, settings.workers * 4))
+        return ProcessLayout(settings.workers, settings.threads)
+
+
+def family_settings_class(handler: str) -> type[FamilySettings]:
+    """The settings class of the family that SERVE_HANDLER names (its module is light: no model library)."""
+    dotted = families.FAMILIES[handler].settings
+    return families.load(dotted) if dotted else FamilySettings
 
 
 def apply_process_defaults(env=None) -> None:
-    """One thread per worker process unless the operator said otherwise (set before XGBoost/torch load OpenMP)."""
+    """One thread per worker process unless the operator said otherwise (set before a model library loads OpenMP)."""
     env = os.environ if env is None else env
     env.setdefault("OMP_NUM_THREADS", "1")

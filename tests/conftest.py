@@ -63,6 +63,16 @@ def train_model(model_dir: Path, objective: str, seed: int = 0, rounds: int = 12
     return model_dir
 
 
+def load_booster(path: Path):
+    """The booster in a model file, read as bytes: XGBoost then tells the format by the content, where from a path it
+    goes by the extension and warns about SageMaker's extension-less `xgboost-model`."""
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(bytearray(Path(path).read_bytes()))
+    return booster
+
+
 @pytest.fixture(scope="session")
 def models_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
@@ -93,7 +103,7 @@ def settings(risk_dir):
 
 @pytest.fixture
 def handler(settings):
-    from serve.handler import build_handler
+    from serve.loading import build_handler
 
     return build_handler(settings)
 

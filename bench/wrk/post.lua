@@ -1,5 +1,5 @@
 -- wrk script: POST one body to /invocations on every connection; prints the figures as one JSON line.
--- WRK_BODY: file with the body; WRK_CONTENT_TYPE (default text/csv);
+-- WRK_BODY: file with the body; WRK_PATH (default /invocations), WRK_CONTENT_TYPE and WRK_ACCEPT (default text/csv);
 -- WRK_REQUESTS_PER_THREAD: stop each thread after that many responses (0 = run for -d); each stopped thread then
 -- creates a file in WRK_DONE_DIR, and the caller ends wrk with SIGINT (wrk prints its figures on SIGINT).
 local file = assert(io.open(os.getenv("WRK_BODY"), "rb"))
@@ -8,10 +8,10 @@ file:close()
 local limit = tonumber(os.getenv("WRK_REQUESTS_PER_THREAD") or "0")
 
 wrk.method = "POST"
-wrk.path = "/invocations"
+wrk.path = os.getenv("WRK_PATH") or "/invocations"
 wrk.body = body
 wrk.headers["Content-Type"] = os.getenv("WRK_CONTENT_TYPE") or "text/csv"
-wrk.headers["Accept"] = "text/csv"
+wrk.headers["Accept"] = os.getenv("WRK_ACCEPT") or "text/csv"
 
 local next_id = 0
 function setup(thread)

@@ -297,14 +297,21 @@ def load_artifact(model_dir: Path) -> PatArtifact:
 
 def save_artifact(model_dir: Path, encoder: PatEncoder, heads: dict[str, TaskHead], config: ArtifactConfig,
                   standardization: Standardization | None = None) -> None:
-    """Write a model directory: encoder.safetensors, heads/<task>.safetensors, config.json, stats."""
+    """Write a model directory: encoder.safetensors, heads/<task>.safetensors, config.json, stats; files 0644 and
+    directories 0755 (safetensors writes 0600), so a server running as another user can read them."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    save_encoder(encoder, model_dir / "encoder.safetensors")
+    written = [model_dir, model_dir / "encoder.safetensors", model_dir / CONFIG_FILE]
+    save_encoder(encoder, written[1])
     if heads:
         (model_dir / HEADS_DIR).mkdir(exist_ok=True)
+        written.append(model_dir / HEADS_DIR)
         for name, head in heads.items():
-            save_head(head, model_dir / HEADS_DIR / f"{name}.safetensors")
+            written.append(model_dir / HEADS_DIR / f"{name}.safetensors")
+            save_head(head, written[-1])
     config = replace(config, encoder="encoder.safetensors")
-    (model_dir / CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=2) + "\n", encoding="utf-8")
+    written[2].write_text(json.dumps(config.to_json(), indent=2) + "\n", encoding="utf-8")
     if standardization is not None:
-        standardization.save(model_dir / STANDARDIZATION_FILE)
+        written.append(model_dir / STANDARDIZATION_FILE)
+        standardization.save(written[-1])
+    for path in written:
+        path.chmod(0o755 if path.is_dir() else 0o644)

@@ -1,7 +1,9 @@
 """Build an example PAT artifact: a RANDOMLY INITIALIZED PAT-S encoder with task heads trained on
 synthetic weeks. It exercises the whole serving path; its scores mean nothing clinically.
 
-    python -m models.pat.examples --out build/models/pat     # also writes build/models/pat.tar.gz
+    python -m models.pat.examples --out build/models/pat     # also build/models/pat.tar.gz and pat.sample.json
+
+`pat.sample.json` is a request to send: one synthetic week, asking for the embedding, the scores and the metrics.
 """
 
 from __future__ import annotations
@@ -164,6 +166,14 @@ def write_tarball(model_dir: Path, tarball: Path) -> Path:
     return tarball
 
 
+def write_sample(path: Path, seed: int) -> Path:
+    """A request for one synthetic week starting on a Monday at midnight (no real patient is in it)."""
+    weeks, _ = synthetic_weeks(1, np.random.default_rng(seed + 1))
+    week = {"id": "example-1", "start": "2024-03-04T00:00", "activity": weeks[0].astype(int).tolist()}
+    path.write_text(json.dumps({"instances": [week], "outputs": ["embedding", "scores", "metrics"]}) + "\n")
+    return path
+
+
 def clear_previous_example(out: Path) -> None:
     """Remove an earlier example build at `out`; refuse to touch any other non-empty directory."""
     if not out.exists() or not any(out.iterdir()):
@@ -188,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     clear_previous_example(args.out)
     scores = build_example(args.out, args.subjects, args.steps, args.seed)
+    for path in args.out.rglob("*"):  # safetensors writes 0600; a server running as another user reads them
+        path.chmod(0o755 if path.is_dir() else 0o644)
     tarball = write_tarball(args.out, args.tarball or args.out.with_name(args.out.name + ".tar.gz"))
-    print(f"wrote {args.out}/ and {tarball} in {time.perf_counter() - started:.1f} s "
+    sample = write_sample(args.out.with_name(args.out.name + ".sample.json"), args.seed)
+    print(f"wrote {args.out}/, {tarball} and {sample} in {time.perf_counter() - started:.1f} s "
           "(PAT-S randomly initialized; heads on synthetic data)")
     for task, value in scores.items():
         print(f"  {task}: synthetic validation AUC {value}")

@@ -1,11 +1,12 @@
 """The PAT handler (SERVE_HANDLER=pat): embeddings, task scores, saliency and actigraphy metrics per recording.
 
-Request formats: models/pat/instances.py. Response (application/json):
+Request formats: models/pat/inputs.py. Response (application/json):
     {"predictions": [{"id": ..., "embedding": [96 floats], "scores": {task: probability},
                       "above_threshold": {task: bool}, "saliency": [one value per minute],
                       "missing_minutes": n, "metrics": {...}}]}
 with only the outputs asked for ("id" when one was sent; "missing_minutes" with any model output).
-application/x-npy returns the embeddings alone, float32 (recordings, 96).
+application/x-npy returns the embeddings alone, float32 (recordings, 96). application/jsonlines (Batch Transform,
+SplitType=Line): one instance per line in, one prediction per line out.
 
 Missing minutes (null in JSON, empty in CSV) are set to 0 after standardization, i.e. to that minute's mean, and
 counted in `missing_minutes`; the actigraphy metrics leave them out instead (models/pat/actigraphy.py).
@@ -23,8 +24,8 @@ import numpy as np
 from models.pat.actigraphy import compute_metrics
 from models.pat.artifact import ArtifactError, PatArtifact, load_artifact
 from models.pat.batcher import BatcherClosed
-from models.pat.inference import PatModel, choose_device
-from models.pat.instances import (MODEL_OUTPUTS, Instance, PatRequest, check_csv_text, check_instance,
+from models.pat.runner import PatModel, choose_device
+from models.pat.inputs import (MODEL_OUTPUTS, Instance, PatRequest, check_csv_text, check_instance,
                                   from_json, from_rows, resolve_outputs)
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError, NotReady
@@ -32,8 +33,10 @@ from serve.handler import Handler, Request
 
 
 class PatHandler(Handler):
-    decoders = {codecs.JSON: codecs.decode_json, codecs.CSV: codecs.decode_csv, codecs.NPY: codecs.decode_npy}
-    encoders = {codecs.JSON: codecs.encode_json, codecs.NPY: codecs.encode_npy}
+    decoders = {codecs.JSON: codecs.decode_json, codecs.JSONLINES: codecs.decode_jsonlines,
+                codecs.CSV: codecs.decode_csv, codecs.NPY: codecs.decode_npy}
+    encoders = {codecs.JSON: codecs.encode_json, codecs.JSONLINES: codecs.encode_jsonlines,
+                codecs.NPY: codecs.encode_npy}
     default_accept = codecs.JSON
 
     def __init__(self, settings):
@@ -42,7 +45,7 @@ class PatHandler(Handler):
         self._adopt_lock = threading.Lock()
 
     def serving(self, artifact: PatArtifact) -> PatModel:
-        s = self.settings
+        s = self.settings.family
         return PatModel(artifact, choose_device(s.device), s.max_batch_size, s.batch_wait_ms, s.torch_threads)
 
     def model_fn(self, model_dir: Path) -> PatModel:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import pickletools
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,11 +90,21 @@ def writer_version(data: bytes) -> tuple[int, ...] | None:
 
 
 def _is_pickle(data: bytes) -> bool:
-    return data[:1] == b"\x80"
+    """Any protocol: protocols 2+ open with PROTO (0x80); 0 and 1 are a run of opcodes up to STOP, which pickletools
+    walks without running them. JSON, UBJSON (`{` is no opcode) and legacy binary models fail at the first byte."""
+    if data[:1] == b"\x80":
+        return True
+    try:
+        return any(opcode.name == "STOP" for opcode, _, _ in pickletools.genops(data))
+    except (ValueError, EOFError, TypeError, IndexError, OverflowError, struct.error):  # not a pickle's opcodes
+        return False
 
 
 def _load_booster(path: Path, allow_pickle: bool) -> xgb.Booster:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ModelLoadError(f"cannot read {path.name}: {error.strerror or error}") from None
     if _is_pickle(data):
         if not allow_pickle:
             raise ModelLoadError(f"{path.name} is a pickle; pickles run code when loaded, so they load only with "
@@ -150,6 +161,16 @@ def _metadata(model_dir: Path) -> dict:
 
 
 def load_model(model_dir: Path, allow_pickle: bool = False) -> XGBoostModel:
+    """The model in a directory; ModelLoadError, with the reason, when it cannot be served (read errors included)."""
+    try:
+        return _read_model(Path(model_dir), allow_pickle)
+    except OSError as error:  # unreadable (permissions, I/O), or gone while loading
+        name = Path(error.filename).name if error.filename else "it"
+        raise ModelLoadError(f"cannot read the model directory {model_dir} ({name}): {error.strerror or error}") \
+            from None
+
+
+def _read_model(model_dir: Path, allow_pickle: bool) -> XGBoostModel:
     files = model_files(Path(model_dir))
     boosters = [_load_booster(path, allow_pickle) for path in files]
     shapes = {(objective_of(b), b.num_features()) for b in boosters}

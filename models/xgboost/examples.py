@@ -5,7 +5,8 @@
 writes, per model (risk: binary 30-day readmission; treatment: 3-class therapy choice; outcome: length of stay),
 a model directory `<out>/<name>/` holding `xgboost-model` (UBJSON, as the built-in algorithm writes it) and
 `metadata.json` (feature names, class labels, model version), plus `<out>/<name>.tar.gz` for `ModelDataUrl`, and
-`<out>/<name>.sample.csv` (a few rows to send). The data are random: no real patient is in them.
+`<out>/<name>.sample.csv` and `<out>/<name>.sample.json` (five rows to send, as CSV and as named-feature JSON). The data
+are random: no real patient is in them.
 """
 
 from __future__ import annotations
@@ -76,11 +77,19 @@ def package(booster: xgb.Booster, metadata: dict, out: Path, name: str) -> Path:
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted(model_dir.iterdir()):
             tar.add(path, arcname=path.name)
+    write_samples(out, name)
+    return model_dir
+
+
+def write_samples(out: Path, name: str) -> None:
+    """The same five synthetic patients as `<name>.sample.csv` and as named-feature `<name>.sample.json`."""
     sample = synthetic_patients(5, seed=99)
     np.savetxt(out / f"{name}.sample.csv", sample, delimiter=",", fmt="%.6g")
     text = (out / f"{name}.sample.csv").read_text().replace("nan", "")
     (out / f"{name}.sample.csv").write_text(text)
-    return model_dir
+    instances = [{feature: None if np.isnan(value) else float(f"{value:.6g}") for feature, value in zip(FEATURES, row)}
+                 for row in sample]
+    (out / f"{name}.sample.json").write_text(json.dumps({"instances": instances}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,7 @@ from serve import codecs
 from serve.errors import BadRequest
 from serve.handler import Handler, Request
 
-from models.xgboost import dense, inputs, outputs
+from models.xgboost import fast_predict, inputs, outputs
 from models.xgboost.artifact import XGBoostModel, load_model, objective_of
 
 TRUE = ("1", "true", "yes")
@@ -52,7 +52,7 @@ def _options(data: Any, request: Request) -> tuple[bool, int | None]:
 
 
 def _predict(booster: xgb.Booster, matrix, fast: bool) -> np.ndarray:
-    scores = dense.predict(booster, matrix) if fast else None
+    scores = fast_predict.predict(booster, matrix) if fast else None
     return booster.inplace_predict(matrix, validate_features=False) if scores is None else scores
 
 
@@ -77,38 +77,38 @@ def predict_contributions(model: XGBoostModel, matrix) -> np.ndarray:
 
 class XGBoostHandler(Handler):
     default_accept = codecs.CSV  # the official algorithm mode answers CSV when Accept is absent or */*
-    fast = False  # dense.predict checked against inplace_predict on the loaded boosters
+    fast = False  # fast_predict.predict checked against inplace_predict on the loaded boosters
 
     def __init__(self, settings):
         super().__init__(settings)
-        if settings.inference_output:
+        if settings.family.inference_output:
             self.encoders = {k: v for k, v in codecs.ENCODERS.items() if k != codecs.NPY}
 
     def model_fn(self, model_dir: Path) -> XGBoostModel:
-        return self.adopt(load_model(model_dir, allow_pickle=self.settings.allow_pickle))
+        return self.adopt(load_model(model_dir, allow_pickle=self.settings.family.allow_pickle))
 
     def adopt(self, model: Any) -> XGBoostModel:
         model = as_model(model)
         for booster in model.boosters:
             booster.set_param({"nthread": 1})
-        if self.settings.inference_output:
-            outputs.check_selectable(self.settings.inference_output, model)
+        if self.settings.family.inference_output:
+            outputs.check_selectable(self.settings.family.inference_output, model)
         return model
 
     def warm_up(self) -> None:
-        self.fast = all(dense.agrees(booster, self.model.num_features) for booster in self.model.boosters)
+        self.fast = all(fast_predict.agrees(booster, self.model.num_features) for booster in self.model.boosters)
         predict_raw(self.model, np.zeros((1, self.model.num_features)), self.fast)
 
     def describe(self) -> dict:
         return self.model.describe() if isinstance(self.model, XGBoostModel) else {}
 
     def input_fn(self, body: bytes, request: Request) -> Any:
-        if request.content_type == codecs.LIBSVM and self.settings.libsvm_one_based:
+        if request.content_type == codecs.LIBSVM and self.settings.family.libsvm_one_based:
             request = replace(request, params={"indexing": "1", **request.params})
         return super().input_fn(body, request)
 
     def predict_fn(self, data: Any, model: Any, request: Request) -> Any:
-        model = as_model(model)
+        model, keys = as_model(model), self.settings.family.inference_output
         wanted, top_k = _options(data, request)
         matrix = inputs.to_matrix(data, model)
         raw = predict_raw(model, matrix, self.fast and model is self.model)
@@ -116,11 +116,11 @@ class XGBoostHandler(Handler):
             contribs = predict_contributions(model, matrix)
             if request.accept == codecs.NPY:
                 return contribs
-            records = outputs.selectable(raw, self.settings.inference_output, model) \
-                if self.settings.inference_output else [{"score": row} for row in raw.astype(np.float64).tolist()]
+            records = outputs.selectable(raw, keys, model) \
+                if keys else [{"score": row} for row in raw.astype(np.float64).tolist()]
             for record, explanation in zip(records, outputs.contributions(contribs, model, top_k)):
                 record["contributions"] = explanation
             return records
-        if self.settings.inference_output:
-            return outputs.selectable(raw, self.settings.inference_output, model)
+        if keys:
+            return outputs.selectable(raw, keys, model)
         return raw

@@ -15,6 +15,8 @@ from serve.errors import BadRequest
 
 from models.xgboost.artifact import XGBoostModel
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def _check_width(width: int, model: XGBoostModel) -> None:
     if width != model.num_features:
@@ -36,6 +38,12 @@ def _dense(rows: Any, model: XGBoostModel) -> np.ndarray:
     return matrix
 
 
+def _shown(names: list[str]) -> str:
+    """Unknown feature names, as a client sent them: the first five, each cut at 40 characters."""
+    shown = [name if len(name) <= 40 else name[:40] + "..." for name in names[:5]]
+    return f"{shown}" + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def _named(instances: list[dict], model: XGBoostModel) -> np.ndarray:
     if model.feature_names is None:
         raise BadRequest("this model has no feature names; send instances as rows of numbers")
@@ -46,7 +54,8 @@ def _named(instances: list[dict], model: XGBoostModel) -> np.ndarray:
         unknown = [key for key in instance if key not in index]
         missing = [name for name in names if name not in instance]
         if unknown or missing:
-            parts = [f"unknown features {unknown}" if unknown else "", f"missing features {missing}" if missing else ""]
+            parts = [f"unknown features {_shown(unknown)}" if unknown else "",
+                     f"missing features {missing}" if missing else ""]
             raise BadRequest(f"instance {row + 1}: " + "; ".join(part for part in parts if part)
                              + " (send null for a missing value)")
         try:
@@ -93,9 +102,29 @@ def from_sparse(matrix: csr_matrix, model: XGBoostModel) -> csr_matrix:
     return matrix
 
 
+def check_float32(matrix) -> None:
+    """The one rule for values, whatever the content type and output: XGBoost reads features as float32, so a value is
+    a finite number of magnitude at most FLOAT32_MAX, or NaN (missing). Infinity or a larger magnitude is a 400 (the
+    booster would read it as infinity: scores pass it through silently, contributions refuse it)."""
+    values = matrix.data if issparse(matrix) else matrix
+    beyond = np.abs(values) > FLOAT32_MAX  # NaN compares False: missing
+    if beyond.any():
+        at = int(np.flatnonzero(beyond.ravel())[0])
+        if issparse(matrix):
+            row, column = int(np.searchsorted(matrix.indptr, at, side="right")) - 1, int(matrix.indices[at])
+        else:
+            row, column = divmod(at, matrix.shape[1])
+        raise BadRequest(f"row {row + 1}, column {column + 1}: feature values must be finite and at most "
+                         f"{FLOAT32_MAX:.8g} in magnitude (XGBoost reads float32); send NaN, null or an empty "
+                         "field for a missing value")
+
+
 def to_matrix(data: Any, model: XGBoostModel):
     if issparse(data):
-        return from_sparse(csr_matrix(data), model)
-    if isinstance(data, np.ndarray):
-        return _dense(data, model)
-    return from_json(data, model)
+        matrix = from_sparse(csr_matrix(data), model)
+    elif isinstance(data, np.ndarray):
+        matrix = _dense(data, model)
+    else:
+        matrix = from_json(data, model)
+    check_float32(matrix)
+    return matrix

@@ -21,8 +21,9 @@ def build_sh(*args: str, **env: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_command():
     result = build_sh("--help")
     assert result.returncode == 0
-    for command in ("build [xgboost|pat|all]", "demo", "base", "engine", "lock", "train", "package", "upload", "push",
-                    "register", "deploy", "smoke", "destroy", "batch", "all", "--dry-run"):
+    for command in ("build [xgboost|pat|all]", "demo", "test [PYTEST_ARGS]", "install [python|engine|registry|all]",
+                    "base", "engine", "lock", "train", "package", "upload", "push", "register", "deploy", "smoke",
+                    "destroy", "batch", "infra [check]", "all", "--dry-run"):
         assert command in result.stdout
 
 
@@ -37,15 +38,21 @@ def test_dry_run_build_prints_the_docker_builds_with_tags_and_build_args():
         assert f"--build-arg VERSION={VERSION}" in build and "--build-arg GIT_REVISION=" in build
         assert f"--tag {image}-inference:latest --tag {image}-inference:{VERSION}-" in build
     assert "--build-arg PAT_TORCH_VARIANT=cpu" in builds[1]
+    # The images say their torch and CUDA (read from the locks) in labels the deploy tool checks hosts against.
+    assert "--label sagemaker-clinical-inference.cuda.version=none --tag xgboost-inference:latest" in builds[0]
+    assert ("--label sagemaker-clinical-inference.torch.version=2.13.0+cpu "
+            "--label sagemaker-clinical-inference.cuda.version=none --tag pat-inference:latest") in builds[1]
 
 
-def test_cuda_variant_is_selected_by_the_build_argument():
+def test_cuda_variant_is_selected_by_the_build_argument_and_labelled_cuda_12():
     result = build_sh("--dry-run", "build", "pat", PAT_TORCH_VARIANT="cuda", BASE_IMAGE="base")
-    if (ROOT / "containers/pat/requirements-cuda.lock").exists():
-        assert "--build-arg PAT_TORCH_VARIANT=cuda" in result.stderr
-        assert result.returncode == 0
-    else:  # locked only where torch's CUDA wheels can be downloaded
-        assert result.returncode != 0 and "requirements-cuda.lock is missing" in result.stderr
+    assert result.returncode == 0, result.stderr
+    build = next(line for line in result.stderr.splitlines() if line.startswith("+ docker build"))
+    assert "--build-arg PAT_TORCH_VARIANT=cuda" in build
+    assert ("--label sagemaker-clinical-inference.torch.version=2.10.0 "
+            "--label sagemaker-clinical-inference.cuda.version=12.8") in build
+    # Its floating tag is its own, so :latest stays the CPU build the tests run.
+    assert f"--tag pat-inference:latest-cuda --tag pat-inference:{VERSION}-" in build and "-cuda build/context/pat" in build
 
 
 def test_bad_arguments_fail_with_a_message():
@@ -101,3 +108,11 @@ def test_the_base_image_fallback_updates_the_package_lists_before_installing_deb
     assert result.returncode != 0 and "could not install debootstrap" in result.stderr
     lines = calls.read_text().splitlines()
     assert [line.split()[-1] if "install" in line else line.split()[0] for line in lines] == ["update", "debootstrap"]
+
+
+def test_install_checks_before_installing_and_test_runs_pytest_on_this_tree():
+    result = build_sh("--dry-run", "test", "tests/unit/test_settings.py")
+    assert result.returncode == 0, result.stderr
+    assert "the Python dependencies are installed" in result.stderr and "pip install" not in result.stderr
+    assert f"+ {sys.executable} -m pytest tests/unit/test_settings.py" in result.stderr
+    assert build_sh("install", "nothing").returncode != 0

@@ -86,6 +86,14 @@ def test_images_use_the_cpu_only_xgboost_and_torch_wheels():
     assert "xgboost" not in pins(CONTAINERS / "xgboost/requirements.lock")
     torch_version = pins(CONTAINERS / "pat/requirements-cpu.lock")["torch"][0]
     assert torch_version == Version("2.13.0+cpu")
-    # The CUDA variant: PyPI's Linux torch wheel, the CUDA build, with the CUDA runtime as nvidia-* wheels.
+
+
+def test_the_cuda_lock_is_pypis_cuda_12_torch_that_sagemakers_535_and_550_hosts_run():
+    """PyPI's Linux torch wheel is the CUDA build and brings the CUDA runtime as nvidia-* wheels. 2.10.0 is the
+    newest built against CUDA 12 (12.8; 2.11.0 on need CUDA 13, driver >= 580, which no g4dn host AMI has)."""
     cuda = pins(CONTAINERS / "pat/requirements-cuda.lock")
-    assert cuda["torch"][0] == Version("2.13.0") and any(name.startswith("nvidia-") for name in cuda)
+    assert cuda["torch"][0] == Version("2.10.0")
+    nvidia = {name: version for name, (version, _) in cuda.items() if name.startswith("nvidia-")}
+    assert nvidia and all(name.endswith("-cu12") for name in nvidia), sorted(nvidia)
+    assert nvidia["nvidia-cuda-runtime-cu12"].major == 12 and nvidia["nvidia-cublas-cu12"].major == 12
+    assert not any("cu13" in name or name.startswith("cuda-toolkit") for name in cuda)

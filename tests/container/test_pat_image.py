@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 
-from .conftest import ROOT, built_image, docker, readable_by_anyone, running
+from .conftest import ROOT, built_image, docker, running
 
 pytestmark = pytest.mark.docker
 
@@ -24,11 +24,12 @@ def pat_image() -> str:
 
 @pytest.fixture(scope="session")
 def pat_model(tmp_path_factory):
-    """A small example artifact: randomly initialized PAT-S encoder, heads trained briefly on synthetic weeks."""
+    """A small example artifact: randomly initialized PAT-S encoder, heads trained briefly on synthetic weeks,
+    mounted as written (no chmod here: the example must be readable by the container's --user 1000:1000)."""
     out = tmp_path_factory.mktemp("pat") / "model"
     subprocess.run([sys.executable, "-m", "models.pat.examples", "--out", str(out), "--subjects", "64",
                     "--steps", "20"], cwd=ROOT, check=True, capture_output=True)
-    return readable_by_anyone(out)
+    return out
 
 
 def weeks(count: int) -> np.ndarray:
@@ -39,10 +40,11 @@ def weeks(count: int) -> np.ndarray:
 def in_process_predictions(model_dir, body: bytes) -> list[dict]:
     """The same request through the runtime in this process (Flask's test client), on the CPU."""
     from serve.app import create_app
-    from serve.handler import build_handler
+    from serve.loading import build_handler
+    from models.pat.settings import PatSettings
     from serve.settings import Settings
 
-    settings = Settings(handler="pat", model_dir=model_dir, device="cpu")
+    settings = Settings(handler="pat", model_dir=model_dir, family=PatSettings(device="cpu"))
     handler = build_handler(settings)
     try:
         response = create_app(handler, settings).test_client().post(

@@ -19,6 +19,7 @@ import xgboost as xgb
 
 from models.xgboost.examples import synthetic_patients
 from serve import recordio
+from tests.conftest import load_booster
 
 from .conftest import ROOT, Container, build_sh, docker, running
 
@@ -29,8 +30,7 @@ ROWS = synthetic_patients(40, seed=123)  # 40 features, about 3% missing
 
 def expected_scores(model_dir: Path, rows: np.ndarray) -> np.ndarray:
     """In-process predictions: a plain xgboost Booster on the same model file."""
-    booster = xgb.Booster()
-    booster.load_model(bytearray((model_dir / "xgboost-model").read_bytes()))
+    booster = load_booster(model_dir / "xgboost-model")
     return booster.predict(xgb.DMatrix(rows, missing=np.nan, feature_names=booster.feature_names))
 
 

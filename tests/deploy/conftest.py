@@ -24,7 +24,7 @@ import boto3
 import pytest
 
 from tests.conftest import IN_CI, engine_problem
-from tests.http.server import free_port
+from serve.process import free_port
 
 from . import immutable_registry
 from .immutable_registry import ImmutableTags
@@ -36,7 +36,6 @@ REGION = "us-east-1"
 ECR_PASSWORD = f"{ACCOUNT}-auth-token"  # what moto's GetAuthorizationToken returns for ACCOUNT
 SAGEMAKER_TRUST = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
-MODELS_PREFIX = "s3://clinical-inference-models-{account}-{region}/models/"
 STARTUP_SECONDS = 30
 MISSING: list[str] = []
 
@@ -145,7 +144,7 @@ def execution_role(moto) -> str:
     """The dev and prod configs' execution role, trusting SageMaker, in moto's IAM."""
     arns = {}
     for stage in ("dev", "prod"):
-        role = moto.client("iam").create_role(RoleName=f"clinical-inference-sagemaker-{stage}",
+        role = moto.client("iam").create_role(RoleName=f"clinical-inference-{stage}-sagemaker",
                                               AssumeRolePolicyDocument=json.dumps(SAGEMAKER_TRUST))
         arns[stage] = role["Role"]["Arn"]
     moto.journal.write_text("")
@@ -226,26 +225,42 @@ def untag_all(prefix: str) -> None:
 
 # --- images ----------------------------------------------------------------------------------------------------
 
-TINY_IMAGES = {"xgboost": "deploytest-xgboost", "pat": "deploytest-pat"}
+TINY_IMAGES = {"xgboost": "deploytest-xgboost-cpu", "pat": "deploytest-pat-cuda12"}
+# The lock each family's image is built from: the tiny images carry the labels build.sh gives the real ones.
+FAMILY_LOCKS = {"xgboost": ROOT / "containers/xgboost/requirements.lock",
+                "pat": ROOT / "containers/pat/requirements-cuda.lock"}
+
+
+def family_labels(family: str) -> dict[str, str]:
+    sys.path.insert(0, str(DEPLOY_CONFIGS))
+    from sagemaker_deploy.gpu_hosts import lock_labels
+
+    return lock_labels(FAMILY_LOCKS[family])
 
 
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory):
-    """make(tag) imports a one-file image per family as deploytest-<family>:<tag>, distinct per tag; it stands
-    in for the product images where building them would only slow the test down."""
+    """make(tag) imports a one-file image per family as deploytest-<family>:<tag>, distinct per tag, with the
+    family's torch/CUDA labels; it stands in for the product images where building them would only slow the test
+    down."""
     work = tmp_path_factory.mktemp("tiny-images")
     made: list[str] = []
 
     def make(tag: str) -> None:
         for family, name in TINY_IMAGES.items():
-            if subprocess.run(["docker", "image", "inspect", f"{name}:{tag}"], capture_output=True).returncode == 0:
+            labels = family_labels(family)
+            existing = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}",
+                                       f"{name}:{tag}"], capture_output=True, text=True)
+            if existing.returncode == 0 and json.loads(existing.stdout) == labels:
                 continue
             content = work / f"{family}-{tag}"
             content.write_text(f"{family} {tag}\n")
             archive = work / f"{family}-{tag}.tar"
             with tarfile.open(archive, "w") as tar:
                 tar.add(content, arcname="release")
-            subprocess.run(["docker", "import", str(archive), f"{name}:{tag}"], check=True, capture_output=True)
+            changes = [arg for key, value in labels.items() for arg in ("--change", f"LABEL {key}={value}")]
+            subprocess.run(["docker", "import", *changes, str(archive), f"{name}:{tag}"], check=True,
+                           capture_output=True)
             made.append(f"{name}:{tag}")
 
     yield make
@@ -253,12 +268,28 @@ def tiny_images(tmp_path_factory):
         subprocess.run(["docker", "rmi", "--force", *made], capture_output=True)
 
 
+def platform_outputs(stage: str) -> dict[str, str]:
+    """What the platform stack outputs (the names in containers/infra/platform.yaml), for the tests that are not
+    about the stack: stage_config writes them into the config instead of deploying the stack
+    (test_platform_stack.py deploys it)."""
+    return {"ExecutionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/clinical-inference-{stage}-sagemaker",
+            "KeyAliasArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-{stage}",
+            "ModelBucket": f"clinical-inference-{stage}-models-{ACCOUNT}-{REGION}",
+            "CaptureBucket": f"clinical-inference-{stage}-capture-{ACCOUNT}-{REGION}",
+            "BatchBucket": f"clinical-inference-{stage}-batch-{ACCOUNT}-{REGION}",
+            "AlertTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:clinical-inference-{stage}-alerts"}
+
+
 def stage_config(tmp_path: Path, stage: str = "dev", tiny: bool = True, families: tuple[str, ...] = ("xgboost", "pat"),
                  sources: dict[str, Path] | None = None, **changes) -> Path:
-    """containers/deploy/<stage>.json as shipped, with the tiny images (or only some families) swapped in. Each
-    model's source directory becomes sources[name] when given, else an artifact already in S3 under the
-    multi-model prefix (MODELS_PREFIX/<name>.tar.gz), so that register needs no upload."""
-    config = json.loads((DEPLOY_CONFIGS / f"{stage}.json").read_text())
+    """containers/deploy/<stage>.json as shipped, with the platform stack's outputs filled in and the tiny images
+    (or only some families) swapped in. Each model's source directory becomes sources[name] when given, else an
+    artifact already in S3 under the multi-model prefix (s3://MODEL_BUCKET/models/<name>.tar.gz), so that register
+    needs no upload."""
+    text = (DEPLOY_CONFIGS / f"{stage}.json").read_text()
+    for name, value in platform_outputs(stage).items():
+        text = text.replace(f"{{platform.{name}}}", value)
+    config = json.loads(text)
     config["families"] = {name: family for name, family in config["families"].items() if name in families}
     for name, family in config["families"].items():
         if tiny:
@@ -268,7 +299,7 @@ def stage_config(tmp_path: Path, stage: str = "dev", tiny: bool = True, families
                 model["source"] = str(sources[model["name"]])
             else:
                 del model["source"]
-                model["model_data_url"] = f"{MODELS_PREFIX}{model['name']}.tar.gz"
+                model["model_data_url"] = f"s3://{config['model_bucket']}/models/{model['name']}.tar.gz"
     config.update(changes)
     config.pop("$schema")
     path = tmp_path / f"{stage}.json"

@@ -8,6 +8,11 @@
   weight and data capture from the new config unless RetainAllVariantProperties is true (then the current ones
   stay, less ExcludeRetainedVariantProperties), and a canary larger than 50% of the variant's instance count
   (rounded up to whole instances) is refused.
+- CloudFormation's AWS::LanguageExtensions transform (Fn::ForEach), which moto does not expand: a change set's
+  template is expanded with cfn-lint's implementation of it, for the change set's parameter values, as
+  CloudFormation expands it before it computes the changes. And a stack made or changed by a change set gets
+  the new template's outputs and parameters, which moto 5.2 leaves behind; a key's KeyPolicy object is kept as
+  the JSON text that GetKeyPolicy returns (moto keeps the object and then fails on it).
 - A journal of every request (operation and parameters, one JSON object per line) for the fields that moto
   accepts and then drops, such as CreateModel's EnableNetworkIsolation and UpdateEndpoint's DeploymentConfig.
 
@@ -26,7 +31,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from moto.cloudformation.models import CloudFormationBackend
 from moto.core.responses import ActionResult
+from moto.kms.models import Key
 from moto.core.utils import utcnow
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sagemaker.exceptions import ValidationError
@@ -121,6 +128,57 @@ def create_endpoint(self: SageMakerModelBackend, endpoint_name: str, endpoint_co
     return endpoint
 
 
+def expand_language_extensions(template: str, parameters: dict[str, str]) -> str:
+    """The template with Fn::ForEach unrolled for these parameter values (unchanged without the transform)."""
+    from cfnlint.decode import decode_str  # imported here: it slows the server's start by seconds
+    from cfnlint.template import Template
+    from cfnlint.template.transforms.transform import Transform
+
+    body, problems = decode_str(template)
+    if problems or "AWS::LanguageExtensions" not in str(body.get("Transform", "")):
+        return template
+    for name, value in parameters.items():
+        if name in body.get("Parameters", {}):
+            body["Parameters"][name]["Default"] = value
+    expanded = Template("change-set.yaml", body, ["us-east-1"])
+    problems = Transform().transform(expanded)
+    if problems:
+        raise ValueError(f"Transform AWS::LanguageExtensions failed: {problems[0].message}")
+    result = dict(expanded.template)
+    result.pop("Transform")
+    return json.dumps(result, default=str)
+
+
+_create_change_set = CloudFormationBackend.create_change_set
+
+
+def create_change_set(self: CloudFormationBackend, **request):
+    request["template"] = expand_language_extensions(request["template"], request["parameters"])
+    return _create_change_set(self, **request)
+
+
+_execute_change_set = CloudFormationBackend.execute_change_set
+
+
+def execute_change_set(self: CloudFormationBackend, change_set_name: str, stack_name: str | None = None) -> None:
+    _execute_change_set(self, change_set_name, stack_name)
+    change_set = self.describe_change_set(change_set_name)
+    stack = self.stacks[change_set.stack_id]
+    stack.parameters = change_set.parameters
+    stack._parse_template()
+    stack.output_map = stack._create_output_map()
+
+
+_create_key = Key.create_from_cloudformation_json.__func__
+
+
+def create_key(cls, *args, **kwargs) -> Key:
+    key = _create_key(cls, *args, **kwargs)
+    if isinstance(key.policy, dict):
+        key.policy = json.dumps(key.policy)
+    return key
+
+
 class Journal:
     """WSGI middleware that appends each request's operation and parameters to a file."""
 
@@ -149,6 +207,9 @@ def main() -> None:
     args = parser.parse_args()
     SageMakerResponse.update_endpoint = update_endpoint
     SageMakerModelBackend.create_endpoint = create_endpoint
+    CloudFormationBackend.create_change_set = create_change_set
+    CloudFormationBackend.execute_change_set = execute_change_set
+    Key.create_from_cloudformation_json = classmethod(create_key)
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, Journal(app, args.journal), threaded=True)
 

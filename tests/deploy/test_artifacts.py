@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ACCOUNT, DEPLOY_CONFIGS, REGION, BuildSh, build_sh_env, stage_config
+from .conftest import ACCOUNT, DEPLOY_CONFIGS, REGION, BuildSh, build_sh_env, platform_outputs, stage_config
 
 sys.path.insert(0, str(DEPLOY_CONFIGS))
 from sagemaker_deploy import artifacts  # noqa: E402
 
-BUCKET = f"clinical-inference-models-{ACCOUNT}-{REGION}"
-KMS = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-dev"
+BUCKET = platform_outputs("dev")["ModelBucket"]
+KMS = platform_outputs("dev")["KeyAliasArn"]
 TAG = "1.0.0-aaaaaaa"
 FEATURES = ["age", "bmi", "hba1c"]
 CLASSES = {"xgboost-risk": [0, 1], "xgboost-treatment": ["lifestyle", "oral_agent", "insulin"],

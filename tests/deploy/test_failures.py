@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import tarfile
 
 import pytest
 
@@ -22,7 +23,7 @@ def test_a_missing_execution_role_stops_registration_before_anything_is_created(
     result = build_sh("push", "register", DEPLOY_CONFIG=str(config), IMAGE_TAG=TAG, check=False)
 
     assert result.returncode != 0
-    role = f"arn:aws:iam::{ACCOUNT}:role/clinical-inference-sagemaker-dev"
+    role = f"arn:aws:iam::{ACCOUNT}:role/clinical-inference-dev-sagemaker"
     assert f"the execution role {role} does not exist" in result.stderr
     assert "Nothing was registered" in result.stderr
     assert moto.requests("CreateModel") == [] and moto.requests("CreateEndpointConfig") == []
@@ -70,9 +71,26 @@ def test_a_bad_config_fails_with_a_clear_error_before_any_aws_call_or_build(moto
 
 
 @pytest.mark.deploy
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_dry_run_refuses_the_cpu_built_pat_image_for_the_g4dn_before_any_push(moto, tmp_path, stage):
+    build_sh = BuildSh(build_sh_env(moto, tmp_path, "127.0.0.1:1"))
+    result = build_sh("--dry-run", "push", "register", DEPLOY_CONFIG=str(DEPLOY_CONFIGS / f"{stage}.json"),
+                      IMAGE_TAG=TAG, PAT_TORCH_VARIANT="cpu", check=False)
+
+    assert result.returncode != 0
+    assert (f"families.pat: image pat-inference:{TAG}-cpu is a CPU build (torch 2.13.0+cpu, no CUDA) but "
+            "ml.g4dn.xlarge is a GPU instance") in result.stderr
+    assert "nothing was pushed" in result.stderr
+    assert not any(line.startswith(("+ docker push", "+ docker tag", "+ aws ecr create-repository"))
+                   for line in result.stderr.splitlines())
+    assert moto.operations() == []
+
+
+@pytest.mark.deploy
 def test_dry_run_prints_every_aws_call_and_docker_command_and_sends_nothing(moto, tmp_path):
     build_sh = BuildSh(build_sh_env(moto, tmp_path, "127.0.0.1:1"))
-    result = build_sh("--dry-run", "all", DEPLOY_CONFIG=str(DEPLOY_CONFIGS / "dev.json"), IMAGE_TAG=TAG)
+    result = build_sh("--dry-run", "all", DEPLOY_CONFIG=str(DEPLOY_CONFIGS / "dev.json"), IMAGE_TAG=TAG,
+                      PAT_TORCH_VARIANT="cuda")
 
     assert moto.operations() == []
     assert not (tmp_path / "state").exists()
@@ -86,6 +104,12 @@ def test_dry_run_prints_every_aws_call_and_docker_command_and_sends_nothing(moto
                      "+ aws application-autoscaling register-scalable-target",
                      "+ aws application-autoscaling put-scaling-policy"]:
         assert any(line.startswith(expected) for line in printed), expected
+    # The CUDA 12 build's labels (read from its lock: it is not built) choose the g4dn endpoint's host AMI.
+    config = next(line for line in printed if line.startswith("+ aws sagemaker create-endpoint-config")
+                  and "ml.g4dn.xlarge" in line)
+    assert '"InferenceAmiVersion": "al2-ami-sagemaker-inference-gpu-2"' in config
+    assert f"pat-inference:{TAG}-cuda is not built; its labels are read from " \
+           "containers/pat/requirements-cuda.lock" in result.stderr
     # The printed calls are AWS CLI commands that run as printed.
     create = next(line for line in printed if line.startswith("+ aws ecr create-repository"))
     cli = subprocess.run(shlex.split(create[2:]), env=build_sh.env, capture_output=True, text=True)
@@ -100,6 +124,7 @@ def test_dry_run_all_on_a_fresh_clone_prints_the_guides_whole_plan(moto, tmp_pat
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, capture_output=True)
     env = build_sh_env(moto, tmp_path, "127.0.0.1:1")
+    env["PAT_TORCH_VARIANT"] = "cuda"  # the cpu build is refused on pat's g4dn before any push (check-images)
     result = subprocess.run([str(clone / "build.sh"), "--dry-run", "all"], cwd=clone, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -111,4 +136,35 @@ def test_dry_run_all_on_a_fresh_clone_prints_the_guides_whole_plan(moto, tmp_pat
     positions = [printed.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions), dict(zip(steps, positions))
     assert '"ServerSideEncryption": "aws:kms"' in printed and "models/xgboost-risk/<sha256>/model.tar.gz" in printed
+    assert '"Bucket": "<platform.ModelBucket>"' in printed  # the stack's output, not a typed name
+    assert '"AlarmActions": ["<platform.AlertTopicArn>"]' in printed
     assert moto.operations() == [] and not (clone / "build").exists()
+
+
+@pytest.mark.docker
+def test_push_refuses_a_cpu_built_image_for_a_gpu_instance_before_pushing_anything(build_sh, moto, registry,
+                                                                                    tmp_path):
+    """A real run reads the local image's labels (docker image inspect) and stops before the first AWS call."""
+    tag = "1.0.0-cpubuilt"  # pushed by no other test of this session's registry
+    archive = tmp_path / "image.tar"
+    with tarfile.open(archive, "w") as tar:
+        (tmp_path / "release").write_text("cpu build\n")
+        tar.add(tmp_path / "release", arcname="release")
+    image = f"deploytest-pat-cpu:{tag}"
+    subprocess.run(["docker", "import", "--change", "LABEL sagemaker-clinical-inference.torch.version=2.13.0+cpu",
+                    "--change", "LABEL sagemaker-clinical-inference.cuda.version=none", str(archive), image],
+                   check=True, capture_output=True)
+    try:
+        config = stage_config(tmp_path, families=("pat",))
+        spec = json.loads(config.read_text())
+        spec["families"]["pat"]["image"]["local_image"] = "deploytest-pat-cpu"
+        config.write_text(json.dumps(spec))
+        result = build_sh("push", "register", DEPLOY_CONFIG=str(config), IMAGE_TAG=tag, check=False)
+    finally:
+        subprocess.run(["docker", "rmi", image], capture_output=True)
+
+    assert result.returncode != 0
+    assert (f"families.pat: image pat-inference:{tag} is a CPU build (torch 2.13.0+cpu, no CUDA) but "
+            "ml.g4dn.xlarge is a GPU instance") in result.stderr
+    assert "nothing was pushed" in result.stderr and "docker push" not in result.stderr
+    assert moto.operations() == [] and registry.manifest("pat-inference", tag) == 404

@@ -9,10 +9,11 @@ from datetime import datetime, timezone
 import jsonschema
 import pytest
 
-from .conftest import DEPLOY_CONFIGS
+from .conftest import DEPLOY_CONFIGS, family_labels, platform_outputs
 
 sys.path.insert(0, str(DEPLOY_CONFIGS))
-from sagemaker_deploy import DeployError, artifacts, batch, config as configs, endpoints, plan as plans  # noqa: E402
+from sagemaker_deploy import DeployError, artifacts, batch, config as configs, endpoints, gpu_hosts  # noqa: E402
+from sagemaker_deploy import plan as plans  # noqa: E402
 from sagemaker_deploy.aws import Aws  # noqa: E402
 
 IMAGE = {"uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/xgboost-inference@sha256:" + "a" * 64,
@@ -26,14 +27,14 @@ def filled(stage: str, **changes) -> dict:
     """The stage's config as register sees it after an upload: each model's source at its content-addressed URI."""
     config = configs.load(DEPLOY_CONFIGS / f"{stage}.json")
     config.update(changes)
-    config = configs.fill(config, "123456789012", "us-east-1", stage)
+    config = configs.fill(config, "123456789012", "us-east-1", stage, platform_outputs(stage))
     return artifacts.apply(config, {model["name"]: {"uri": f"s3://{config['model_bucket']}/models/{model['name']}/"
                                                            f"{SHA}/model.tar.gz"}
                                     for family in config["families"].values() for model in family["models"]})
 
 
 def build(config: dict, image: dict = IMAGE) -> plans.Plan:
-    return plans.build(config, {name: image for name in config["families"]})
+    return plans.build(config, {name: {"labels": family_labels(name), **image} for name in config["families"]})
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
@@ -114,13 +115,21 @@ def test_the_update_policy_is_blue_green_all_at_once_or_canary_with_alarm_rollba
     assert canary["AutoRollbackConfiguration"] == {"Alarms": [{"AlarmName": "p99-latency"}]}
 
 
-def test_a_pat_batch_job_on_a_gpu_instance_keeps_kms_on_the_output_only():
+def test_a_pat_batch_job_on_a_gpu_instance_keeps_kms_on_the_output_only_and_sets_the_host_ami():
     config = filled("dev")
     request = batch.job_request(config, "pat", "pat-model", "pat", "s3://in/", "s3://out/", "v1",
-                                now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+                                now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+                                image_labels=family_labels("pat"))
     assert request["TransformJobName"] == "pat-20260102-030405"
-    assert request["TransformResources"] == {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1}
+    assert request["TransformResources"] == {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1,
+                                             "TransformAmiVersion": "al2-ami-sagemaker-batch-gpu-535"}
     assert request["TransformOutput"]["KmsKeyId"].endswith("alias/clinical-inference-dev")
+    # PAT answers JSON (one prediction per line here), never CSV; XGBoost keeps the stage's CSV.
+    assert request["TransformInput"]["ContentType"] == request["TransformOutput"]["Accept"] == "application/jsonlines"
+    risk = batch.job_request(config, "xgboost", "risk-model", "risk", "s3://in/", "s3://out/", "v1",
+                             image_labels=family_labels("xgboost"))
+    assert risk["TransformInput"]["ContentType"] == risk["TransformOutput"]["Accept"] == "text/csv"
+    assert "TransformAmiVersion" not in risk["TransformResources"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -159,18 +168,67 @@ def test_a_dry_run_client_validates_and_prints_calls_without_credentials(monkeyp
         sagemaker.create_endpoint(EndpointName="e")
 
 
-def test_a_pat_image_built_on_torchs_cpu_wheel_is_refused_for_a_gpu_instance():
-    config = filled("dev")
-    assert config["families"]["pat"]["environment"]["SERVE_DEVICE"] == "cuda"
-    tagged = lambda pat_tag: {"xgboost": {"tag": "0.1.0-abcdef0"}, "pat": {"tag": pat_tag}}  # noqa: E731
-    with pytest.raises(DeployError, match=r"families.pat: the pushed image pat-inference:0.1.0-abcdef0-cpu is not "
-                                          r"torch's CUDA build, but instance_type ml.g4dn.xlarge is a GPU instance"):
-        plans.check_torch_builds(config, tagged("0.1.0-abcdef0-cpu"))
-    plans.check_torch_builds(config, tagged("0.1.0-abcdef0-cuda"))
-    config["families"]["pat"]["instance_type"] = "ml.m5.xlarge"
-    plans.check_torch_builds(config, tagged("0.1.0-abcdef0-cpu"))
+CUDA_12 = {gpu_hosts.TORCH_LABEL: "2.10.0", gpu_hosts.CUDA_LABEL: "12.8"}
+CUDA_13 = {gpu_hosts.TORCH_LABEL: "2.13.0", gpu_hosts.CUDA_LABEL: "13.0"}
+CPU = {gpu_hosts.TORCH_LABEL: "2.13.0+cpu", gpu_hosts.CUDA_LABEL: "none"}
+
+
+def test_every_gpu_variant_gets_the_host_ami_that_runs_its_cuda_and_cpu_variants_none():
+    for stage in ("dev", "prod"):
+        variants = {endpoint.family: endpoint.config_request["ProductionVariants"][0]
+                    for endpoint in build(filled(stage)).endpoints}
+        assert variants["pat"]["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-2"
+        assert "InferenceAmiVersion" not in variants["xgboost"]
+    assert gpu_hosts.choose("ml.g4dn.xlarge", CUDA_12, gpu_hosts.BATCH, "i") == "al2-ami-sagemaker-batch-gpu-535"
+    assert gpu_hosts.choose("ml.m5.large", CPU, gpu_hosts.ENDPOINT, "i") is None
+    # An old CUDA 11 build runs on the 470 batch host.
+    assert gpu_hosts.choose("ml.g4dn.xlarge", {gpu_hosts.CUDA_LABEL: "11.8"}, gpu_hosts.BATCH, "i") == \
+        "al2-ami-sagemaker-batch-gpu-470"
     assert [plans.is_gpu(kind) for kind in ("ml.g4dn.xlarge", "ml.p3.2xlarge", "ml.m5.large", "ml.c7i.xlarge")] == [
         True, True, False, False]
+
+
+def test_the_ami_table_has_the_api_references_figures():
+    table = {ami.name: (ami.job, ami.driver, ami.cuda) for ami in gpu_hosts.AMIS}
+    assert table == {
+        "al2-ami-sagemaker-inference-gpu-2": ("endpoint", 535, "12.2"),
+        "al2-ami-sagemaker-inference-gpu-2-1": ("endpoint", 535, "12.2"),
+        "al2-ami-sagemaker-inference-gpu-3-1": ("endpoint", 550, "12.4"),
+        "al2-ami-sagemaker-batch-gpu-470": ("batch", 470, "11.4"),
+        "al2-ami-sagemaker-batch-gpu-535": ("batch", 535, "12.2"),
+    }
+    for ami in gpu_hosts.AMIS:  # each host runs its native CUDA, and no CUDA 13 build
+        assert gpu_hosts.runs(ami, ami.cuda) and not gpu_hosts.runs(ami, "13.0")
+
+
+@pytest.mark.parametrize("labels, message", [
+    (CPU, "families.pat: image pat-inference:0.1.0-abcdef0 is a CPU build (torch 2.13.0+cpu, no CUDA) but "
+          "ml.g4dn.xlarge is a GPU instance: build it with PAT_TORCH_VARIANT=cuda"),
+    (CUDA_13, "families.pat: image pat-inference:0.1.0-abcdef0 (torch 2.13.0, CUDA 13.0) needs NVIDIA driver >= 580, "
+              "which no SageMaker endpoint AMI for ml.g4dn.xlarge has (al2-ami-sagemaker-inference-gpu-2 (driver 535"),
+    ({}, "families.pat: image pat-inference:0.1.0-abcdef0 has no sagemaker-clinical-inference.cuda.version label"),
+])
+def test_an_image_its_gpu_host_cannot_run_is_refused_in_one_line(labels, message):
+    config = filled("dev")
+    images = {"xgboost": {**IMAGE, "labels": family_labels("xgboost")}, "pat": {**IMAGE, "labels": labels}}
+    with pytest.raises(DeployError) as error:
+        plans.build(config, images)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    with pytest.raises(DeployError, match="families.pat: image pat-inference"):
+        batch.job_request(config, "pat", "m", "pat", "s3://in/", "s3://out/", "v1", image_labels=labels)
+
+
+def test_the_labels_come_from_the_locks(tmp_path):
+    assert family_labels("pat") == {gpu_hosts.TORCH_LABEL: "2.10.0", gpu_hosts.CUDA_LABEL: "12.8"}
+    assert gpu_hosts.lock_labels(DEPLOY_CONFIGS.parent / "pat/requirements-cpu.lock") == CPU
+    assert family_labels("xgboost") == {gpu_hosts.CUDA_LABEL: "none"}
+    # The CUDA 13 lock this branch replaced: torch 2.13.0 with nvidia-cuda-runtime 13.0.
+    old = tmp_path / "requirements-cuda.lock"
+    old.write_text("nvidia-cuda-runtime==13.0.96 \\\n    --hash=sha256:00\ntorch==2.13.0 \\\n    --hash=sha256:00\n")
+    assert gpu_hosts.lock_labels(old) == CUDA_13
+    old.write_text("torch==2.13.0 \\\n    --hash=sha256:00\n")
+    with pytest.raises(DeployError, match="pins torch==2.13.0 but no nvidia-cuda-runtime wheel"):
+        gpu_hosts.lock_labels(old)
 
 
 def test_register_refuses_a_cpu_pat_image_on_a_gpu_instance_before_any_aws_call(tmp_path, monkeypatch, capsys):
@@ -179,10 +237,10 @@ def test_register_refuses_a_cpu_pat_image_on_a_gpu_instance_before_any_aws_call(
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     state = tmp_path / "dev"
     state.mkdir()
-    images = {name: {**IMAGE, "tag": tag} for name, tag in (("xgboost", "0.1.0-abcdef0"), ("pat", "0.1.0-abcdef0-cpu"))}
+    images = {"xgboost": {**IMAGE, "labels": family_labels("xgboost")},
+              "pat": {**IMAGE, "tag": "0.1.0-abcdef0-cpu", "labels": CPU}}
     (state / "images.json").write_text(json.dumps({"version": "0.1.0-abcdef0", "account": "123456789012",
                                                    "families": images}))
     status = main(["--config", str(DEPLOY_CONFIGS / "dev.json"), "--state-dir", str(tmp_path), "register"])
     assert status == 1
-    assert "families.pat: the pushed image pat-inference:0.1.0-abcdef0-cpu is not torch's CUDA build" \
-        in capsys.readouterr().err
+    assert "families.pat: image pat-inference:0.1.0-abcdef0-cpu is a CPU build" in capsys.readouterr().err

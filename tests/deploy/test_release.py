@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ACCOUNT, REGION, stage_config
+from .conftest import ACCOUNT, REGION, TINY_IMAGES, stage_config
 
 pytestmark = [pytest.mark.deploy, pytest.mark.docker]
 
@@ -41,7 +41,7 @@ def test_push_creates_the_repository_once_and_the_digest_pulls_back(build_sh, ti
     assert xgboost["uri"] == f"{registry.host}/xgboost-inference@{xgboost['digest']}"
     assert images["families"]["pat"]["digest"] != xgboost["digest"]
     # The digest is the registry's: pull it back by digest, into an engine that does not have it.
-    subprocess.run(["docker", "rmi", "deploytest-xgboost:1.0.0-aaaaaaa",
+    subprocess.run(["docker", "rmi", f"{TINY_IMAGES['xgboost']}:1.0.0-aaaaaaa",
                     f"{registry.host}/xgboost-inference:1.0.0-aaaaaaa"], check=True, capture_output=True)
     pull = subprocess.run(["docker", "pull", xgboost["uri"]], capture_output=True, text=True,
                           env=build_sh.env)
@@ -77,7 +77,7 @@ def test_register_pins_models_to_the_digests_with_vpc_kms_and_isolation(build_sh
                                       "SecurityGroupIds": ["sg-0123456789abcdef0"]}
     xgboost = next(model for name, model in models.items() if name.startswith("xgboost"))["PrimaryContainer"]
     assert xgboost["Mode"] == "MultiModel"
-    assert xgboost["ModelDataUrl"] == f"s3://clinical-inference-models-{ACCOUNT}-{REGION}/models/"
+    assert xgboost["ModelDataUrl"] == f"s3://clinical-inference-dev-models-{ACCOUNT}-{REGION}/models/"
     assert xgboost["Environment"]["SAGEMAKER_MULTI_MODEL"] == "true"
     # moto drops EnableNetworkIsolation: check what was sent.
     assert [request["EnableNetworkIsolation"] for request in moto.requests("CreateModel")] == [True, True]
@@ -90,11 +90,20 @@ def test_register_pins_models_to_the_digests_with_vpc_kms_and_isolation(build_sh
         variant = endpoint_config["ProductionVariants"][0]
         assert len(name) <= 63 and variant["ModelName"] in models
         assert endpoint_config["DataCaptureConfig"]["KmsKeyId"] == kms
-        assert endpoint_config["DataCaptureConfig"]["DestinationS3Uri"].endswith("/dev/")
+        capture_uri = endpoint_config["DataCaptureConfig"]["DestinationS3Uri"]
+        assert capture_uri == f"s3://clinical-inference-dev-capture-{ACCOUNT}-{REGION}/"
         if variant["InstanceType"] == "ml.g4dn.xlarge":  # NVMe instance storage: SageMaker refuses a volume key
             assert "KmsKeyId" not in endpoint_config
         else:
             assert variant["InstanceType"] == "ml.m5.large" and endpoint_config["KmsKeyId"] == kms
+
+    # The host AMI comes from the labels push read off the local images (docker image inspect).
+    assert images["pat"]["labels"]["sagemaker-clinical-inference.cuda.version"] == "12.8"
+    assert images["xgboost"]["labels"] == {"sagemaker-clinical-inference.cuda.version": "none"}
+    sent = {request["ProductionVariants"][0]["InstanceType"]: request["ProductionVariants"][0]
+            for request in moto.requests("CreateEndpointConfig")}
+    assert sent["ml.g4dn.xlarge"]["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-2"
+    assert "InferenceAmiVersion" not in sent["ml.m5.large"]
 
     env = (Path(build_sh.env["DEPLOY_STATE_DIR"]) / "dev" / "endpoints.env").read_text().splitlines()
     assert "XGBOOST_RISK_ENDPOINT=xgboost-endpoint" in env and "XGBOOST_RISK_TARGET_MODEL=xgboost-risk.tar.gz" in env
@@ -199,7 +208,7 @@ def test_batch_scores_an_s3_prefix_with_the_model_alone_in_the_vpc(build_sh, tin
     assert request["TransformInput"]["DataSource"]["S3DataSource"] == {"S3DataType": "S3Prefix",
                                                                        "S3Uri": "s3://scoring-in/2026-11/"}
     assert request["TransformOutput"]["KmsKeyId"] == kms and request["TransformResources"]["VolumeKmsKeyId"] == kms
-    assert request["TransformOutput"]["S3OutputPath"] == f"s3://clinical-inference-batch-{ACCOUNT}-{REGION}/dev/output/"
+    assert request["TransformOutput"]["S3OutputPath"] == f"s3://clinical-inference-dev-batch-{ACCOUNT}-{REGION}/output/"
 
     model = moto.client("sagemaker").describe_model(ModelName=job["model"])
     images = state(build_sh, "dev", "images.json")["families"]

@@ -5,13 +5,14 @@ import json
 
 import numpy as np
 import pytest
-import xgboost as xgb
 
+from models.pat.settings import PatSettings
+from models.xgboost.settings import XGBoostSettings
 from serve import recordio
 from serve.app import create_app
 from serve.handler import Handler
 from serve.settings import Settings
-from tests.conftest import FEATURES
+from tests.conftest import FEATURES, load_booster
 
 ROW = b"50,27.5,130,6.1"
 
@@ -40,12 +41,12 @@ def test_execution_parameters(client):
 def test_default_accept_is_csv_like_the_official_container(client, risk_dir):
     response = post(client, ROW)
     assert response.status_code == 200 and response.content_type == "text/csv"
-    expected = xgb.Booster(model_file=str(risk_dir / "xgboost-model")).inplace_predict(np.array([[50, 27.5, 130, 6.1]]))
+    expected = load_booster(risk_dir / "xgboost-model").inplace_predict(np.array([[50, 27.5, 130, 6.1]]))
     assert response.data == f"{float(expected[0])!r}\n".encode()
 
 
 def test_default_accept_setting(risk_dir):
-    from serve.handler import build_handler
+    from serve.loading import build_handler
 
     settings = Settings(model_dir=risk_dir, default_accept="application/json")
     client = create_app(build_handler(settings), settings).test_client()
@@ -76,7 +77,7 @@ def test_every_content_type_and_accept_gives_booster_predictions(client, risk_di
     response = post(client, BODIES[content_type], content_type, accept)
     assert response.status_code == 200, response.data
     assert response.content_type == accept
-    booster = xgb.Booster(model_file=str(risk_dir / "xgboost-model"))
+    booster = load_booster(risk_dir / "xgboost-model")
     rows = ROWS.astype(np.float32) if "npy" in content_type or "recordio" in content_type else ROWS
     expected = booster.inplace_predict(rows).astype(np.float64).tolist()
     if accept == "application/json":
@@ -146,7 +147,7 @@ def test_empty_body_is_204(client):
 
 
 def test_body_over_the_limit_is_413(risk_dir):
-    from serve.handler import build_handler
+    from serve.loading import build_handler
 
     settings = Settings(model_dir=risk_dir, max_payload_bytes=1024)
     client = create_app(build_handler(settings), settings).test_client()
@@ -200,13 +201,14 @@ def test_routing_errors_are_json(client, method, path, status):
     ("c000b4f9-df62-4c85-a0bf-7c525f9104a4/trace-id", {}),
 ])
 def test_custom_attributes_parsing(header, expected):
-    from serve.app import parse_attributes
+    from serve.pipeline import parse_attributes
 
     assert parse_attributes(header) == expected
 
 
 @pytest.mark.parametrize("settings_kwargs, expected", [
-    ({"workers": 3}, 3), ({"workers": 2, "multi_model": True}, 8), ({"handler": "pat", "max_batch_size": 16}, 16),
+    ({"workers": 3}, 3), ({"workers": 2, "multi_model": True}, 8),
+    ({"handler": "pat", "family": PatSettings(max_batch_size=16)}, 16),
 ])
 def test_execution_parameters_report_the_real_concurrency(settings_kwargs, expected):
     settings = Settings(**settings_kwargs)
@@ -215,9 +217,9 @@ def test_execution_parameters_report_the_real_concurrency(settings_kwargs, expec
 
 
 def test_selectable_text_labels_and_contributions_in_every_output_type(risk_dir):
-    from serve.handler import build_handler
+    from serve.loading import build_handler
 
-    settings = Settings(model_dir=risk_dir, inference_output=("predicted_label", "probability"))
+    settings = Settings(model_dir=risk_dir, family=XGBoostSettings(inference_output=("predicted_label", "probability")))
     client = create_app(build_handler(settings), settings).test_client()
     for accept in ("application/x-recordio-protobuf", "text/csv", "application/json", "application/jsonlines"):
         response = post(client, ROW, accept=accept, **{"X-Amzn-SageMaker-Custom-Attributes": "contributions=true"})

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xgboost as xgb
 
+from serve import model_api
 from serve.app import create_app
 from serve.multimodel import ModelRegistry
 from serve.settings import MIB, Settings
-from tests.conftest import FEATURES, train_model
+from tests.conftest import FEATURES, load_booster, train_model
 
 ROWS = np.random.default_rng(11).normal(size=(3, len(FEATURES)))
 BODY = "\n".join(",".join(f"{value:.6f}" for value in row) for row in ROWS).encode()
@@ -57,9 +57,8 @@ def make_model(root: Path, name: str, seed: int, rounds: int = 20, script: str |
 
 def expected(model_dir: Path) -> list[float]:
     """What the model must answer for BODY: XGBoost's own prediction, as the CSV encoder writes it."""
-    booster = xgb.Booster()
-    booster.load_model(bytearray((model_dir / "xgboost-model").read_bytes()))
-    return booster.inplace_predict(np.loadtxt(BODY.decode().splitlines(), delimiter=",", ndmin=2)).tolist()
+    rows = np.loadtxt(BODY.decode().splitlines(), delimiter=",", ndmin=2)
+    return load_booster(model_dir / "xgboost-model").inplace_predict(rows).tolist()
 
 
 def answer(body: bytes) -> list[float]:
@@ -127,7 +126,8 @@ def answers(root) -> dict[str, list[float]]:
 def client_for(root: Path, budget_bytes: int = 0):
     settings = Settings(multi_model=True, multi_model_dir=root, model_memory_budget_bytes=budget_bytes)
     registry = ModelRegistry(settings)
-    return create_app(None, settings, registry=registry).test_client(), registry
+    app = create_app(None, settings, registry=registry, routes=model_api.routes(registry, settings))
+    return app.test_client(), registry
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.http.server import ServeProcess
+from serve.process import ServeProcess
 from tests.http.test_multimodel_api import BODY, TARGET, Tally, answer, distinct_models, make_model, model_script
 
 BUDGET_MIB = 24

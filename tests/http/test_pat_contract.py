@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import requests
 
-from serve.app import CUSTOM_ATTRIBUTES, create_app
-from serve.handler import build_handler
+from serve.app import create_app
+from serve.loading import build_handler
+from serve.pipeline import CUSTOM_ATTRIBUTES
 from serve.settings import Settings
-from tests.http.server import ServeProcess
+from serve.process import ServeProcess
 from tests.pat_models import TASKS, at_once, build_artifact, forward, weeks
 
 TOLERANCE = 1e-5

@@ -10,10 +10,9 @@ import time
 import numpy as np
 import pytest
 import requests
-import xgboost as xgb
 
-from tests.conftest import shared_fixture
-from tests.http.server import SERVE, ServeProcess
+from serve.process import SERVE, ServeProcess
+from tests.conftest import load_booster, shared_fixture
 
 SECRET_ROW = "77.123,31.4159,142.857,9.87654"
 
@@ -31,7 +30,7 @@ def test_serves_booster_predictions_over_http(server, risk_dir):
     response = requests.post(server.url + "/invocations", data=body,
                              headers={"Content-Type": "text/csv", "Accept": "application/json"})
     assert response.status_code == 200
-    expected = xgb.Booster(model_file=str(risk_dir / "xgboost-model")).inplace_predict(rows)
+    expected = load_booster(risk_dir / "xgboost-model").inplace_predict(rows)
     assert [p["score"] for p in response.json()["predictions"]] == expected.astype(np.float64).tolist()
     assert requests.get(server.url + "/execution-parameters").json()["MaxConcurrentTransforms"] == 2
 

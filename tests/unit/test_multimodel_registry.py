@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xgboost as xgb
 
-from serve.errors import BadRequest, Conflict, InsufficientMemory, NotFound
+from serve.errors import BadRequest, Conflict, InsufficientMemory, NotFound, UnservableModel
 from serve.handler import Request
-from serve.multimodel import ModelRegistry, UnservableModel
+from serve.multimodel import ModelRegistry
 from serve.settings import MIB, Settings
-from tests.conftest import FEATURES
+from tests.conftest import FEATURES, load_booster
 from tests.http.test_multimodel_api import make_model, model_script
 
 ROWS = np.random.default_rng(3).normal(size=(4, len(FEATURES)))
@@ -27,9 +26,7 @@ def predict(registry: ModelRegistry, name: str) -> np.ndarray:
 
 
 def booster_prediction(model_dir: Path) -> np.ndarray:
-    booster = xgb.Booster()
-    booster.load_model(bytearray((model_dir / "xgboost-model").read_bytes()))
-    return booster.inplace_predict(ROWS)
+    return load_booster(model_dir / "xgboost-model").inplace_predict(ROWS)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import tarfile
 
 import numpy as np
@@ -212,12 +214,33 @@ def test_example_build_is_a_loadable_labelled_artifact(tmp_path):
     assert names == sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert "config.json" in names and "encoder.safetensors" in names
 
+    request = json.loads((tmp_path / "pat.sample.json").read_text())
+    assert request["outputs"] == ["embedding", "scores", "metrics"] and len(request["instances"]) == 1
+    activity = request["instances"][0]["activity"]
+    assert len(activity) == WEEK and all(isinstance(count, int) and count >= 0 for count in activity)
+
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep")
     with pytest.raises(SystemExit, match="not an earlier example build"):
         examples.main(["--out", str(other), "--subjects", "8", "--steps", "1"])
     assert (other / "notes.txt").exists()
+
+
+def test_the_example_is_readable_by_a_server_running_as_another_user(tmp_path):
+    """docker run --user 1000:1000 reads the mounted files: 0644 files, 0755 directories, whatever the umask
+    (safetensors writes 0600), and the same modes in model.tar.gz."""
+    out = tmp_path / "pat"
+    previous = os.umask(0o077)
+    try:
+        assert examples.main(["--out", str(out), "--subjects", "16", "--steps", "1"]) == 0
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert "heads/depression.safetensors" in modes and "encoder.safetensors" in modes
+    assert {name: mode for name, mode in modes.items() if mode != (0o755 if (out / name).is_dir() else 0o644)} == {}
+    with tarfile.open(tmp_path / "pat.tar.gz") as tar:
+        assert {member.mode for member in tar.getmembers()} == {0o644}
 
 
 def test_synthetic_weeks_have_a_daily_rhythm():

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from models.pat.artifact import load_artifact
-from models.pat.inference import BatchKey, BatchRunner
+from models.pat.runner import BatchKey, BatchRunner
+from models.pat.settings import PatSettings
 from serve import codecs
-from serve.handler import Request, build_handler
+from serve.handler import Request
+from serve.loading import build_handler
 from serve.settings import Settings
 from tests.pat_models import TASKS, WEEK, at_once, build_artifact, forward, weeks
 
@@ -32,8 +34,8 @@ def model_dir(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def handler(model_dir):
-    handler = build_handler(Settings(handler="pat", model_dir=model_dir, device="cuda", max_batch_size=16,
-                                     batch_wait_ms=20.0))
+    family = PatSettings(device="cuda", max_batch_size=16, batch_wait_ms=20.0)
+    handler = build_handler(Settings(handler="pat", model_dir=model_dir, family=family))
     yield handler
     handler.close()
 
@@ -90,7 +92,7 @@ def test_an_fp16_overflow_on_the_gpu_is_run_again_in_float32(model_dir):
 
 
 def test_cpu_setting_keeps_the_model_off_the_gpu(model_dir):
-    handler = build_handler(Settings(handler="pat", model_dir=model_dir, device="cpu"))
+    handler = build_handler(Settings(handler="pat", model_dir=model_dir, family=PatSettings(device="cpu")))
     try:
         assert handler.describe()["device"] == "cpu" and handler.describe()["precision"] == "float32"
         np.testing.assert_allclose(predict(handler, weeks(1, seed=35))[0]["embedding"],

@@ -13,10 +13,12 @@ import torch
 
 from models.pat.actigraphy import MetricOptions, compute_metrics
 from models.pat.artifact import load_artifact
-from models.pat.inference import BatchKey, BatchRunner, choose_device
+from models.pat.runner import BatchKey, BatchRunner, choose_device
+from models.pat.settings import PatSettings
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError, NotReady
-from serve.handler import Request, build_handler
+from serve.handler import Request
+from serve.loading import build_handler
 from serve.settings import Settings
 from tests.pat_models import TASKS, WEEK, at_once, build_artifact, forward, weeks
 
@@ -36,7 +38,7 @@ def plain_dir(tmp_path_factory):
 
 
 def make_handler(model_dir, **settings):
-    return build_handler(Settings(handler="pat", model_dir=model_dir, **settings))
+    return build_handler(Settings(handler="pat", model_dir=model_dir, family=PatSettings(**settings)))
 
 
 @pytest.fixture(scope="module")

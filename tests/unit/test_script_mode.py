@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from models.xgboost.settings import XGBoostSettings
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError
-from serve.handler import Request, build_handler
+from serve.handler import Request
+from serve.loading import build_handler
 from serve.settings import Settings
+from tests.conftest import load_booster
 
 
 def with_script(tmp_path, source_dir, source, name="inference.py"):
@@ -36,19 +39,19 @@ def test_user_hooks_replace_only_what_they_define(tmp_path, outcome_dir):
     request = Request(content_type="text/plain", accept="text/plain", content_type_header="text/plain; charset=utf-8")
     data = handler.input_fn(b"1 2 3 4", request)
     output = handler.output_fn(handler.predict_fn(data, handler.model, request), request)
-    expected = xgb.Booster(model_file=str(outcome_dir / "xgboost-model")).inplace_predict(np.array([[2.0, 4, 6, 8]]))
+    expected = load_booster(outcome_dir / "xgboost-model").inplace_predict(np.array([[2.0, 4, 6, 8]]))
     assert output == (f"score={float(expected[0])!r}".encode(), "text/plain")
     assert handler.decoders == {"*/*": None} and handler.encoders == {"*/*": None}
 
 
 def test_model_fn_and_transform_fn(tmp_path, outcome_dir):
     model_dir = with_script(tmp_path, outcome_dir, """
-        import json, os
+        import json, pathlib
         import numpy as np
         import xgboost as xgb
 
         def model_fn(model_dir):
-            return xgb.Booster(model_file=os.path.join(model_dir, "xgboost-model"))
+            return xgb.Booster(model_file=bytearray(pathlib.Path(model_dir, "xgboost-model").read_bytes()))
 
         def transform_fn(model, body, content_type, accept):
             rows = np.array(json.loads(body))
@@ -62,9 +65,9 @@ def test_model_fn_and_transform_fn(tmp_path, outcome_dir):
 
 def test_default_predict_fn_serves_a_booster_from_model_fn(tmp_path, outcome_dir):
     model_dir = with_script(tmp_path, outcome_dir, """
-        import os, xgboost as xgb
+        import pathlib, xgboost as xgb
         def model_fn(model_dir):
-            return xgb.Booster(model_file=os.path.join(model_dir, "xgboost-model"))
+            return xgb.Booster(model_file=bytearray(pathlib.Path(model_dir, "xgboost-model").read_bytes()))
     """)
     handler = build_handler(Settings(model_dir=model_dir))
     request = Request(content_type=codecs.CSV, accept=codecs.CSV)
@@ -105,8 +108,9 @@ def test_the_handlers_warm_up_runs_whenever_the_handler_predicts(tmp_path, outco
     monkeypatch.setattr(XGBoostHandler, "warm_up", lambda self: warmed.append(self.model))
     handler = build_handler(Settings(model_dir=with_script(tmp_path, outcome_dir, "def output_fn(p, a):\n    return b''\n")))
     assert warmed == [handler.model]
-    own = with_script(tmp_path / "own", outcome_dir, "import os, xgboost as xgb\n"
-                      "def model_fn(d):\n    return xgb.Booster(model_file=os.path.join(d, 'xgboost-model'))\n")
+    own = with_script(tmp_path / "own", outcome_dir, "import pathlib, xgboost as xgb\n"
+                      "def model_fn(d):\n"
+                      "    return xgb.Booster(model_file=bytearray(pathlib.Path(d, 'xgboost-model').read_bytes()))\n")
     build_handler(Settings(model_dir=own))
     assert len(warmed) == 2
     user_predicts = with_script(tmp_path / "predicts", outcome_dir, "def predict_fn(data, model):\n    return data\n")
@@ -118,16 +122,16 @@ def test_a_booster_from_model_fn_is_adopted_once_at_load(tmp_path, outcome_dir):
     from models.xgboost.artifact import XGBoostModel
 
     model_dir = with_script(tmp_path, outcome_dir, """
-        import os, xgboost as xgb
+        import pathlib, xgboost as xgb
         def model_fn(model_dir):
-            return xgb.Booster(model_file=os.path.join(model_dir, "xgboost-model"))
+            return xgb.Booster(model_file=bytearray(pathlib.Path(model_dir, "xgboost-model").read_bytes()))
     """)
     handler = build_handler(Settings(model_dir=model_dir))
     assert isinstance(handler.model, XGBoostModel) and handler.inner.fast
     raw = with_script(tmp_path / "raw", outcome_dir, """
-        import os, xgboost as xgb
+        import pathlib, xgboost as xgb
         def model_fn(model_dir):
-            return xgb.Booster(model_file=os.path.join(model_dir, "xgboost-model"))
+            return xgb.Booster(model_file=bytearray(pathlib.Path(model_dir, "xgboost-model").read_bytes()))
         def predict_fn(data, model):
             return model.inplace_predict(data)
     """)
@@ -146,4 +150,5 @@ def test_an_unanswerable_default_accept_stops_start_up(outcome_dir, risk_dir):
     with pytest.raises(ModelLoadError, match="SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT=text/html"):
         build_handler(Settings(model_dir=outcome_dir, default_accept="text/html"))
     with pytest.raises(ModelLoadError, match="application/x-npy"):
-        build_handler(Settings(model_dir=risk_dir, default_accept="application/x-npy", inference_output=("labels",)))
+        build_handler(Settings(model_dir=risk_dir, default_accept="application/x-npy",
+                               family=XGBoostSettings(inference_output=("labels",))))

@@ -8,12 +8,14 @@ import xgboost as xgb
 
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError
-from serve.handler import Request, build_handler
+from serve.handler import Request
+from serve.loading import build_handler
 from serve.settings import Settings
-from tests.conftest import FEATURES, shared_fixture, train_model
+from tests.conftest import FEATURES, load_booster, shared_fixture, train_model
 
 from models.xgboost import artifact
 from models.xgboost.handler import XGBoostHandler
+from models.xgboost.settings import XGBoostSettings
 
 
 def serve_rows(handler, rows, accept=codecs.NPY, attributes=None):
@@ -22,7 +24,7 @@ def serve_rows(handler, rows, accept=codecs.NPY, attributes=None):
 
 
 def booster(model_dir):
-    return xgb.Booster(model_file=str(next(model_dir.glob("xgboost-model*"))))
+    return load_booster(next(model_dir.glob("xgboost-model*")))
 
 
 def test_sagemaker_builtin_model_predicts_the_published_values():
@@ -86,7 +88,7 @@ def test_ensemble_is_averaged(tmp_path, risk_dir):
     handler = build_handler(Settings(model_dir=tmp_path))
     rows = np.random.default_rng(0).normal(size=(10, 4))
     members = [booster_.inplace_predict(rows) for booster_ in
-               (xgb.Booster(model_file=str(tmp_path / f"xgboost-model-{i}")) for i in range(2))]
+               (load_booster(tmp_path / f"xgboost-model-{i}") for i in range(2))]
     np.testing.assert_array_equal(serve_rows(handler, rows), np.mean(members, axis=0))
 
 
@@ -95,7 +97,7 @@ def test_ensemble_of_softmax_models_votes(tmp_path):
         train_model(tmp_path, "multi:softmax", seed=seed, file_name=f"xgboost-model-{seed}.ubj")
     handler = build_handler(Settings(model_dir=tmp_path))
     rows = np.random.default_rng(1).normal(size=(40, 4))
-    votes = np.stack([xgb.Booster(model_file=str(tmp_path / f"xgboost-model-{s}.ubj")).inplace_predict(rows)
+    votes = np.stack([load_booster(tmp_path / f"xgboost-model-{s}.ubj").inplace_predict(rows)
                       for s in range(3)]).astype(int)
     majority = [np.bincount(column, minlength=3).argmax() for column in votes.T]
     assert serve_rows(handler, rows).tolist() == majority
@@ -109,7 +111,7 @@ def test_ensemble_members_must_agree(tmp_path):
 
 
 def test_json_and_stray_files(tmp_path, outcome_dir):
-    model = xgb.Booster(model_file=str(outcome_dir / "xgboost-model"))
+    model = load_booster(outcome_dir / "xgboost-model")
     model.save_model(str(tmp_path / "model.json"))
     (tmp_path / ".DS_Store").write_text("x")
     (tmp_path / "requirements.txt").write_text("numpy\n")
@@ -119,17 +121,17 @@ def test_json_and_stray_files(tmp_path, outcome_dir):
 
 
 def test_pickles_load_only_when_allowed(tmp_path, outcome_dir):
-    model = xgb.Booster(model_file=str(outcome_dir / "xgboost-model"))
+    model = load_booster(outcome_dir / "xgboost-model")
     (tmp_path / "xgboost-model").write_bytes(pickle.dumps(model))
     with pytest.raises(ModelLoadError, match="SERVE_ALLOW_PICKLE"):
         build_handler(Settings(model_dir=tmp_path))
-    handler = build_handler(Settings(model_dir=tmp_path, allow_pickle=True))
+    handler = build_handler(Settings(model_dir=tmp_path, family=XGBoostSettings(allow_pickle=True)))
     rows = np.ones((1, 4))
     np.testing.assert_array_equal(serve_rows(handler, rows), model.inplace_predict(rows))
 
 
 def test_model_from_a_newer_xgboost_is_refused(tmp_path, outcome_dir):
-    document = json.loads(xgb.Booster(model_file=str(outcome_dir / "xgboost-model")).save_raw("json"))
+    document = json.loads(load_booster(outcome_dir / "xgboost-model").save_raw("json"))
     document["version"] = [artifact.RUNTIME_VERSION[0] + 1, 0, 0]
     (tmp_path / "model.json").write_text(json.dumps(document))
     with pytest.raises(ModelLoadError, match="newer than this runtime"):
@@ -162,7 +164,7 @@ def test_metadata_must_match_the_model(tmp_path, outcome_dir):
 
 def test_selectable_outputs_binary(risk_dir):
     keys = ("predicted_label", "probability", "probabilities", "labels", "raw_score")
-    handler = build_handler(Settings(model_dir=risk_dir, inference_output=keys))
+    handler = build_handler(Settings(model_dir=risk_dir, family=XGBoostSettings(inference_output=keys)))
     rows = np.random.default_rng(2).normal(size=(6, 4))
     p = booster(risk_dir).inplace_predict(rows).astype(np.float64)
     records = serve_rows(handler, rows, accept=codecs.JSON)
@@ -176,7 +178,8 @@ def test_selectable_outputs_binary(risk_dir):
 
 
 def test_selectable_outputs_multiclass(treatment_dir):
-    handler = build_handler(Settings(model_dir=treatment_dir, inference_output=("predicted_label", "probabilities")))
+    handler = build_handler(Settings(model_dir=treatment_dir,
+                                     family=XGBoostSettings(inference_output=("predicted_label", "probabilities"))))
     rows = np.random.default_rng(2).normal(size=(6, 4))
     p = booster(treatment_dir).inplace_predict(rows)
     records = serve_rows(handler, rows, accept=codecs.JSON)
@@ -186,7 +189,7 @@ def test_selectable_outputs_multiclass(treatment_dir):
 
 def test_selectable_key_invalid_for_the_objective_fails_at_start(outcome_dir):
     with pytest.raises(ModelLoadError, match="not available for objective reg:squarederror"):
-        build_handler(Settings(model_dir=outcome_dir, inference_output=("probability",)))
+        build_handler(Settings(model_dir=outcome_dir, family=XGBoostSettings(inference_output=("probability",))))
 
 
 def test_contributions_by_feature_name_with_bias_and_top_k(risk_dir, handler):
@@ -219,7 +222,7 @@ def test_multiclass_contributions_are_per_class(treatment_dir):
 
 
 def test_libsvm_one_based_setting(risk_dir):
-    handler = build_handler(Settings(model_dir=risk_dir, libsvm_one_based=True))
+    handler = build_handler(Settings(model_dir=risk_dir, family=XGBoostSettings(libsvm_one_based=True)))
     request = Request(content_type=codecs.LIBSVM, accept=codecs.JSON)
     data = handler.input_fn(b"1 1:50 2:27.5 3:130 4:6.1\n", request)
     assert data.shape == (1, 4) and data[0, 0] == 50

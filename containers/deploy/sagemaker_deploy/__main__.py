@@ -15,8 +15,9 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import DeployError, alarms, artifacts, batch, config as configs, endpoints, plan as plans, pushes, \
-    register as registration, say, smoke, teardown
+from . import DeployError, alarms, artifacts, batch, config as configs, endpoints, gpu_hosts, plan as plans, \
+    pushes, say, smoke, stack, teardown
+from . import register as registration
 from .aws import Aws
 from .registry import ecr_host, ensure_repository, login_password, manifest_digest
 
@@ -36,6 +37,8 @@ class Stage:
         if self.dry_run:
             say("dry run: AWS calls are printed, not sent; reads answer 'absent', so the plan shows a first deployment")
         self.state = args.state_dir / self.name
+        self.local_tags = dict(item.partition("=")[::2] for item in args.local_tag)
+        self.locks = dict(item.partition("=")[::2] for item in args.lock)
         self._account: str | None = None
 
     @property
@@ -45,7 +48,9 @@ class Stage:
         return self._account
 
     def filled(self) -> dict:
-        return configs.fill(self.config, self.account, self.aws.region, self.name)
+        """The config with its placeholders filled, {platform.NAME} from the platform stack's outputs."""
+        outputs = stack.outputs(self.aws, self.name) if configs.platform_outputs_used(self.config) else {}
+        return configs.fill(self.config, self.account, self.aws.region, self.name, outputs)
 
     def registry(self) -> str:
         return self.args.registry or ecr_host(self.account, self.aws.region)
@@ -68,12 +73,13 @@ class Stage:
             host, version = self.registry(), self.args.version or "<tag>"
             return {"version": version, "account": self.account, "families": {
                 name: {"uri": f"{host}/{family['image']['repository']}@sha256:<pushed-digest>", "registry": host,
-                       "tag": version} for name, family in self.config["families"].items()}}
+                       "tag": version, "labels": self.local_labels(name)}
+                for name, family in self.config["families"].items()}}
         images = json.loads(path.read_text())
         missing = sorted(set(self.config["families"]) - set(images["families"]))
         if missing:
             raise DeployError(f"{path} has no image for {', '.join(missing)}: run ./build.sh push again")
-        plans.check_torch_builds(self.config, images["families"])
+        plans.check_hosts(self.config, images["families"])
         if not self.dry_run and images["account"] != self.account:
             raise DeployError(f"the images were pushed to account {images['account']}, but these credentials are "
                               f"for account {self.account}: use the same account, or push again")
@@ -90,6 +96,22 @@ class Stage:
         return {model["name"]: {"uri": f"s3://{bucket}/{artifacts.PREFIX}/{model['name']}/<sha256>/"
                                        f"{artifacts.ARCHIVE}"}
                 for _, _, model in artifacts.models_with_source(self.config)}
+
+    def local_image(self, family_name: str, tag: str | None = None) -> str:
+        """The local image build.sh pushes for a family: local_image:TAG (TAG as build.sh tags that build)."""
+        image = self.config["families"][family_name]["image"]
+        return f"{image['local_image']}:{tag or self.local_tags.get(image.get('build'), self.args.version)}"
+
+    def local_labels(self, family_name: str, tag: str | None = None) -> dict | None:
+        """The local image's labels (docker image inspect); in a dry run where it is not built, the labels
+        build.sh would give it from its lock file; None when neither is known."""
+        reference = self.local_image(family_name, tag)
+        labels = gpu_hosts.image_labels(reference)
+        lock = self.locks.get(self.config["families"][family_name]["image"].get("build"))
+        if labels is None and self.dry_run and lock:
+            say(f"dry run: {reference} is not built; its labels are read from {lock}, as build.sh labels it")
+            labels = gpu_hosts.lock_labels(Path(lock))
+        return labels
 
     def plan(self) -> tuple[dict, dict, plans.Plan]:
         images = self.images()
@@ -120,6 +142,19 @@ def cmd_trainable(stage: Stage) -> None:
             print(name)
 
 
+def cmd_check_images(stage: Stage) -> None:
+    """Refuses, before anything is pushed, a local image that its GPU hosts cannot run (build.sh push runs it)."""
+    images = {}
+    for name, family in stage.config["families"].items():
+        labels = stage.local_labels(name)
+        if labels is None:
+            raise DeployError(f"there is no local image {stage.local_image(name)}: run './build.sh build "
+                              f"{family['image'].get('build', 'IMAGE')}' first (or set IMAGE_TAG)")
+        images[name] = {"tag": stage.local_image(name).rpartition(":")[2], "labels": labels}
+    for line in plans.check_hosts(stage.config, images):
+        say(f"host {line}")
+
+
 def cmd_push_plan(stage: Stage) -> None:
     """Creates the missing ECR repositories; prints the registry, then per family the local image name, the
     repository and the build.sh build target ('-' for none) for build.sh to tag and push."""
@@ -146,7 +181,7 @@ def cmd_record_push(stage: Stage) -> None:
         repository, tag = family["image"]["repository"], tags[name]
         digest = manifest_digest(host, repository, tag, password, dry_run=stage.dry_run)
         families[name] = {"repository": repository, "tag": tag, "digest": digest, "registry": host,
-                          "uri": f"{host}/{repository}@{digest}"}
+                          "uri": f"{host}/{repository}@{digest}", "labels": stage.local_labels(name, tag)}
         say(f"pushed {host}/{repository}:{tag} is {digest}")
     path = stage.write("images.json", {"version": stage.args.version, "account": stage.account,
                                        "region": stage.aws.region, "families": families})
@@ -258,15 +293,25 @@ def cmd_batch(stage: Stage) -> None:
     registration.ensure_model(sagemaker, model)
     request = batch.job_request(filled, family_name, model.name, member["name"],
                                 stage.args.input or settings["input_prefix"],
-                                stage.args.output or settings["output_prefix"], image["tag"])
+                                stage.args.output or settings["output_prefix"], image["tag"],
+                                image_labels=image.get("labels"))
     status = batch.start(sagemaker, request, wait=stage.args.wait, dry_run=stage.dry_run)
     print(json.dumps({"job": request["TransformJobName"], "model": model.name, "status": status}))
 
 
-COMMANDS = {"check": cmd_check, "targets": cmd_targets, "trainable": cmd_trainable, "push-plan": cmd_push_plan,
-            "push-tag": cmd_push_tag, "record-push": cmd_record_push, "package": cmd_package, "upload": cmd_upload,
-            "register": cmd_register, "deploy": cmd_deploy, "smoke": cmd_smoke, "destroy": cmd_destroy,
-            "batch": cmd_batch}
+def cmd_infra_render(stage: Stage) -> None:
+    """Writes the template as CloudFormation expands it for this stage (what build.sh infra check scans)."""
+    path = stage.args.state_dir / stage.name / "platform.rendered.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stack.render(stage.config), indent=2, default=str) + "\n")
+    print(path)
+
+
+COMMANDS = {"check": cmd_check, "targets": cmd_targets, "trainable": cmd_trainable, "check-images": cmd_check_images,
+            "push-plan": cmd_push_plan, "push-tag": cmd_push_tag, "record-push": cmd_record_push,
+            "package": cmd_package, "upload": cmd_upload, "register": cmd_register, "deploy": cmd_deploy,
+            "smoke": cmd_smoke, "destroy": cmd_destroy, "batch": cmd_batch, "infra": stack.deploy,
+            "infra-render": cmd_infra_render}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -280,6 +325,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="record-push, push-tag: the tag pushed for each family")
     parser.add_argument("--image-id", help="push-tag: the local image's id (sha256:...)")
     parser.add_argument("--labels", help="push-tag: the local image's labels (JSON)")
+    parser.add_argument("--local-tag", action="append", default=[], metavar="TARGET=TAG",
+                        help="the tag build.sh gives a build target's local image (default: --version)")
+    parser.add_argument("--lock", action="append", default=[], metavar="TARGET=LOCK",
+                        help="the lock file a build target is built from (dry run: labels of an image not built)")
     parser.add_argument("--dry-run", action="store_true", help="print every AWS call instead of sending it")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:

@@ -8,20 +8,27 @@ from datetime import datetime, timezone
 from botocore.exceptions import WaiterError
 
 from . import DeployError, say
+from .gpu_hosts import BATCH, choose
 from .plan import MAX_NAME, has_local_storage, tags
 
 
 def job_request(config: dict, family_name: str, model_name: str, short_name: str, input_uri: str,
-                output_uri: str, version: str, now: datetime | None = None) -> dict:
-    """CreateTransformJob parameters: MultiRecord batches split by line, the stage's KMS key on the output and
-    (where the instance type allows it) on the volume; the VPC and network isolation come with the model."""
+                output_uri: str, version: str, now: datetime | None = None,
+                image_labels: dict | None = None) -> dict:
+    """CreateTransformJob parameters: MultiRecord batches split by line in the family's formats, the stage's KMS
+    key on the output and (where the instance type allows it) on the volume, on a GPU the host AMI that runs the
+    image (image_labels); the VPC and network isolation come with the model."""
     batch = config["batch"]
     family = config["families"][family_name]
+    formats = {**batch, **family.get("batch", {})}  # the family's formats win over the stage's defaults
     instance_type = batch.get("instance_type", family["instance_type"])
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
     resources = {"InstanceType": instance_type, "InstanceCount": batch.get("instance_count", 1)}
     if not has_local_storage(instance_type):
         resources["VolumeKmsKeyId"] = config["kms_key_arn"]
+    ami = choose(instance_type, image_labels, BATCH, f"families.{family_name}: image {family['image']['repository']}")
+    if ami:
+        resources["TransformAmiVersion"] = ami
     timeout = batch.get("invocations_timeout_seconds", 600)
     return {
         "TransformJobName": f"{short_name[:MAX_NAME - len(stamp) - 1]}-{stamp}",
@@ -33,11 +40,11 @@ def job_request(config: dict, family_name: str, model_name: str, short_name: str
         "Environment": {"SAGEMAKER_MODEL_SERVER_TIMEOUT": str(timeout)},
         "TransformInput": {
             "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input_uri}},
-            "ContentType": batch.get("content_type", "text/csv"),
+            "ContentType": formats.get("content_type", "text/csv"),
             "SplitType": "Line",
             "CompressionType": "None",
         },
-        "TransformOutput": {"S3OutputPath": output_uri, "Accept": batch.get("accept", "text/csv"),
+        "TransformOutput": {"S3OutputPath": output_uri, "Accept": formats.get("accept", "text/csv"),
                             "AssembleWith": "Line", "KmsKeyId": config["kms_key_arn"]},
         "TransformResources": resources,
         "Tags": tags(config, version, family=family_name),

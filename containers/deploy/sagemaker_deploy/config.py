@@ -13,8 +13,9 @@ from . import DeployError
 from .artifacts import PREFIX as ARTIFACT_PREFIX
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config.schema.json"
-PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+PLACEHOLDER = re.compile(r"\{([a-z_]+|platform\.[A-Za-z0-9]+)\}")
 PLACEHOLDERS = ("account", "region", "stage")
+PLATFORM = "platform."  # {platform.NAME}: an output of the stage's platform stack (build.sh infra)
 
 
 def load(path: Path) -> dict:
@@ -36,13 +37,29 @@ def load(path: Path) -> dict:
     return config
 
 
-def fill(config: Any, account: str, region: str, stage: str) -> Any:
-    """The config with {account}, {region} and {stage} replaced in every string."""
-    values = {"account": account, "region": region, "stage": stage}
+def fill(config: Any, account: str, region: str, stage: str, outputs: dict[str, str] | None = None) -> Any:
+    """The config with {account}, {region}, {stage} and {platform.NAME} (the stack's outputs) replaced in every
+    string."""
+    values = {"account": account, "region": region, "stage": stage,
+              **{PLATFORM + name: value for name, value in (outputs or {}).items()}}
+    missing = sorted(platform_outputs_used(config) - set(outputs or {}))
+    if missing:
+        raise DeployError(f"the platform stack has no output {', '.join(missing)} (it has: "
+                          f"{', '.join(sorted(outputs or {})) or 'none'}): run ./build.sh infra again")
+    return _fill(config, values)
+
+
+def platform_outputs_used(config: Any) -> set[str]:
+    """The names NAME of the {platform.NAME} placeholders in the config."""
+    return {name[len(PLATFORM):] for _, text in _strings(config) for name in PLACEHOLDER.findall(text)
+            if name.startswith(PLATFORM)}
+
+
+def _fill(config: Any, values: dict[str, str]) -> Any:
     if isinstance(config, dict):
-        return {key: fill(value, account, region, stage) for key, value in config.items()}
+        return {key: _fill(value, values) for key, value in config.items()}
     if isinstance(config, list):
-        return [fill(value, account, region, stage) for value in config]
+        return [_fill(value, values) for value in config]
     if isinstance(config, str):
         return PLACEHOLDER.sub(lambda match: values[match.group(1)], config)
     return config
@@ -69,8 +86,11 @@ def _strings(value: Any, path: str = ""):
 
 
 def _rule_problems(config: dict) -> list[str]:
-    problems = [f"{path}: unknown placeholder {{{name}}} (known: {', '.join(PLACEHOLDERS)})"
-                for path, text in _strings(config) for name in PLACEHOLDER.findall(text) if name not in PLACEHOLDERS
+    from .stack import output_names
+
+    known = [*PLACEHOLDERS, *(PLATFORM + name for name in output_names())]
+    problems = [f"{path}: unknown placeholder {{{name}}} (known: {', '.join(known)})"
+                for path, text in _strings(config) for name in PLACEHOLDER.findall(text) if name not in known
                 and path != "$schema"]
     endpoints: dict[str, str] = {}
     env_names: dict[str, str] = {}

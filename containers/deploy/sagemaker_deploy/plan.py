@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from . import DeployError
 from .config import target_model_env_name
+from .gpu_hosts import BATCH, ENDPOINT, choose, is_gpu  # noqa: F401  (is_gpu: plans.is_gpu)
 
 MAX_NAME = 63
 HASH_LENGTH = 10
@@ -65,23 +66,6 @@ def has_local_storage(instance_type: str) -> bool:
     return family in _LOCAL_STORAGE_FAMILIES or re.fullmatch(r"[a-z]+[0-9]+[a-z]*d[a-z]*", family) is not None
 
 
-def is_gpu(instance_type: str) -> bool:
-    """ml.g4dn.xlarge, ml.p3.2xlarge: NVIDIA GPU instances."""
-    return instance_type.split(".")[1].startswith(("g", "p"))
-
-
-def check_torch_builds(config: dict, images: dict) -> None:
-    """Refuses a PAT image built with torch's CPU wheel (build.sh tags it VERSION-GITSHA-cpu) for a GPU instance,
-    where it would serve on the CPU. images maps family -> {"tag": ...} as push recorded it."""
-    for name, family in config["families"].items():
-        tag = images.get(name, {}).get("tag", "")
-        if family["image"].get("build") == "pat" and is_gpu(family["instance_type"]) and not tag.endswith("-cuda"):
-            raise DeployError(
-                f"families.{name}: the pushed image {family['image']['repository']}:{tag} is not torch's CUDA "
-                f"build, but instance_type {family['instance_type']} is a GPU instance: build and push it with "
-                "PAT_TORCH_VARIANT=cuda, or use a CPU instance type")
-
-
 def is_ecr(registry: str) -> bool:
     return _ECR_HOST.match(registry) is not None
 
@@ -95,7 +79,7 @@ def tags(config: dict, version: str | None = None, **extra: str) -> list[dict]:
 
 def build(config: dict, images: dict) -> Plan:
     """The plan for a filled-in config; images maps family -> {"uri": "host/repo@sha256:...", "registry": host,
-    "tag": version tag}. Each family's names carry its image's tag."""
+    "tag": version tag, "labels": the image's labels}. Each family's names carry its image's tag."""
     models: list[ModelPlan] = []
     endpoints: list[EndpointPlan] = []
     for family_name, family in config["families"].items():
@@ -109,13 +93,13 @@ def build(config: dict, images: dict) -> Plan:
                 env[member["env_name"]] = multi["endpoint_name"]
                 env[target_model_env_name(member)] = member["model_data_url"][len(multi["model_data_prefix"]):]
             models.append(model)
-            endpoints.append(_endpoint(config, family_name, model, multi["endpoint_name"], version, env))
+            endpoints.append(_endpoint(config, family_name, model, multi["endpoint_name"], version, env, images))
         else:
             for member in family["models"]:
                 model = single_model(config, family_name, member, images[family_name])
                 models.append(model)
                 endpoints.append(_endpoint(config, family_name, model, member["endpoint_name"], version,
-                                           {member["env_name"]: member["endpoint_name"]}))
+                                           {member["env_name"]: member["endpoint_name"]}, images))
     return Plan(models, endpoints)
 
 
@@ -155,16 +139,41 @@ def _model(config: dict, family_name: str, image: dict, version: str, stem: str,
                                          "Tags": tags(config, version, family=family_name)})
 
 
+def host_ami(config: dict, family_name: str, images: dict, job: str, instance_type: str | None = None) -> str | None:
+    """The GPU host AMI for a family's image (None on a CPU instance); DeployError when the image cannot run there."""
+    family, image = config["families"][family_name], images[family_name]
+    return choose(instance_type or family["instance_type"], image.get("labels"), job,
+                  f"families.{family_name}: image {family['image']['repository']}:{image['tag']}")
+
+
+def check_hosts(config: dict, images: dict) -> list[str]:
+    """Every family's image against the hosts of its endpoints and (with a batch section) its transform jobs,
+    before any AWS call; DeployError for the first that cannot run. Returns what was chosen, one line each."""
+    chosen = []
+    for name, family in config["families"].items():
+        jobs = [(ENDPOINT, family["instance_type"])]
+        if "batch" in config:
+            jobs.append((BATCH, config["batch"].get("instance_type", family["instance_type"])))
+        for job, instance_type in jobs:
+            ami = host_ami(config, name, images, job, instance_type)
+            chosen.append(f"{name} {job} on {instance_type}: {ami or 'CPU'}")
+    return chosen
+
+
 def _endpoint(config: dict, family_name: str, model: ModelPlan, endpoint_name: str, version: str,
-              env: dict[str, str]) -> EndpointPlan:
+              env: dict[str, str], images: dict) -> EndpointPlan:
     family = config["families"][family_name]
-    request: dict = {"ProductionVariants": [{
+    variant = {
         "VariantName": VARIANT,
         "ModelName": model.name,
         "InstanceType": family["instance_type"],
         "InitialInstanceCount": family["instance_count"],
         "InitialVariantWeight": 1.0,
-    }]}
+    }
+    ami = host_ami(config, family_name, images, ENDPOINT)
+    if ami:
+        variant["InferenceAmiVersion"] = ami
+    request: dict = {"ProductionVariants": [variant]}
     if not has_local_storage(family["instance_type"]):
         request["KmsKeyId"] = config["kms_key_arn"]
     capture = config.get("data_capture")

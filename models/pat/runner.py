@@ -17,7 +17,7 @@ import torch
 
 from models.pat.artifact import PatArtifact
 from models.pat.batcher import DynamicBatcher
-from models.pat.instances import ModelFacts
+from models.pat.inputs import ModelFacts
 from serve.errors import ModelLoadError
 from serve.settings import cpu_count
 
@@ -78,7 +78,7 @@ class BatchRunner:
         embedding = encoded.tokens.float().mean(dim=1)
         out = {"embedding": embedding}
         if self.tasks:
-            out["scores"] = torch.stack([head(embedding) for head in self.artifact.heads.values()], dim=1)
+            out["scores"] = torch.stack(list(self.artifact.scores(embedding).values()), dim=1)
         if saliency:
             out["saliency"] = encoded.saliency.float()
         return out

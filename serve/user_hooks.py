@@ -7,6 +7,7 @@ alone. Hooks the user leaves out are the handler's own. `SAGEMAKER_PROGRAM` name
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 import sys
 from contextlib import contextmanager
@@ -16,10 +17,11 @@ from typing import Any
 
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError, ServeError
-from serve.handler import Handler, Request
+from serve.handler import Handler
+from serve.pipeline import Output, Request
 
 HOOKS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
-ANY = {"*/*": None}
+EVERY_TYPE = {codecs.ANY: None}  # the user's hook decodes (encodes) whatever type comes (is asked for)
 
 
 def find_script(model_dir: Path, program: str | None) -> Path | None:
@@ -32,18 +34,61 @@ def find_script(model_dir: Path, program: str | None) -> Path | None:
 
 
 def import_script(script: Path) -> ModuleType:
-    """Import a user's script under a name unique to its path (each multi-model artifact has its own)."""
+    """Import a user's script under a name unique to its path (each multi-model artifact has its own).
+
+    Its helper modules in code/ win inside it whatever they are named, this runtime's own names (`models`, `serve`,
+    `settings`...) included: while it is imported, code/ is first on sys.path and the modules of the names code/ holds
+    are out of sys.modules; afterwards the runtime's are back, and the script's imports of those names, also inside
+    its functions, resolve to the helpers it imported."""
     name = f"user_inference_{abs(hash(str(script.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, script)
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(script.parent))
+    helpers: dict[str, ModuleType] = {}
+    module.__builtins__ = {**vars(builtins), "__import__": _importer(helpers)}
     try:
-        spec.loader.exec_module(module)
+        with _code_first(script.parent, helpers):
+            spec.loader.exec_module(module)
     except Exception as error:
         raise ModelLoadError(f"{script} failed to import: {type(error).__name__}: {error}") from error
-    finally:
-        sys.path.remove(str(script.parent))
     return module
+
+
+def _provided(code_dir: Path) -> set[str]:
+    """The top-level module names a code/ directory provides (its *.py files and directories), other than the standard
+    library's: those stay Python's, as in any program."""
+    names = {path.stem if path.suffix == ".py" else path.name for path in code_dir.iterdir()
+             if (path.suffix == ".py" or path.is_dir()) and path.stem.isidentifier()}
+    return names - set(sys.stdlib_module_names) - {"__pycache__"}
+
+
+@contextmanager
+def _code_first(code_dir: Path, helpers: dict[str, ModuleType]):
+    """code/ first on sys.path, and sys.modules without the names it provides, while a script is imported; then the
+    helpers it imported go into `helpers` and the runtime's modules come back."""
+    provided = _provided(code_dir)
+
+    def shadowed() -> list[str]:
+        return [name for name in sys.modules if name.partition(".")[0] in provided]
+
+    runtime = {name: sys.modules.pop(name) for name in shadowed()}
+    sys.path.insert(0, str(code_dir))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(code_dir))
+        helpers.update((name, sys.modules.pop(name)) for name in shadowed())
+        sys.modules.update(runtime)
+
+
+def _importer(helpers: dict[str, ModuleType]):
+    """`__import__` for a user's script: its helpers by name, anything else as usual."""
+
+    def __import__(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A001 - the builtin's signature
+        if level == 0 and name in helpers:
+            return helpers[name] if fromlist else helpers[name.partition(".")[0]]
+        return builtins.__import__(name, globals, locals, fromlist, level)
+
+    return __import__
 
 
 class ScriptHandler(Handler):
@@ -57,10 +102,10 @@ class ScriptHandler(Handler):
             raise ModelLoadError("inference.py defines transform_fn together with input_fn/predict_fn/output_fn; "
                                  "define transform_fn alone or the other three")
         whole = "transform_fn" in self.hooks
-        self.decoders = ANY if whole or "input_fn" in self.hooks else inner.decoders
-        self.encoders = ANY if whole or "output_fn" in self.hooks else inner.encoders
+        self.decoders = EVERY_TYPE if whole or "input_fn" in self.hooks else inner.decoders
+        self.encoders = EVERY_TYPE if whole or "output_fn" in self.hooks else inner.encoders
         # AWS's toolkit hands a user's output_fn application/json when the client names no type.
-        self.default_accept = codecs.JSON if self.encoders is ANY else inner.default_accept
+        self.default_accept = codecs.JSON if self.encoders is EVERY_TYPE else inner.default_accept
 
     @property
     def inner_predicts(self) -> bool:
@@ -108,7 +153,7 @@ class ScriptHandler(Handler):
             return self.hooks["predict_fn"](data, model)
         return self.inner.predict_fn(data, model, request)
 
-    def output_fn(self, output: Any, request: Request):
+    def output_fn(self, output: Any, request: Request) -> Output:
         if "transform_fn" in self.hooks:
             return output
         if "output_fn" in self.hooks:

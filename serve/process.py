@@ -1,4 +1,7 @@
-"""Start a real `serve` process (gunicorn) on a free loopback port for tests and benchmarks."""
+"""Start a real `serve` process (gunicorn) on a free loopback port, for tests and benchmarks (stdlib only).
+
+No part of the server: nothing in the runtime imports it.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from http.client import HTTPException
 from pathlib import Path
-
-import requests
 
 SERVE = Path(sys.executable).parent / "serve"
 
@@ -40,9 +43,10 @@ class ServeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"serve exited with {self.process.returncode}: {self.logs()[-2000:]}")
             try:
-                if requests.get(self.url + "/ping", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:  # refused, or queued while the worker still loads
+                with urllib.request.urlopen(self.url + "/ping", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except (OSError, HTTPException):  # refused, 503 (urllib's HTTPError), or queued while the worker loads
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"serve did not answer /ping within {self.deadline_s} s: {self.logs()[-2000:]}")

@@ -1,4 +1,5 @@
-"""models.xgboost.dense calls XGBoosterPredictFromDense itself: it must give inplace_predict's bits, or step aside."""
+"""models.xgboost.fast_predict calls XGBoosterPredictFromDense itself: it must give inplace_predict's bits, or step
+aside."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import xgboost as xgb
 from scipy.sparse import csr_matrix
 
-from models.xgboost import dense
+from models.xgboost import fast_predict
 
 
 def booster(objective: str, **params) -> xgb.Booster:
@@ -28,19 +29,19 @@ def test_same_bits_as_inplace_predict(objective, params):
         x[rng.random(x.shape) < 0.2] = np.nan
         for matrix in (x, x.astype(np.float32)):
             expected = model.inplace_predict(matrix)
-            got = dense.predict(model, matrix)
+            got = fast_predict.predict(model, matrix)
             assert got.dtype == expected.dtype and got.shape == expected.shape
             assert got.tobytes() == expected.tobytes()
-    assert dense.agrees(model, 6)
+    assert fast_predict.agrees(model, 6)
 
 
 def test_steps_aside_for_what_it_does_not_read():
     model = booster("binary:logistic")
     x = np.ones((4, 6))
     for other in (x[:, ::-1].T.T[::2], x.astype(np.int64), csr_matrix(x), x[0], x.tolist()):
-        assert dense.predict(model, other) is None
+        assert fast_predict.predict(model, other) is None
 
 
 def test_a_wrong_width_is_an_xgboost_error_not_a_crash():
     with pytest.raises(xgb.core.XGBoostError):
-        dense.predict(booster("binary:logistic"), np.ones((1, 9)))
+        fast_predict.predict(booster("binary:logistic"), np.ones((1, 9)))

@@ -1,0 +1,443 @@
+"""The platform stack (containers/infra/platform.yaml, ./build.sh infra): the template itself, cfn-lint and
+checkov, the dry-run plan, and the stack deployed on moto's CloudFormation with what moto keeps read back.
+
+moto 5.2 drops point-in-time recovery, TTL, bucket versioning, bucket keys, public access blocks, bucket and topic
+policies, table encryption and log-group keys, and creates no alarms or CodeBuild projects: those are asserted on
+the parsed template here (and by checkov's rules), and only real AWS proves them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+from .conftest import ACCOUNT, DEPLOY_CONFIGS, REGION, ROOT, BuildSh, build_sh_env
+
+sys.path.insert(0, str(DEPLOY_CONFIGS))
+from sagemaker_deploy import DeployError, config as configs, stack  # noqa: E402
+
+TEMPLATE = ROOT / "containers" / "infra" / "platform.yaml"
+BODY, _ = decode(str(TEMPLATE))
+RESOURCES = BODY["Resources"]
+LOOPS = {key.split("::")[-1]: value[2] for key, value in RESOURCES.items() if key.startswith("Fn::ForEach::")}
+KMS_BUCKETS = ["ModelBucket", "CaptureBucket", "BatchBucket"]
+TABLE_KEYS = {
+    "XgboostPredictionsTable": ("xgboost-predictions", [("prediction_id", "HASH"), ("patient_id", "RANGE")]),
+    "XgboostFeatureImportanceTable": ("xgboost-feature-importance",
+                                      [("prediction_id", "HASH"), ("patient_id", "RANGE")]),
+    "XgboostIntegrationsTable": ("xgboost-integrations", [("integration_id", "HASH"), ("patient_id", "RANGE")]),
+    "XgboostModelInfoTable": ("xgboost-model-info", [("model_type", "HASH")]),
+    "PatAnalysesTable": ("pat-analyses", [("analysis_id", "HASH"), ("patient_id", "RANGE")]),
+    "PatEmbeddingsTable": ("pat-embeddings", [("analysis_id", "HASH"), ("patient_id", "RANGE")]),
+    "PatIntegrationsTable": ("pat-integrations", [("integration_id", "HASH"), ("patient_id", "RANGE")]),
+}
+# Actions whose API has no resource to name; each needs a narrowing condition or is read-only.
+UNSCOPABLE = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "ec2:DescribeNetworkInterfaces",
+              "ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeDhcpOptions"}
+
+
+def properties(logical_id: str) -> dict:
+    return RESOURCES[logical_id]["Properties"]
+
+
+def listed(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(document: dict) -> list[dict]:
+    return listed(document["Statement"])
+
+
+def policy_documents() -> dict[str, dict]:
+    """Every IAM policy of the template (the loops' policies once each), by resource."""
+    resources = {**RESOURCES, **{key: value for loop in LOOPS.values() for key, value in loop.items()}}
+    return {key: resource["Properties"]["PolicyDocument"] for key, resource in resources.items()
+            if isinstance(resource, dict) and resource.get("Type") == "AWS::IAM::Policy"}
+
+
+def sub_text(value) -> str:
+    """The text of an Fn::Sub (or a plain string)."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        value = value["Fn::Sub"]
+        return value if isinstance(value, str) else value[0]
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+# --- The template ----------------------------------------------------------------------------------------------
+
+
+def test_the_key_rotates_and_only_the_execution_role_and_services_use_it_administrators_never_decrypt():
+    key = RESOURCES["Key"]
+    assert key["DeletionPolicy"] == "Retain" and key["Properties"]["EnableKeyRotation"] is True
+    assert properties("KeyAlias") == {"AliasName": {"Fn::Sub": "alias/clinical-inference-${Stage}"},
+                                      "TargetKeyId": {"Ref": "Key"}}
+    by_sid = {statement["Sid"]: statement for statement in statements(key["Properties"]["KeyPolicy"])}
+    crypto = {"kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:GenerateDataKey"}
+    for statement in by_sid.values():
+        assert statement["Effect"] == "Allow" and statement["Principal"] != "*"
+        assert "AWS" not in statement["Principal"] or statement["Principal"]["AWS"] != "*"
+        assert statement.get("Condition") or statement["Sid"] == "AccountAdministersTheKey", statement["Sid"]
+    assert not crypto & set(by_sid["AccountAdministersTheKey"]["Action"])
+    services = by_sid["AccountUsesTheKeyThroughTheServices"]["Condition"]["StringEquals"]["kms:ViaService"]
+    assert sorted(sub_text(service).split(".")[0] for service in services) == [
+        "dynamodb", "ecr", "s3", "sagemaker", "sns"]
+    assert by_sid["ExecutionRoleReadsModelsAndWritesCapture"]["Principal"] == {
+        "AWS": {"Fn::GetAtt": ["ExecutionRole", "Arn"]}}
+    logs = by_sid["CloudWatchLogsEncryptsTheStageLogGroups"]
+    assert sub_text(logs["Principal"]["Service"]) == "logs.${AWS::Region}.amazonaws.com"
+    groups = [sub_text(arn) for arn in logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]]
+    assert [arn.split("log-group:")[1] for arn in groups] == [
+        "/aws/sagemaker/Endpoints/*", "/aws/codebuild/clinical-inference-${Stage}-build"]
+    assert by_sid["AccountLetsTheServicesHoldGrants"]["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
+
+
+@pytest.mark.parametrize("bucket", KMS_BUCKETS)
+def test_each_data_bucket_is_versioned_private_kms_encrypted_with_a_bucket_key_and_refuses_http_and_plain_puts(
+        bucket):
+    settings = properties(bucket)
+    assert settings["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert settings["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [{
+        "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Fn::GetAtt": ["Key", "Arn"]}},
+        "BucketKeyEnabled": True}]
+    assert settings["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert settings["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert settings["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": "AccessLogBucket"}
+    assert RESOURCES[bucket]["DeletionPolicy"] == "Retain"
+    policy = properties(f"{bucket}Policy")
+    assert policy["Bucket"] == {"Ref": bucket}
+    denials = [s for s in statements(policy["PolicyDocument"]) if s["Effect"] == "Deny" and s["Principal"] == "*"]
+    conditions = [statement["Condition"] for statement in denials]
+    assert {"Bool": {"aws:SecureTransport": "false"}} in conditions
+    assert {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}} in conditions
+    assert {"StringNotEqualsIfExists": {
+        "s3:x-amz-server-side-encryption-aws-kms-key-id": {"Fn::GetAtt": ["Key", "Arn"]}}} in conditions
+    assert all(statement["Effect"] == "Deny" for statement in statements(policy["PolicyDocument"]))
+
+
+def test_the_access_log_bucket_is_private_sse_s3_as_s3_requires_and_expires_with_the_log_retention():
+    settings = properties("AccessLogBucket")
+    algorithm = settings["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert algorithm == {"SSEAlgorithm": "AES256"}  # S3 delivers server access logs only to SSE-S3 buckets
+    assert all(settings["PublicAccessBlockConfiguration"].values())
+    assert settings["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == {"Ref": "LogRetentionDays"}
+    allowed = [s for s in statements(properties("AccessLogBucketPolicy")["PolicyDocument"]) if s["Effect"] == "Allow"]
+    assert [s["Principal"] for s in allowed] == [{"Service": "logging.s3.amazonaws.com"}]
+    assert allowed[0]["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+@pytest.mark.parametrize("table", sorted(TABLE_KEYS))
+def test_each_table_has_the_guides_keys_on_demand_point_in_time_recovery_and_the_key(table):
+    name, keys = TABLE_KEYS[table]
+    settings = properties(table)
+    assert settings["TableName"] == {"Fn::Sub": f"clinical-inference-${{Stage}}-{name}"}
+    assert [(key["AttributeName"], key["KeyType"]) for key in settings["KeySchema"]] == keys
+    assert {a["AttributeName"]: a["AttributeType"] for a in settings["AttributeDefinitions"]} == {
+        attribute: "S" for attribute, _ in keys}
+    assert settings["BillingMode"] == "PAY_PER_REQUEST"
+    assert settings["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert settings["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS",
+                                            "KMSMasterKeyId": {"Fn::GetAtt": ["Key", "Arn"]}}
+    assert settings["DeletionProtectionEnabled"] is True and RESOURCES[table]["DeletionPolicy"] == "Retain"
+    expected_ttl = {"AttributeName": "expires_at", "Enabled": True} if table == "XgboostPredictionsTable" else None
+    assert settings.get("TimeToLiveSpecification") == expected_ttl
+
+
+def test_predictions_expire_after_xgboost_prediction_ttl_days_which_the_stack_outputs():
+    assert BODY["Parameters"]["PredictionTtlDays"]["Default"] == 90
+    assert BODY["Outputs"]["XgboostPredictionTtlDays"]["Value"] == {"Ref": "PredictionTtlDays"}
+    assert BODY["Outputs"]["XgboostPredictionTtlAttribute"]["Value"] == "expires_at"
+    assert stack.env_name("XgboostPredictionTtlDays") == "XGBOOST_PREDICTION_TTL_DAYS"
+
+
+def test_each_endpoint_and_the_build_log_to_a_group_of_at_least_90_days_encrypted_with_the_key():
+    retention = BODY["Parameters"]["LogRetentionDays"]
+    assert retention["MinValue"] == 90 and min(retention["AllowedValues"]) == 90 and retention["Default"] >= 90
+    assert BODY["Resources"]["Fn::ForEach::EndpointLogs"][:2] == ["EndpointName", {"Ref": "EndpointNames"}]
+    groups = [LOOPS["EndpointLogs"]["EndpointLogGroup&{EndpointName}"], RESOURCES["BuildLogGroup"]]
+    assert [sub_text(group["Properties"]["LogGroupName"]) for group in groups] == [
+        "/aws/sagemaker/Endpoints/${EndpointName}", "/aws/codebuild/clinical-inference-${Stage}-build"]
+    for group in groups:
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]}
+        assert group["DeletionPolicy"] == "Retain"
+
+
+def test_no_policy_grants_a_star_that_could_be_narrowed():
+    documents = policy_documents()
+    assert len(documents) == 5
+    for where, document in documents.items():
+        for statement in statements(document):
+            actions = listed(statement["Action"])
+            assert all(action != "*" and not action.endswith(":*") for action in actions), where
+            if statement["Effect"] == "Allow" and "*" in listed(statement["Resource"]):
+                assert set(actions) <= UNSCOPABLE, (where, actions)
+                if "cloudwatch:PutMetricData" in actions:
+                    assert statement["Condition"] == {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}
+    # The execution role reads model objects but not the build's artifacts, and passes to SageMaker only.
+    execution = {s["Sid"]: s for s in statements(documents["ExecutionRolePolicy"])}
+    assert execution["NotTheBuildArtifacts"]["Effect"] == "Deny"
+    assert execution["UseTheKey"]["Resource"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    codebuild = {s["Sid"]: s for s in statements(documents["CodeBuildRolePolicy"])}
+    assert codebuild["RegisterPassesTheExecutionRoleToSageMakerOnly"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    assert sub_text(codebuild["ReadTheStageStackOutputs"]["Resource"]).endswith(
+        ":stack/clinical-inference-${Stage}/*")  # the deploy config's {platform.NAME}
+    assert codebuild["RegisterCreatesTheStageModelsAndConfigs"]["Condition"] == {
+        "StringEquals": {"aws:RequestTag/stage": {"Ref": "Stage"}}}
+
+
+@pytest.mark.parametrize("role, service", [("ExecutionRole", "sagemaker.amazonaws.com"),
+                                           ("CodeBuildRole", "codebuild.amazonaws.com")])
+def test_each_role_is_assumed_by_its_one_service_of_this_account(role, service):
+    trust = statements(properties(role)["AssumeRolePolicyDocument"])
+    assert trust == [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole",
+                      "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]
+
+
+def test_the_codebuild_project_is_privileged_runs_the_buildspec_as_its_own_role_and_reports():
+    project = properties("CodeBuildProject")
+    assert project["Environment"]["PrivilegedMode"] is True
+    assert project["Source"]["BuildSpec"] == "buildspec.yml" and (ROOT / "buildspec.yml").exists()
+    assert project["ServiceRole"] == {"Fn::GetAtt": ["CodeBuildRole", "Arn"]}
+    assert project["EncryptionKey"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    assert project["LogsConfig"]["CloudWatchLogs"] == {"Status": "ENABLED", "GroupName": {"Ref": "BuildLogGroup"}}
+    assert project["Artifacts"]["EncryptionDisabled"] is False
+    skipped = RESOURCES["CodeBuildProject"]["Metadata"]["checkov"]["skip"]
+    assert [rule["id"] for rule in skipped] == ["CKV_AWS_316"] and "Docker" in skipped[0]["comment"]
+    reports = {s["Sid"]: s for s in statements(policy_documents()["CodeBuildRolePolicy"])}["PublishTestReports"]
+    assert set(reports["Action"]) >= {"codebuild:CreateReportGroup", "codebuild:CreateReport",
+                                      "codebuild:UpdateReport", "codebuild:BatchPutTestCases"}
+    assert sub_text(reports["Resource"]).endswith(":report-group/clinical-inference-${Stage}-build-*")
+
+
+def test_alerts_go_to_an_encrypted_topic_that_only_this_accounts_alarms_publish_to():
+    assert properties("AlertTopic")["KmsMasterKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    publish = statements(properties("AlertTopicPolicy")["PolicyDocument"])[0]
+    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and publish["Action"] == "sns:Publish"
+    assert publish["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    alarm = properties("BuildFailedAlarm")
+    assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}] and alarm["MetricName"] == "FailedBuilds"
+
+
+def test_every_name_carries_the_stage():
+    named = [value for resource in [*RESOURCES.values(), *(r for loop in LOOPS.values() for r in loop.values())]
+             if isinstance(resource, dict)
+             for key, value in resource.get("Properties", {}).items()
+             if key in ("BucketName", "TableName", "RoleName", "TopicName", "AliasName", "AlarmName", "Name")]
+    assert len(named) == 17
+    assert all("clinical-inference-${Stage}-" in sub_text(name) or sub_text(name).endswith("-${Stage}")
+               for name in named)
+
+
+# --- The deploy config and the stack's outputs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_shipped_configs_take_role_key_and_buckets_from_the_stack_outputs(stage):
+    config = configs.load(DEPLOY_CONFIGS / f"{stage}.json")
+    used = configs.platform_outputs_used(config)
+    assert used == {"ExecutionRoleArn", "KeyAliasArn", "ModelBucket", "CaptureBucket", "BatchBucket", "AlertTopicArn"}
+    assert used <= set(BODY["Outputs"])
+    text = (DEPLOY_CONFIGS / f"{stage}.json").read_text()
+    assert "clinical-inference-models" not in text and ":role/" not in text and "alias/" not in text
+    assert ":sns:" not in text
+    values = stack.parameters(config)
+    expected = {"dev": "xgboost-endpoint,pat-endpoint",
+                "prod": "xgboost-risk-endpoint,xgboost-treatment-endpoint,xgboost-outcome-endpoint,pat-endpoint"}
+    assert values["EndpointNames"] == expected[stage]
+    assert values["RepositoryNames"] == "pat-inference,xgboost-inference" and values["Stage"] == stage
+    assert set(values) <= set(BODY["Parameters"])
+
+
+def test_an_output_the_template_does_not_have_is_refused_when_the_config_is_loaded(tmp_path):
+    config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
+    config["kms_key_arn"] = "{platform.KeyArm}"
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(DeployError, match=r"kms_key_arn: unknown placeholder \{platform.KeyArm\}"):
+        configs.load(path)
+    with pytest.raises(DeployError, match="the platform stack has no output AlertTopicArn, BatchBucket, CaptureBucket, ExecutionRoleArn, KeyAliasArn"):
+        configs.fill(configs.load(DEPLOY_CONFIGS / "dev.json"), ACCOUNT, REGION, "dev", {"ModelBucket": "b"})
+
+
+def test_a_stage_name_too_long_for_the_bucket_names_is_refused_before_any_call():
+    config = configs.load(DEPLOY_CONFIGS / "dev.json")
+    with pytest.raises(DeployError, match="at most 8"):
+        stack.parameters({**config, "stage": "preproduction"})
+
+
+def test_a_dry_run_on_a_fresh_checkout_without_credentials_prints_the_whole_plan(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path /
+               "none"), AWS_ENDPOINT_URL="http://127.0.0.1:1", DEPLOY_STATE_DIR=str(tmp_path / "state"),
+               PYTHON=sys.executable, STAGE="prod")
+    result = subprocess.run([str(ROOT / "build.sh"), "--dry-run", "infra"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    printed = result.stderr
+    assert "+ aws cloudformation create-change-set --stack-name clinical-inference-prod" in printed
+    assert "--template-body file://containers/infra/platform.yaml" in printed
+    assert "--capabilities CAPABILITY_NAMED_IAM CAPABILITY_AUTO_EXPAND" in printed
+    assert "+ aws cloudformation execute-change-set --stack-name clinical-inference-prod" in printed
+    for logical_id in (key for key in RESOURCES if not key.startswith("Fn::ForEach::")):
+        assert f" {logical_id} " in printed or printed.count(f" {logical_id}\n"), logical_id
+    for endpoint in ("xgboost-risk-endpoint", "xgboost-treatment-endpoint", "xgboost-outcome-endpoint",
+                     "pat-endpoint"):
+        assert "AWS::Logs::LogGroup" in printed and f"/aws/sagemaker/Endpoints/{endpoint}\n" in printed
+    assert "clinical-inference-prod-models-<account>-us-east-1" in printed
+    assert "LogRetentionDays=365" in printed and "AlertSubscription (only when HasAlertEmail)" in printed
+    assert not (tmp_path / "state").exists()
+
+
+# --- cfn-lint and checkov --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_template_passes_cfn_lint_and_checkov(stage, tmp_path):
+    env = {**os.environ, "STAGE": stage, "DEPLOY_STATE_DIR": str(tmp_path), "PYTHON": sys.executable}
+    result = subprocess.run([str(ROOT / "build.sh"), "infra", "check"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "Passed checks" in result.stdout and "Failed checks: 0" in result.stdout
+    rendered = json.loads((tmp_path / stage / "platform.rendered.json").read_text())
+    assert "Transform" not in rendered and "Fn::ForEach::EndpointLogs" not in rendered["Resources"]
+
+
+def test_checkov_fails_a_template_without_pitr_ttl_bucket_key_or_deletion_protection(tmp_path):
+    checkov = ROOT / "build" / "checkov" / "bin" / "checkov"
+    if not checkov.exists():  # test_the_template_passes_cfn_lint_and_checkov installs it
+        subprocess.run([str(ROOT / "build.sh"), "infra", "check"], cwd=ROOT, capture_output=True, timeout=1800,
+                       env={**os.environ, "DEPLOY_STATE_DIR": str(tmp_path), "PYTHON": sys.executable})
+    broken = stack.render(configs.load(DEPLOY_CONFIGS / "dev.json"))
+    table = broken["Resources"]["XgboostPredictionsTable"]["Properties"]
+    del table["PointInTimeRecoverySpecification"], table["TimeToLiveSpecification"]
+    table["DeletionProtectionEnabled"] = False
+    encryption = broken["Resources"]["ModelBucket"]["Properties"]["BucketEncryption"]
+    encryption["ServerSideEncryptionConfiguration"][0]["BucketKeyEnabled"] = False
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken, default=str))
+    result = subprocess.run([str(checkov), "--quiet", "--compact", "--skip-download", "--framework", "cloudformation",
+                             "--external-checks-dir", str(ROOT / "containers" / "infra" / "policies"),
+                             "--output", "json", "--file", str(path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    failed = {(check["check_id"], check["resource"].split(".")[-1])
+              for check in json.loads(result.stdout)["results"]["failed_checks"]}
+    assert failed == {("CKV_AWS_28", "XgboostPredictionsTable"), ("CKV_CLINICAL_2", "XgboostPredictionsTable"),
+                      ("CKV_CLINICAL_3", "XgboostPredictionsTable"), ("CKV_CLINICAL_1", "ModelBucket")}
+
+
+# --- On moto's CloudFormation ----------------------------------------------------------------------------------
+
+
+def run_infra(moto, tmp_path: Path, config: Path | None = None, check: bool = True):
+    build_sh = BuildSh(build_sh_env(moto, tmp_path, "127.0.0.1:1"))
+    return build_sh("infra", check=check, **({"DEPLOY_CONFIG": str(config)} if config else {}))
+
+
+def stack_outputs(moto, stage: str = "dev") -> dict[str, str]:
+    described = moto.client("cloudformation").describe_stacks(StackName=f"clinical-inference-{stage}")["Stacks"][0]
+    return {output["OutputKey"]: output["OutputValue"] for output in described["Outputs"]}
+
+
+@pytest.mark.deploy
+def test_build_sh_infra_creates_the_stack_through_a_printed_change_set_and_moto_keeps_what_it_says(moto, tmp_path):
+    result = run_infra(moto, tmp_path)
+    printed = result.stderr
+    assert printed.index("Add      AWS::KMS::Key") < printed.index("executing change set")
+    assert "stack clinical-inference-dev: CREATE_COMPLETE" in printed
+    assert moto.operations().count("ExecuteChangeSet") == 1
+    outputs = stack_outputs(moto)
+    state = tmp_path / "state" / "dev"
+    assert json.loads((state / "platform.json").read_text())["outputs"] == outputs
+    env_file = (state / "platform.env").read_text()
+    assert "XGBOOST_PREDICTIONS_TABLE=clinical-inference-dev-xgboost-predictions\n" in env_file
+    assert "XGBOOST_PREDICTION_TTL_DAYS=90\n" in env_file
+
+    kms = moto.client("kms")
+    key = kms.describe_key(KeyId=outputs["KeyArn"])["KeyMetadata"]
+    assert key["KeyManager"] == "CUSTOMER" and key["Arn"] == outputs["KeyArn"]
+    assert kms.get_key_rotation_status(KeyId=outputs["KeyArn"])["KeyRotationEnabled"] is True
+    assert [alias["AliasArn"] for alias in kms.list_aliases(KeyId=key["KeyId"])["Aliases"]] == [
+        outputs["KeyAliasArn"]] == [f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-dev"]
+    policy = json.loads(kms.get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"])
+    principals = [statement["Principal"] for statement in policy["Statement"]]
+    assert {"AWS": outputs["ExecutionRoleArn"]} in principals and {"Service": "cloudwatch.amazonaws.com"} in principals
+    assert {"Service": f"logs.{REGION}.amazonaws.com"} in principals and "*" not in principals
+
+    s3 = moto.client("s3")
+    for output, kind in (("ModelBucket", "models"), ("CaptureBucket", "capture"), ("BatchBucket", "batch")):
+        assert outputs[output] == f"clinical-inference-dev-{kind}-{ACCOUNT}-{REGION}"
+        rule = s3.get_bucket_encryption(Bucket=outputs[output])["ServerSideEncryptionConfiguration"]["Rules"][0]
+        assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms",
+                                                              "KMSMasterKeyID": outputs["KeyArn"]}
+    dynamodb = moto.client("dynamodb")
+    for logical_id, (name, keys) in TABLE_KEYS.items():
+        assert outputs[logical_id] == f"clinical-inference-dev-{name}"
+        table = dynamodb.describe_table(TableName=outputs[logical_id])["Table"]
+        assert [(key["AttributeName"], key["KeyType"]) for key in table["KeySchema"]] == keys
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        assert table["DeletionProtectionEnabled"] is True
+    groups = {group["logGroupName"]: group["retentionInDays"]
+              for group in moto.client("logs").describe_log_groups()["logGroups"]}
+    assert groups == {"/aws/sagemaker/Endpoints/xgboost-endpoint": 365, "/aws/sagemaker/Endpoints/pat-endpoint": 365,
+                      "/aws/codebuild/clinical-inference-dev-build": 365}
+    topic = moto.client("sns").get_topic_attributes(TopicArn=outputs["AlertTopicArn"])["Attributes"]
+    assert topic["KmsMasterKeyId"] == outputs["KeyArn"]
+    iam = moto.client("iam")
+    role = iam.get_role(RoleName="clinical-inference-dev-sagemaker")["Role"]
+    assert role["Arn"] == outputs["ExecutionRoleArn"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    assert sorted(iam.list_role_policies(RoleName="clinical-inference-dev-sagemaker")["PolicyNames"]) == [
+        "pull-pat-inference", "pull-xgboost-inference", "sagemaker-execution", "write-logs-pat-endpoint",
+        "write-logs-xgboost-endpoint"]
+    assert sorted(iam.list_role_policies(RoleName="clinical-inference-dev-codebuild")["PolicyNames"]) == [
+        "codebuild", "push-pat-inference", "push-xgboost-inference"]
+
+
+@pytest.mark.deploy
+def test_infra_again_changes_nothing_and_a_new_retention_is_an_update_of_the_same_stack(moto, tmp_path):
+    run_infra(moto, tmp_path)
+    key = stack_outputs(moto)["KeyArn"]
+    again = run_infra(moto, tmp_path)
+    assert "stack clinical-inference-dev is up to date: the change set has no changes" in again.stderr
+    assert moto.operations().count("ExecuteChangeSet") == 1
+
+    config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
+    config["platform"]["log_retention_days"] = 731
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(config))
+    update = run_infra(moto, tmp_path, path)
+    assert "stack clinical-inference-dev: UPDATE_COMPLETE" in update.stderr
+    assert [request["ChangeSetType"] for request in moto.requests("CreateChangeSet")] == [
+        "CREATE", "UPDATE", "UPDATE"]
+    described = moto.client("cloudformation").describe_stacks(StackName="clinical-inference-dev")["Stacks"][0]
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}["LogRetentionDays"] == "731"
+    # CloudFormation changes RetentionInDays in place; moto 5.2 has no in-place update of a log group.
+    assert stack_outputs(moto)["KeyArn"] == key and stack_outputs(moto)["LogRetentionDays"] == "731"
+
+
+@pytest.mark.deploy
+def test_the_deploy_tool_reads_the_stack_outputs_and_asks_for_infra_when_there_is_no_stack(moto, tmp_path):
+    env = {**build_sh_env(moto, tmp_path, "127.0.0.1:1"), "PYTHONPATH": str(DEPLOY_CONFIGS)}
+    push_plan = [sys.executable, "-m", "sagemaker_deploy", "--config", str(DEPLOY_CONFIGS / "dev.json"),
+                 "--state-dir", str(tmp_path / "state"), "push-plan"]
+    missing = subprocess.run(push_plan, env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1
+    assert "the platform stack clinical-inference-dev, which is not deployed" in missing.stderr
+    assert "run ./build.sh infra first" in missing.stderr
+    assert "CreateRepository" not in moto.operations()
+
+    run_infra(moto, tmp_path)
+    outputs = stack_outputs(moto)
+    found = subprocess.run(push_plan, env=env, capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr
+    repositories = moto.client("ecr").describe_repositories()["repositories"]
+    assert {repository["encryptionConfiguration"]["kmsKey"] for repository in repositories} == {
+        outputs["KeyAliasArn"]}
