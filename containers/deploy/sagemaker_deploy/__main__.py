@@ -178,10 +178,11 @@ def cmd_record_push(stage: Stage) -> None:
     password = login_password(stage.aws.client("ecr"))
     families = {}
     for name, family in stage.config["families"].items():
+        # The labels are the local build's: push may have given it another tag than build.sh did (pushes.py).
         repository, tag = family["image"]["repository"], tags[name]
         digest = manifest_digest(host, repository, tag, password, dry_run=stage.dry_run)
         families[name] = {"repository": repository, "tag": tag, "digest": digest, "registry": host,
-                          "uri": f"{host}/{repository}@{digest}", "labels": stage.local_labels(name, tag)}
+                          "uri": f"{host}/{repository}@{digest}", "labels": stage.local_labels(name)}
         say(f"pushed {host}/{repository}:{tag} is {digest}")
     path = stage.write("images.json", {"version": stage.args.version, "account": stage.account,
                                        "region": stage.aws.region, "families": families})
