@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import stage_config
+from .conftest import TINY_IMAGES, stage_config
 
 pytestmark = [pytest.mark.deploy, pytest.mark.docker]
 
@@ -84,7 +84,7 @@ def test_pushing_a_tag_again_reuses_the_same_build_and_gives_a_different_build_i
 
     # A different build under the same tag: pushed under a tag of its own, never over the first.
     try:
-        retag_tiny_image(tmp_path, "deploytest-xgboost", tag, "rebuilt with other bits")
+        retag_tiny_image(tmp_path, TINY_IMAGES["xgboost"], tag, "rebuilt with other bits")
         build_sh("push", "register", DEPLOY_CONFIG=str(config), IMAGE_TAG=tag)
         rebuilt = state(build_sh, "dev", "images.json")["families"]["xgboost"]
         assert rebuilt["tag"].startswith(f"{tag}-") and rebuilt["digest"] != first["digest"]
@@ -94,7 +94,7 @@ def test_pushing_a_tag_again_reuses_the_same_build_and_gives_a_different_build_i
         models = moto.client("sagemaker").list_models()["Models"]
         assert [model["ModelName"] for model in models if rebuilt["tag"].replace(".", "-") in model["ModelName"]]
     finally:
-        subprocess.run(["docker", "rmi", f"deploytest-xgboost:{tag}"], capture_output=True)
+        subprocess.run(["docker", "rmi", f"{TINY_IMAGES['xgboost']}:{tag}"], capture_output=True)
 
 
 def test_the_stand_in_registry_refuses_to_overwrite_a_tag_as_ecr_does(build_sh, tiny_images, registry, tmp_path):
@@ -106,7 +106,7 @@ def test_the_stand_in_registry_refuses_to_overwrite_a_tag_as_ecr_does(build_sh, 
     subprocess.run(["docker", "login", "--username", "AWS", "--password-stdin", registry.host],
                    input="123456789012-auth-token", text=True, check=True, capture_output=True, env=env)
     try:
-        subprocess.run(["docker", "tag", f"deploytest-xgboost:{tag}", target], check=True)
+        subprocess.run(["docker", "tag", f"{TINY_IMAGES['xgboost']}:{tag}", target], check=True)
         assert subprocess.run(["docker", "push", target], capture_output=True, env=env).returncode == 0
         second = subprocess.run(["docker", "push", target], capture_output=True, text=True, env=env)
         assert second.returncode != 0 and "cannot be overwritten because the repository is immutable" in \
