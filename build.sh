@@ -36,20 +36,31 @@ Commands:
   engine [--install]          start a Docker engine when none answers (--install: apt-get install docker.io first)
   lock [xgboost|pat|pat-cuda|all]
                               regenerate the hashed lock files from containers/**/*.in (needs pip-tools)
+  train                       train the example models of the config's families into build/models/ (synthetic data)
+  package                     package each model's source directory as a reproducible model.tar.gz
+                              (build/deploy/STAGE/artifacts/NAME/model.tar.gz)
+  upload                      package, then upload each artifact SSE-KMS to the model bucket as
+                              models/NAME/SHA256/model.tar.gz (skipped when present); register uses those URIs
   push                        create the stage's ECR repositories when missing (immutable tags, scan on push, KMS),
-                              log in, push IMAGE:TAG of every family in the config, read the digests back
+                              log in, push IMAGE:TAG of every family in the config (a tag that already holds this
+                              build is reused; one that holds another build gets TAG-IMAGEID), read the digests back
   register                    create the SageMaker models (pinned to the pushed digests) and endpoint configs
                               that do not exist yet; writes build/deploy/STAGE/registration.json and endpoints.env
-  deploy                      create each endpoint, or UpdateEndpoint (blue/green) to the new config; wait for
+  deploy                      put each endpoint's CloudWatch alarms, create the endpoint or UpdateEndpoint (blue/green,
+                              keeping autoscaled instance counts, rolling back on the 5XX and latency alarms); wait for
                               InService; register target-tracking autoscaling
+  smoke                       invoke each deployed endpoint once with a sample made from its model artifact and check
+                              the answer's shape
+  destroy                     delete the stage's endpoints, endpoint configs, models, alarms and scaling targets
+                              (never the bucket, the KMS key, the tables, the log groups or the ECR images)
   batch --model NAME [--input S3] [--output S3] [--wait]
                               start a Batch Transform job on one model of the config (MultiRecord, lines)
   infra [check]               create or update the stage's platform stack (containers/infra/platform.yaml: KMS key,
                               buckets, tables, log groups, alert topic, execution role, CodeBuild project) through
                               a change set printed before it is executed; writes build/deploy/STAGE/platform.json
                               and platform.env. check: cfn-lint and checkov (installed into build/checkov)
-  all                         build the config's images, then push, register and deploy
-                              (push, register and deploy also chain: ./build.sh push register)
+  all                         train, upload, build the config's images, push, register and deploy
+                              (the steps also chain: ./build.sh push register; ./build.sh upload register deploy)
 
 Options:
   --dry-run    print the commands that change anything instead of running them
@@ -262,10 +273,11 @@ resolve_base_image() {
 
 # --- Images ----------------------------------------------------------------------------------------------------
 
-# Sets IMAGE_REPO, DOCKERFILE, LOCKS, WHEELS and BUILD_ARGS for one image.
+# Sets IMAGE_REPO, DOCKERFILE, LOCKS, WHEELS, BUILD_ARGS and CONTEXT (what the Dockerfile COPYs) for one image.
 image_spec() {
     LOCKS=(containers/build-tools.lock)
     BUILD_ARGS=()
+    CONTEXT=(pyproject.toml serve models/__init__.py "models/$1")
     case "$1" in
         xgboost)
             IMAGE_REPO=xgboost-inference
@@ -289,6 +301,25 @@ image_spec() {
     for lock in "${LOCKS[@]}"; do
         [[ -f "$lock" ]] || die "$lock is missing: create it with './build.sh lock'"
     done
+    CONTEXT+=("$DOCKERFILE" "${LOCKS[@]}" "$WHEELS")
+}
+
+# Stages the build context of one image in build/context/IMAGE and prints its path: its Dockerfile, code, locks and
+# its own wheelhouse only (the repository's .dockerignore would send every wheelhouse under build/, the CUDA wheels
+# included; the legacy builder, which this engine and CodeBuild's may run, ignores per-Dockerfile ignore files).
+# Hard links where possible, so staging copies nothing; the files keep their modes, so the layer cache still hits.
+stage_context() {
+    local dir="build/context/$1" path target
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    for path in "${CONTEXT[@]}"; do
+        target="$dir/$path"
+        [[ "$path" == "$WHEELS" ]] && target="$dir/build/wheelhouse/${WHEELS##*/}"
+        mkdir -p "$(dirname "$target")"
+        cp -al "$path" "$target" 2>/dev/null || cp -a "$path" "$target"
+    done
+    find "$dir" \( -name __pycache__ -o -name '*.py[co]' \) -prune -exec rm -rf {} +
+    echo "$dir"
 }
 
 # Downloads the locked wheels for linux x86_64 CPython 3.11 (hash-checked); skipped when the locks are unchanged.
@@ -328,7 +359,7 @@ lock_labels() {
 }
 
 build_image() {
-    local base="$1" name="$2" version revision tag labels latest=latest
+    local base="$1" name="$2" version revision tag context labels latest=latest
     image_spec "$name"
     prepare_wheelhouse
     version="$(project_version)"
@@ -338,9 +369,12 @@ build_image() {
     mapfile -t labels < <(lock_labels "${LOCKS[-1]}")
     ((${#labels[@]} > 0)) || die "no labels for ${LOCKS[-1]}"
     say "building $IMAGE_REPO ($IMAGE_REPO:$latest, $IMAGE_REPO:$tag) on $base"
+    context="build/context/$name"
+    echo "+ stage_context $name: ${CONTEXT[*]} -> $context/" >&2
+    [[ "$DRY_RUN" == true ]] || context="$(stage_context "$name")"
     run docker build --file "$DOCKERFILE" \
         --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version" --build-arg "GIT_REVISION=$revision" \
-        "${BUILD_ARGS[@]}" "${labels[@]}" --tag "$IMAGE_REPO:$latest" --tag "$IMAGE_REPO:$tag" . \
+        "${BUILD_ARGS[@]}" "${labels[@]}" --tag "$IMAGE_REPO:$latest" --tag "$IMAGE_REPO:$tag" "$context" \
         || die "docker build of $IMAGE_REPO failed (see the output above)"
     if [[ "$DRY_RUN" == false ]]; then
         say "$IMAGE_REPO:$tag is $(docker image inspect --format '{{.Size}}' "$IMAGE_REPO:$tag" \
@@ -516,7 +550,7 @@ registry_login() {
 cmd_push() {
     require_engine
     require_aws_cli
-    local plan kind family local_repo repository target host="" region tag tags=()
+    local plan kind family local_repo repository target host="" region tag tags=() image_id labels decision action push_tag
     deploy_py check-images || die "an image cannot run where the config deploys it (the reason is above); nothing was pushed"
     plan="$(deploy_py push-plan)" || die "could not prepare the ECR repositories (the reason is above)"
     read -r kind host region <<<"$(head -n 1 <<<"$plan")"
@@ -526,14 +560,37 @@ cmd_push() {
         [[ "$kind" == image ]] || continue
         [[ "$target" == - ]] && target=""
         tag="$(image_tag "$target")"
-        [[ "$DRY_RUN" == true ]] || docker image inspect "$local_repo:$tag" >/dev/null 2>&1 \
-            || die "there is no local image $local_repo:$tag to push: run './build.sh build ${target:-IMAGE}' first (or set IMAGE_TAG)"
-        run docker tag "$local_repo:$tag" "$host/$repository:$tag"
-        run docker push --quiet "$host/$repository:$tag" >&2 \
-            || die "docker push of $host/$repository:$tag failed: is the registry $host reachable? (nothing was registered)"
-        tags+=(--tag "$family=$tag")
+        image_id="sha256:<image-id>" labels="{}"
+        if [[ "$DRY_RUN" == false ]]; then
+            image_id="$(docker image inspect --format '{{.Id}}' "$local_repo:$tag" 2>/dev/null)" \
+                || die "there is no local image $local_repo:$tag to push: run './build.sh build ${target:-IMAGE}' first (or set IMAGE_TAG)"
+            labels="$(docker image inspect --format '{{json .Config.Labels}}' "$local_repo:$tag")"
+        fi
+        # The repositories' tags are immutable: a tag that holds this build is reused, another build gets its own.
+        decision="$(deploy_py --tag "$family=$tag" --image-id "$image_id" --labels "$labels" push-tag)" \
+            || die "could not check whether $host/$repository:$tag exists (the reason is above)"
+        read -r action push_tag <<<"$decision"
+        if [[ "$action" == push ]]; then
+            run docker tag "$local_repo:$tag" "$host/$repository:$push_tag"
+            run docker push --quiet "$host/$repository:$push_tag" >&2 \
+                || die "docker push of $host/$repository:$push_tag failed: is the registry $host reachable? (nothing was registered)"
+        fi
+        tags+=(--tag "$family=$push_tag")
     done <<<"$plan"
     deploy_py "${tags[@]}" record-push >/dev/null || die "could not read back the pushed digests (the reason is above)"
+}
+
+# The example models (synthetic data) of the families whose models have a "source" directory, into build/models/,
+# where the configs' "source" entries point. Real models: put their directories there (or point "source" at them)
+# and skip this step.
+cmd_train() {
+    local target
+    for target in $(deploy_py trainable); do
+        case "$target" in
+            xgboost) run "$PYTHON" -m models.xgboost.examples --out build/models/xgboost >&2 ;;
+            pat) run "$PYTHON" -m models.pat.examples --out build/models/pat >&2 ;;
+        esac || die "training the $target example models failed (the reason is above)"
+    done
 }
 
 cmd_register() {
@@ -544,15 +601,21 @@ cmd_deploy() {
     deploy_py deploy || die "deployment failed (the reason is above); endpoints not yet updated keep serving their previous config"
 }
 
-# push, register and deploy run in the order given: ./build.sh push register (CodeBuild's post_build).
+# The deployment steps run in the order given: ./build.sh push register (CodeBuild's post_build).
+STEPS=(train package upload push register deploy smoke destroy)
 cmd_steps() {
     local step
     for step in "$@"; do
         case "$step" in
+            train) cmd_train ;;
+            package) deploy_py package >/dev/null || die "packaging the models failed (the reason is above)" ;;
+            upload) deploy_py upload >/dev/null || die "uploading the model artifacts failed (the reason is above)" ;;
             push) cmd_push ;;
             register) cmd_register ;;
             deploy) cmd_deploy ;;
-            *) die "'$step' is not a step that can follow push, register or deploy" ;;
+            smoke) deploy_py smoke || die "the smoke test failed (the reason is above)" ;;
+            destroy) deploy_py destroy || die "destroy stopped (the reason is above); run it again to finish" ;;
+            *) die "'$step' is not a step (steps: ${STEPS[*]})" ;;
         esac
     done
 }
@@ -566,11 +629,10 @@ cmd_all() {
     deploy_py check
     IMAGE_TAG="$(image_tag)"  # one tag for the whole release, even if the tree changes meanwhile
     export IMAGE_TAG
+    cmd_steps train upload
     local target
     for target in $(deploy_py targets); do cmd_build "$target"; done
-    cmd_push
-    cmd_register
-    cmd_deploy
+    cmd_steps push register deploy
 }
 
 # --- Platform stack: infra ------------------------------------------------------------------------------------
@@ -644,7 +706,7 @@ main() {
         engine) ((${#args[@]} == 0)) || [[ "${args[*]}" == --install ]] || die "engine takes only --install"
                 [[ "$DRY_RUN" == true ]] || start_engine "${args[*]/--install/install}" ;;
         lock) cmd_lock "${args[@]}" ;;
-        push|register|deploy) cmd_steps "$command" "${args[@]}" ;;
+        train|package|upload|push|register|deploy|smoke|destroy) cmd_steps "$command" "${args[@]}" ;;
         batch) cmd_batch "${args[@]}" ;;
         infra) cmd_infra "${args[@]}" ;;
         all) cmd_all "${args[@]}" ;;

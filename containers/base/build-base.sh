@@ -42,9 +42,10 @@ if [[ "$(id -u)" != 0 ]]; then
     exit 1
 fi
 if ! command -v debootstrap >/dev/null; then
-    echo "build-base.sh: installing debootstrap (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null \
-        || { echo "build-base.sh: could not install debootstrap: run 'apt-get update' and retry" >&2; exit 1; }
+    # Fresh build images (CodeBuild's among them) ship without package lists: update them first.
+    echo "build-base.sh: installing debootstrap (apt-get update, apt-get install)"
+    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null; } \
+        || { echo "build-base.sh: could not install debootstrap (apt-get update or install failed): check the network and the apt sources" >&2; exit 1; }
 fi
 
 rootfs="$(mktemp -d /tmp/inference-base.XXXXXX)"

@@ -8,7 +8,7 @@
 #   UNIT_TESTS        pytest paths for pre_build (default: tests/unit tests/http)
 #   IMAGES            build.sh build target (default: all)
 #   CONTAINER_TESTS   pytest paths for build (default: tests/container)
-#   STAGE             the deployment config post_build pushes and registers (default: dev); see build.sh --help
+#   STAGE             the deployment config post_build uploads, pushes and registers (default: dev); see build.sh --help
 #   PAT_TORCH_VARIANT the PAT image build tests (default: cpu)
 #   PAT_RELEASE_VARIANT the PAT image post_build pushes and registers, built after the tests when it differs
 #                     (default: PAT_TORCH_VARIANT)
@@ -59,7 +59,9 @@ release_variant() { echo "${PAT_RELEASE_VARIANT:-$(tested_variant)}"; }
 # Only after a successful build: CodeBuild runs post_build after a failed build too.
 post_build() {
     case "${CODEBUILD_BUILD_SUCCEEDING:-}" in
-        1) PAT_TORCH_VARIANT="$(release_variant)" ./build.sh push register ;;
+        # register points the models at the uploaded artifacts: train and upload them first (the example models;
+        # a real project replaces train with fetching its trained model directories).
+        1) PAT_TORCH_VARIANT="$(release_variant)" ./build.sh train upload push register ;;
         0) say "the build failed: nothing is pushed or registered" ;;
         *) say "CODEBUILD_BUILD_SUCCEEDING is not set: post_build runs in CodeBuild (or local_codebuild.py) only"
            return 2 ;;

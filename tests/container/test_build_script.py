@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -21,7 +22,8 @@ def test_help_lists_every_command():
     result = build_sh("--help")
     assert result.returncode == 0
     for command in ("build [xgboost|pat|all]", "demo", "test [PYTEST_ARGS]", "install [python|engine|registry|all]",
-                    "base", "engine", "lock", "push", "register", "deploy", "batch", "all", "--dry-run"):
+                    "base", "engine", "lock", "train", "package", "upload", "push", "register", "deploy", "smoke",
+                    "destroy", "batch", "infra [check]", "all", "--dry-run"):
         assert command in result.stdout
 
 
@@ -50,7 +52,7 @@ def test_cuda_variant_is_selected_by_the_build_argument_and_labelled_cuda_12():
     assert ("--label sagemaker-clinical-inference.torch.version=2.10.0 "
             "--label sagemaker-clinical-inference.cuda.version=12.8") in build
     # Its floating tag is its own, so :latest stays the CPU build the tests run.
-    assert f"--tag pat-inference:latest-cuda --tag pat-inference:{VERSION}-" in build and "-cuda ." in build
+    assert f"--tag pat-inference:latest-cuda --tag pat-inference:{VERSION}-" in build and "-cuda build/context/pat" in build
 
 
 def test_bad_arguments_fail_with_a_message():
@@ -59,6 +61,53 @@ def test_bad_arguments_fail_with_a_message():
         result = build_sh("--dry-run", *args, PAT_TORCH_VARIANT="cpu")
         assert result.returncode != 0 and message in result.stderr, args
     assert build_sh("--dry-run", "build", "pat", PAT_TORCH_VARIANT="rocm").returncode != 0
+
+
+def test_each_image_build_context_carries_its_own_wheelhouse_only(tmp_path):
+    """build.sh stages each image's context in build/context/IMAGE; a stand-in docker lists what it is given."""
+    wheelhouse = tmp_path / "wheelhouse"
+    locks = [ROOT / "containers/build-tools.lock", ROOT / "containers/xgboost/requirements.lock"]
+    digest = hashlib.sha256(b"".join(lock.read_bytes() for lock in locks)).hexdigest()
+    for name, wheel in (("xgboost", "xgboost-3.0-py3-none-any.whl"), ("pat-cuda", "torch-2.9.1-cu128.whl"),
+                        ("pat-cpu", "torch-2.9.1-cpu.whl"), ("ci", "pytest-8.whl")):
+        (wheelhouse / name).mkdir(parents=True)
+        (wheelhouse / name / wheel).write_text("wheel")
+    (wheelhouse / "xgboost" / ".locks.sha256").write_text(digest + "\n")
+    bin_dir, received = tmp_path / "bin", tmp_path / "context.txt"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f"""#!/bin/sh
+case "$1" in
+    build) for last; do :; done; (cd "$last" && find . -type f | sed 's|^./||') > {received} ;;
+    image) echo 1 ;;
+esac
+""")
+    (bin_dir / "docker").chmod(0o755)
+    result = build_sh("build", "xgboost", BASE_IMAGE="base", WHEELHOUSE=str(wheelhouse),
+                      PATH=f"{bin_dir}:{os.environ['PATH']}")
+    assert result.returncode == 0, result.stderr
+    members = received.read_text().split()
+    assert "build/wheelhouse/xgboost/xgboost-3.0-py3-none-any.whl" in members
+    assert not [m for m in members if "pat-" in m or "wheelhouse/ci" in m or "torch" in m]
+    assert "containers/xgboost/Dockerfile" in members and "models/xgboost/handler.py" in members
+    assert not [m for m in members if m.startswith(("models/pat", "tests/", "bench/")) or "__pycache__" in m]
+
+
+def test_the_base_image_fallback_updates_the_package_lists_before_installing_debootstrap(tmp_path):
+    """A fresh CodeBuild image has no apt lists: `apt-get install debootstrap` alone fails there."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "apt-get.log"
+    bin_dir.mkdir()
+    stubs = {"docker": "exit 1",  # no base image yet
+             "id": "echo 0",  # as root
+             "apt-get": f'echo "$*" >> {calls}; case "$*" in *install*) exit 1 ;; esac'}
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    result = subprocess.run([str(ROOT / "containers/base/build-base.sh")], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin",
+                                             "LOCAL_BASE_IMAGE": "build-base-test:never"})
+    assert result.returncode != 0 and "could not install debootstrap" in result.stderr
+    lines = calls.read_text().splitlines()
+    assert [line.split()[-1] if "install" in line else line.split()[0] for line in lines] == ["update", "debootstrap"]
 
 
 def test_install_checks_before_installing_and_test_runs_pytest_on_this_tree():

@@ -26,6 +26,9 @@ import pytest
 from tests.conftest import IN_CI, engine_problem
 from serve.process import free_port
 
+from . import immutable_registry
+from .immutable_registry import ImmutableTags
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_CONFIGS = ROOT / "containers" / "deploy"
 ACCOUNT = "123456789012"  # moto's account
@@ -154,6 +157,7 @@ def execution_role(moto) -> str:
 @dataclass
 class Registry:
     host: str
+    immutable: ImmutableTags
 
     def manifest(self, repository: str, reference: str, method: str = "HEAD") -> int:
         """HEAD (or DELETE) a manifest by tag or digest; returns the HTTP status."""
@@ -169,7 +173,9 @@ class Registry:
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory) -> Registry:
-    """Debian's docker-registry on 127.0.0.1, with its own config and an htpasswd for ECR's user and token."""
+    """Debian's docker-registry on 127.0.0.1, with its own config and an htpasswd for ECR's user and token,
+    behind a proxy that refuses to overwrite a tag, as ECR's immutable repositories do (docker-registry and moto
+    do not)."""
     program = shutil.which("docker-registry")
     if program is None:
         missing("Debian's docker-registry is not installed (apt-get install -y docker-registry)")
@@ -193,12 +199,16 @@ auth:
     with open(log, "w") as output:
         process = subprocess.Popen([program, "serve", str(work / "config.yml")], stdout=output,
                                    stderr=subprocess.STDOUT)
+    proxy = None
     try:
         wait_until(lambda: http_status(f"http://127.0.0.1:{port}/v2/") == 401, "docker-registry", process, log)
-        yield Registry(f"127.0.0.1:{port}")
+        immutable, proxy = immutable_registry.start(f"127.0.0.1:{port}", free_port())
+        yield Registry(f"127.0.0.1:{proxy.server_port}", immutable)
     finally:
+        if proxy is not None:
+            proxy.shutdown()
+            untag_all(f"127.0.0.1:{proxy.server_port}/")
         stop(process)
-        untag_all(f"127.0.0.1:{port}/")
 
 
 def untag_all(prefix: str) -> None:
@@ -266,13 +276,16 @@ def platform_outputs(stage: str) -> dict[str, str]:
             "KeyAliasArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-{stage}",
             "ModelBucket": f"clinical-inference-{stage}-models-{ACCOUNT}-{REGION}",
             "CaptureBucket": f"clinical-inference-{stage}-capture-{ACCOUNT}-{REGION}",
-            "BatchBucket": f"clinical-inference-{stage}-batch-{ACCOUNT}-{REGION}"}
+            "BatchBucket": f"clinical-inference-{stage}-batch-{ACCOUNT}-{REGION}",
+            "AlertTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:clinical-inference-{stage}-alerts"}
 
 
 def stage_config(tmp_path: Path, stage: str = "dev", tiny: bool = True, families: tuple[str, ...] = ("xgboost", "pat"),
-                 **changes) -> Path:
+                 sources: dict[str, Path] | None = None, **changes) -> Path:
     """containers/deploy/<stage>.json as shipped, with the platform stack's outputs filled in and the tiny images
-    (or only some families) swapped in."""
+    (or only some families) swapped in. Each model's source directory becomes sources[name] when given, else an
+    artifact already in S3 under the multi-model prefix (s3://MODEL_BUCKET/models/<name>.tar.gz), so that register
+    needs no upload."""
     text = (DEPLOY_CONFIGS / f"{stage}.json").read_text()
     for name, value in platform_outputs(stage).items():
         text = text.replace(f"{{platform.{name}}}", value)
@@ -281,6 +294,12 @@ def stage_config(tmp_path: Path, stage: str = "dev", tiny: bool = True, families
     for name, family in config["families"].items():
         if tiny:
             family["image"] = {"repository": family["image"]["repository"], "local_image": TINY_IMAGES[name]}
+        for model in family["models"]:
+            if sources is not None:
+                model["source"] = str(sources[model["name"]])
+            else:
+                del model["source"]
+                model["model_data_url"] = f"s3://{config['model_bucket']}/models/{model['name']}.tar.gz"
     config.update(changes)
     config.pop("$schema")
     path = tmp_path / f"{stage}.json"

@@ -4,7 +4,10 @@
   new config can be pulled; otherwise the update fails as SageMaker's blue/green update fails, leaving the
   endpoint InService on its previous config with a FailureReason. CreateEndpoint likewise ends Failed.
   Images on a loopback registry are checked for real (HEAD of the manifest, with the ECR token moto hands out);
-  other images are taken as pullable.
+  other images are taken as pullable. As the API reference says: the variants take their instance count,
+  weight and data capture from the new config unless RetainAllVariantProperties is true (then the current ones
+  stay, less ExcludeRetainedVariantProperties), and a canary larger than 50% of the variant's instance count
+  (rounded up to whole instances) is refused.
 - CloudFormation's AWS::LanguageExtensions transform (Fn::ForEach), which moto does not expand: a change set's
   template is expanded with cfn-lint's implementation of it, for the change set's parameter values, as
   CloudFormation expands it before it computes the changes. And a stack made or changed by a change set gets
@@ -22,6 +25,7 @@ import argparse
 import base64
 import io
 import json
+import math
 import threading
 import urllib.error
 import urllib.parse
@@ -58,6 +62,37 @@ def unpullable_image(backend: SageMakerModelBackend, config: dict) -> str | None
     return None
 
 
+RETAINED = {"DesiredInstanceCount": ("CurrentInstanceCount", "DesiredInstanceCount"),
+            "DesiredWeight": ("CurrentWeight", "DesiredWeight")}
+
+
+def variants_after_update(endpoint, config: dict, retain: bool, excluded: set[str]) -> list[dict]:
+    variants = endpoint._process_production_variants(config["ProductionVariants"])
+    if retain:
+        current = {variant["VariantName"]: variant for variant in endpoint.production_variants}
+        for variant in variants:
+            for prop, keys in RETAINED.items():
+                if prop not in excluded and variant["VariantName"] in current:
+                    variant.update({key: current[variant["VariantName"]][key] for key in keys})
+    return variants
+
+
+def canary_refusal(deployment: dict | None, variants: list[dict]) -> str | None:
+    """TrafficRoutingConfig.CanarySize: 'Value must be less than or equal to 50% of the variant's total instance
+    count'."""
+    routing = ((deployment or {}).get("BlueGreenUpdatePolicy") or {}).get("TrafficRoutingConfiguration") or {}
+    size = routing.get("CanarySize")
+    if routing.get("Type") != "CANARY" or size is None:
+        return None
+    for variant in variants:
+        count = variant["DesiredInstanceCount"]
+        instances = size["Value"] if size["Type"] == "INSTANCE_COUNT" else math.ceil(count * size["Value"] / 100)
+        if instances * 2 > count:
+            return (f"Canary size of {instances} instance(s) exceeds 50% of the {count} instance(s) of variant "
+                    f"{variant['VariantName']}.")
+    return None
+
+
 def update_endpoint(self: SageMakerResponse) -> ActionResult:
     backend = self.sagemaker_backend
     name = self._get_param("EndpointName")
@@ -66,11 +101,18 @@ def update_endpoint(self: SageMakerResponse) -> ActionResult:
         raise ValidationError(message=f"Could not find endpoint '{name}'.")
     config_name = self._get_param("EndpointConfigName")
     config = backend.describe_endpoint_config(config_name)
+    retain = bool(self._get_param("RetainAllVariantProperties"))
+    excluded = {item["VariantPropertyType"] for item in self._get_param("ExcludeRetainedVariantProperties") or []}
+    variants = variants_after_update(endpoint, config, retain, excluded)
+    refusal = canary_refusal(self._get_param("DeploymentConfig"), variants)
+    if refusal:
+        raise ValidationError(message=refusal)
     endpoint.failure_reason = unpullable_image(backend, config)
     if endpoint.failure_reason is None:
         endpoint.endpoint_config_name = config_name
-        endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
-        endpoint.data_capture_config = config.get("DataCaptureConfig")
+        endpoint.production_variants = variants
+        if not retain or "DataCaptureConfig" in excluded:
+            endpoint.data_capture_config = config.get("DataCaptureConfig")
     endpoint.last_modified_time = utcnow()
     return ActionResult({"EndpointArn": endpoint.arn})
 

@@ -49,6 +49,10 @@ def test_the_buildspec_follows_the_schema_and_every_phase_calls_the_pipeline_scr
     assert os.access(PIPELINE, os.X_OK)
     assert spec["reports"]["pytest"]["file-format"] == "JUNITXML"
     assert "*/registration.json" in spec["artifacts"]["files"]
+    # The cache keeps the CPU wheelhouses; the CUDA one (several GB) is downloaded when a release needs it.
+    cached = spec["cache"]["paths"]
+    assert "build/wheelhouse/ci/**/*" in cached and "build/wheelhouse/xgboost/**/*" in cached
+    assert not [path for path in cached if "cuda" in path or path.startswith("build/wheelhouse/**")]
 
 
 @pytest.mark.parametrize("broken, message", [

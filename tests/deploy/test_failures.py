@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from .conftest import ACCOUNT, DEPLOY_CONFIGS, BuildSh, build_sh_env, free_port, stage_config
+from .conftest import ACCOUNT, DEPLOY_CONFIGS, ROOT, BuildSh, build_sh_env, free_port, stage_config
 
 TAG = "1.0.0-aaaaaaa"
 
@@ -52,8 +52,9 @@ def test_a_registry_that_is_down_fails_the_push_and_nothing_is_registered(build_
     (lambda c: c["families"]["pat"]["models"][0].update(env_name="XGBOOST_RISK_ENDPOINT"),
      "families.pat.models.0: env_name 'XGBOOST_RISK_ENDPOINT' is also used by families.xgboost.models.0"),
     (lambda c: c.pop("execution_role_arn"), "'execution_role_arn' is a required property"),
-    (lambda c: c["families"]["xgboost"]["models"][0].update(model_data_url="s3://elsewhere/risk.tar.gz"),
+    (lambda c: c["families"]["xgboost"]["multi_model_endpoint"].update(model_data_prefix="s3://elsewhere/"),
      "a multi-model endpoint loads models from under"),
+    (lambda c: c.pop("model_bucket"), "upload needs \"model_bucket\""),
 ])
 def test_a_bad_config_fails_with_a_clear_error_before_any_aws_call_or_build(moto, tmp_path, change, message):
     config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
@@ -118,6 +119,28 @@ def test_dry_run_prints_every_aws_call_and_docker_command_and_sends_nothing(moto
 
 
 @pytest.mark.deploy
+def test_dry_run_all_on_a_fresh_clone_prints_the_guides_whole_plan(moto, tmp_path):
+    """No trained models, no build/ directory: train, package, upload, build, push, register, alarms, deploy."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, capture_output=True)
+    env = build_sh_env(moto, tmp_path, "127.0.0.1:1")
+    env["PAT_TORCH_VARIANT"] = "cuda"  # the cpu build is refused on pat's g4dn before any push (check-images)
+    result = subprocess.run([str(clone / "build.sh"), "--dry-run", "all"], cwd=clone, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stderr
+    steps = ["-m models.xgboost.examples --out build/models/xgboost", "-m models.pat.examples --out build/models/pat",
+             "+ package build/models/xgboost/risk/", "+ aws s3 head-object", "+ aws s3 put-object", "+ docker build",
+             "+ aws ecr create-repository", "+ docker push", "+ aws sagemaker create-model",
+             "+ aws cloudwatch put-metric-alarm", "+ aws sagemaker create-endpoint "]
+    positions = [printed.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), dict(zip(steps, positions))
+    assert '"ServerSideEncryption": "aws:kms"' in printed and "models/xgboost-risk/<sha256>/model.tar.gz" in printed
+    assert '"Bucket": "<platform.ModelBucket>"' in printed  # the stack's output, not a typed name
+    assert '"AlarmActions": ["<platform.AlertTopicArn>"]' in printed
+    assert moto.operations() == [] and not (clone / "build").exists()
+
+
 @pytest.mark.docker
 def test_push_refuses_a_cpu_built_image_for_a_gpu_instance_before_pushing_anything(build_sh, moto, registry,
                                                                                     tmp_path):

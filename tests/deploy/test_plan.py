@@ -12,17 +12,25 @@ import pytest
 from .conftest import DEPLOY_CONFIGS, family_labels, platform_outputs
 
 sys.path.insert(0, str(DEPLOY_CONFIGS))
-from sagemaker_deploy import DeployError, batch, config as configs, endpoints, gpu_hosts, plan as plans  # noqa: E402
+from sagemaker_deploy import DeployError, artifacts, batch, config as configs, endpoints, gpu_hosts  # noqa: E402
+from sagemaker_deploy import plan as plans  # noqa: E402
 from sagemaker_deploy.aws import Aws  # noqa: E402
 
 IMAGE = {"uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/xgboost-inference@sha256:" + "a" * 64,
          "registry": "123456789012.dkr.ecr.us-east-1.amazonaws.com", "tag": "0.1.0-abcdef0"}
 
 
+SHA = "f" * 64
+
+
 def filled(stage: str, **changes) -> dict:
+    """The stage's config as register sees it after an upload: each model's source at its content-addressed URI."""
     config = configs.load(DEPLOY_CONFIGS / f"{stage}.json")
     config.update(changes)
-    return configs.fill(config, "123456789012", "us-east-1", stage, platform_outputs(stage))
+    config = configs.fill(config, "123456789012", "us-east-1", stage, platform_outputs(stage))
+    return artifacts.apply(config, {model["name"]: {"uri": f"s3://{config['model_bucket']}/models/{model['name']}/"
+                                                           f"{SHA}/model.tar.gz"}
+                                    for family in config["families"].values() for model in family["models"]})
 
 
 def build(config: dict, image: dict = IMAGE) -> plans.Plan:
@@ -56,10 +64,10 @@ def test_xgboost_is_three_single_model_endpoints_or_one_multi_model_endpoint_by_
     multi = build(config)
     assert [endpoint.endpoint_name for endpoint in multi.endpoints] == ["xgboost-endpoint", "pat-endpoint"]
     container = multi.models[0].request["PrimaryContainer"]
-    assert container["Mode"] == "MultiModel" and container["ModelDataUrl"].endswith("/xgboost/v1/")
+    assert container["Mode"] == "MultiModel" and container["ModelDataUrl"].endswith("/models/")
     assert container["Environment"]["SAGEMAKER_MULTI_MODEL"] == "true"
     assert multi.env()["XGBOOST_TREATMENT_ENDPOINT"] == "xgboost-endpoint"
-    assert multi.env()["XGBOOST_TREATMENT_TARGET_MODEL"] == "treatment.tar.gz"
+    assert multi.env()["XGBOOST_TREATMENT_TARGET_MODEL"] == f"xgboost-treatment/{SHA}/model.tar.gz"
 
 
 def test_names_fit_63_characters_are_unique_per_version_and_stable_when_nothing_changed():

@@ -243,10 +243,11 @@ def test_every_name_carries_the_stage():
 def test_the_shipped_configs_take_role_key_and_buckets_from_the_stack_outputs(stage):
     config = configs.load(DEPLOY_CONFIGS / f"{stage}.json")
     used = configs.platform_outputs_used(config)
-    assert used == {"ExecutionRoleArn", "KeyAliasArn", "ModelBucket", "CaptureBucket", "BatchBucket"}
+    assert used == {"ExecutionRoleArn", "KeyAliasArn", "ModelBucket", "CaptureBucket", "BatchBucket", "AlertTopicArn"}
     assert used <= set(BODY["Outputs"])
     text = (DEPLOY_CONFIGS / f"{stage}.json").read_text()
     assert "clinical-inference-models" not in text and ":role/" not in text and "alias/" not in text
+    assert ":sns:" not in text
     values = stack.parameters(config)
     expected = {"dev": "xgboost-endpoint,pat-endpoint",
                 "prod": "xgboost-risk-endpoint,xgboost-treatment-endpoint,xgboost-outcome-endpoint,pat-endpoint"}
@@ -262,7 +263,7 @@ def test_an_output_the_template_does_not_have_is_refused_when_the_config_is_load
     path.write_text(json.dumps(config))
     with pytest.raises(DeployError, match=r"kms_key_arn: unknown placeholder \{platform.KeyArm\}"):
         configs.load(path)
-    with pytest.raises(DeployError, match="the platform stack has no output BatchBucket, CaptureBucket, ExecutionRoleArn, KeyAliasArn"):
+    with pytest.raises(DeployError, match="the platform stack has no output AlertTopicArn, BatchBucket, CaptureBucket, ExecutionRoleArn, KeyAliasArn"):
         configs.fill(configs.load(DEPLOY_CONFIGS / "dev.json"), ACCOUNT, REGION, "dev", {"ModelBucket": "b"})
 
 

@@ -77,7 +77,7 @@ def test_register_pins_models_to_the_digests_with_vpc_kms_and_isolation(build_sh
                                       "SecurityGroupIds": ["sg-0123456789abcdef0"]}
     xgboost = next(model for name, model in models.items() if name.startswith("xgboost"))["PrimaryContainer"]
     assert xgboost["Mode"] == "MultiModel"
-    assert xgboost["ModelDataUrl"] == f"s3://clinical-inference-dev-models-{ACCOUNT}-{REGION}/xgboost/v1/"
+    assert xgboost["ModelDataUrl"] == f"s3://clinical-inference-dev-models-{ACCOUNT}-{REGION}/models/"
     assert xgboost["Environment"]["SAGEMAKER_MULTI_MODEL"] == "true"
     # moto drops EnableNetworkIsolation: check what was sent.
     assert [request["EnableNetworkIsolation"] for request in moto.requests("CreateModel")] == [True, True]
@@ -106,7 +106,7 @@ def test_register_pins_models_to_the_digests_with_vpc_kms_and_isolation(build_sh
     assert "InferenceAmiVersion" not in sent["ml.m5.large"]
 
     env = (Path(build_sh.env["DEPLOY_STATE_DIR"]) / "dev" / "endpoints.env").read_text().splitlines()
-    assert "XGBOOST_RISK_ENDPOINT=xgboost-endpoint" in env and "XGBOOST_RISK_TARGET_MODEL=risk.tar.gz" in env
+    assert "XGBOOST_RISK_ENDPOINT=xgboost-endpoint" in env and "XGBOOST_RISK_TARGET_MODEL=xgboost-risk.tar.gz" in env
     assert "PAT_ENDPOINT=pat-endpoint" in env
     summary = state(build_sh, "dev", "registration.json")
     assert summary["version"] == "1.0.0-aaaaaaa" and all(model["created"] for model in summary["models"])
@@ -160,6 +160,7 @@ def test_deploy_creates_endpoints_then_a_new_tag_updates_them_blue_green(build_s
     assert sorted(update["EndpointName"] for update in updates) == sorted(first)
     assert updates[0]["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {
         "Type": "CANARY", "WaitIntervalInSeconds": 600, "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10}}
+    assert all(update["RetainAllVariantProperties"] is True for update in updates)
     new_images = state(build_sh, "prod", "images.json")["families"]
     risk_model = sagemaker.describe_endpoint_config(EndpointConfigName=second["xgboost-risk-endpoint"])
     image = sagemaker.describe_model(ModelName=risk_model["ProductionVariants"][0]["ModelName"])["PrimaryContainer"]
@@ -213,7 +214,7 @@ def test_batch_scores_an_s3_prefix_with_the_model_alone_in_the_vpc(build_sh, tin
     images = state(build_sh, "dev", "images.json")["families"]
     assert model["PrimaryContainer"]["Mode"] == "SingleModel"
     assert model["PrimaryContainer"]["Image"] == images["xgboost"]["uri"]
-    assert model["PrimaryContainer"]["ModelDataUrl"].endswith("/xgboost/v1/risk.tar.gz")
+    assert model["PrimaryContainer"]["ModelDataUrl"].endswith("/models/xgboost-risk.tar.gz")
     assert model["VpcConfig"]["Subnets"] == ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
     assert moto.requests("CreateModel")[-1]["EnableNetworkIsolation"] is True
 

@@ -2,7 +2,8 @@
 
 State between commands lives in STATE_DIR/<stage>/: images.json (push: what was pushed, by digest),
 registration.json (register: the summary CodeBuild keeps as an artifact), endpoints.env (the variables client
-apps read, e.g. XGBOOST_RISK_ENDPOINT=xgboost-risk-endpoint) and deployment.json (deploy).
+apps read, e.g. XGBOOST_RISK_ENDPOINT=xgboost-risk-endpoint), deployment.json (deploy), artifacts/<model>/model.tar.gz
+(package) and artifacts.json (upload: each model's S3 URI and sha256).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import DeployError, batch, config as configs, endpoints, gpu_hosts, plan as plans, say, stack
+from . import DeployError, alarms, artifacts, batch, config as configs, endpoints, gpu_hosts, plan as plans, \
+    pushes, say, smoke, stack, teardown
 from . import register as registration
 from .aws import Aws
 from .registry import ecr_host, ensure_repository, login_password, manifest_digest
@@ -83,6 +85,18 @@ class Stage:
                               f"for account {self.account}: use the same account, or push again")
         return images
 
+    def uploaded(self) -> dict:
+        """What upload recorded; in a dry run without an upload, placeholders for the content hashes."""
+        path = self.state / "artifacts.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        if not self.dry_run:
+            return {}
+        bucket = self.filled().get("model_bucket", "<model-bucket>")
+        return {model["name"]: {"uri": f"s3://{bucket}/{artifacts.PREFIX}/{model['name']}/<sha256>/"
+                                       f"{artifacts.ARCHIVE}"}
+                for _, _, model in artifacts.models_with_source(self.config)}
+
     def local_image(self, family_name: str, tag: str | None = None) -> str:
         """The local image build.sh pushes for a family: local_image:TAG (TAG as build.sh tags that build)."""
         image = self.config["families"][family_name]["image"]
@@ -102,6 +116,8 @@ class Stage:
     def plan(self) -> tuple[dict, dict, plans.Plan]:
         images = self.images()
         filled = self.filled()
+        if any(artifacts.models_with_source(filled)):
+            filled = artifacts.apply(filled, self.uploaded())
         return filled, images, plans.build(filled, images["families"])
 
 
@@ -116,6 +132,14 @@ def cmd_targets(stage: Stage) -> None:
     for family in stage.config["families"].values():
         if "build" in family["image"]:
             print(family["image"]["build"])
+
+
+def cmd_trainable(stage: Stage) -> None:
+    """The build targets whose models have a source directory to train into (build.sh train)."""
+    for name in dict.fromkeys(family["image"].get("build") for _, family, _ in
+                              artifacts.models_with_source(stage.config)):
+        if name:
+            print(name)
 
 
 def cmd_check_images(stage: Stage) -> None:
@@ -154,14 +178,60 @@ def cmd_record_push(stage: Stage) -> None:
     password = login_password(stage.aws.client("ecr"))
     families = {}
     for name, family in stage.config["families"].items():
+        # The labels are the local build's: push may have given it another tag than build.sh did (pushes.py).
         repository, tag = family["image"]["repository"], tags[name]
         digest = manifest_digest(host, repository, tag, password, dry_run=stage.dry_run)
         families[name] = {"repository": repository, "tag": tag, "digest": digest, "registry": host,
-                          "uri": f"{host}/{repository}@{digest}", "labels": stage.local_labels(name, tag)}
+                          "uri": f"{host}/{repository}@{digest}", "labels": stage.local_labels(name)}
         say(f"pushed {host}/{repository}:{tag} is {digest}")
     path = stage.write("images.json", {"version": stage.args.version, "account": stage.account,
                                        "region": stage.aws.region, "families": families})
     print(path)
+
+
+def cmd_push_tag(stage: Stage) -> None:
+    """Prints "push TAG" or "reuse TAG" for one family's image (see pushes.py)."""
+    (family, tag), = (item.partition("=")[::2] for item in stage.args.tag)
+    repository = stage.config["families"][family]["image"]["repository"]
+    registry = None if stage.dry_run else pushes.Registry(stage.registry(), login_password(stage.aws.client("ecr")))
+    action, chosen = pushes.choose(registry, repository, tag, stage.args.image_id,
+                                   json.loads(stage.args.labels or "{}") or {})
+    print(action, chosen)
+
+
+def _package(stage: Stage) -> list[artifacts.Artifact]:
+    packaged = []
+    for _, _, model in artifacts.models_with_source(stage.config):
+        source = Path(model["source"])
+        if stage.dry_run and not source.exists():
+            packaged.append(artifacts.Artifact(model["name"], source, stage.state / "artifacts" / model["name"] /
+                                               artifacts.ARCHIVE, "<sha256>"))
+        else:
+            packaged.append(artifacts.package(model["name"], source, stage.state / "artifacts",
+                                              write=not stage.dry_run))
+        print(f"+ package {source}/ -> {packaged[-1].archive} (sha256 {packaged[-1].sha256})", file=sys.stderr)
+    if not packaged:
+        say(f"no model in {stage.args.config} has a 'source' directory: nothing to package")
+    return packaged
+
+
+def cmd_package(stage: Stage) -> None:
+    for artifact in _package(stage):
+        print(artifact.archive)
+
+
+def cmd_upload(stage: Stage) -> None:
+    filled = stage.filled()
+    if "model_bucket" not in filled:
+        raise DeployError(f"{stage.args.config} names no \"model_bucket\" to upload the model artifacts to")
+    s3 = stage.aws.client("s3")
+    uploaded = stage.uploaded() if not stage.dry_run else {}
+    for artifact in _package(stage):
+        uri, sent = artifacts.upload(s3, artifact, filled["model_bucket"], filled["kms_key_arn"],
+                                     plans.tags(filled, model=artifact.name))
+        artifacts.say_result(artifact, uri, sent)
+        uploaded[artifact.name] = {"uri": uri, "sha256": artifact.sha256, "source": str(artifact.source)}
+    print(stage.write("artifacts.json", uploaded))
 
 
 def cmd_register(stage: Stage) -> None:
@@ -177,18 +247,33 @@ def cmd_register(stage: Stage) -> None:
 def cmd_deploy(stage: Stage) -> None:
     filled, images, plan = stage.plan()
     sagemaker, autoscaling = stage.aws.client("sagemaker"), stage.aws.client("application-autoscaling")
+    cloudwatch = stage.aws.client("cloudwatch")
+    deployment = filled.get("deployment", {})
     results = []
     try:
         for endpoint in plan.endpoints:
-            action = endpoints.deploy(sagemaker, autoscaling, endpoint, filled.get("deployment", {}),
-                                      plans.tags(filled, images["families"][endpoint.family]["tag"],
-                                                 family=endpoint.family),
-                                      dry_run=stage.dry_run)
+            tags = plans.tags(filled, images["families"][endpoint.family]["tag"], family=endpoint.family)
+            rollback = alarms.put(cloudwatch, filled, endpoint.family, endpoint.endpoint_name, tags)
+            settings = {**deployment, "rollback_alarms": deployment.get("rollback_alarms", []) + rollback}
+            action = endpoints.deploy(sagemaker, autoscaling, endpoint, settings, tags, dry_run=stage.dry_run)
             results.append({"endpoint": endpoint.endpoint_name, "config": endpoint.config_name, "action": action})
     finally:
         path = stage.write("deployment.json", {"stage": stage.name, "version": images["version"],
                                                "endpoints": results, "complete": len(results) == len(plan.endpoints)})
     print(path)
+
+
+def cmd_smoke(stage: Stage) -> None:
+    filled, _, _ = stage.plan()
+    failures = smoke.run(stage.aws.client("s3"), stage.aws.client("sagemaker-runtime"), filled, stage.dry_run)
+    if failures:
+        raise DeployError("the smoke test failed:\n  " + "\n  ".join(failures))
+
+
+def cmd_destroy(stage: Stage) -> None:
+    removed = teardown.destroy(stage.aws.client("sagemaker"), stage.aws.client("application-autoscaling"),
+                               stage.aws.client("cloudwatch"), stage.filled(), stage.dry_run)
+    print(stage.write("destroyed.json", removed))
 
 
 def cmd_batch(stage: Stage) -> None:
@@ -223,9 +308,11 @@ def cmd_infra_render(stage: Stage) -> None:
     print(path)
 
 
-COMMANDS = {"check": cmd_check, "targets": cmd_targets, "check-images": cmd_check_images, "push-plan": cmd_push_plan,
-            "record-push": cmd_record_push, "register": cmd_register, "deploy": cmd_deploy, "batch": cmd_batch,
-            "infra": stack.deploy, "infra-render": cmd_infra_render}
+COMMANDS = {"check": cmd_check, "targets": cmd_targets, "trainable": cmd_trainable, "check-images": cmd_check_images,
+            "push-plan": cmd_push_plan, "push-tag": cmd_push_tag, "record-push": cmd_record_push,
+            "package": cmd_package, "upload": cmd_upload, "register": cmd_register, "deploy": cmd_deploy,
+            "smoke": cmd_smoke, "destroy": cmd_destroy, "batch": cmd_batch, "infra": stack.deploy,
+            "infra-render": cmd_infra_render}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -236,7 +323,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--registry", help="push to this registry host instead of the account's ECR")
     parser.add_argument("--version", help="the release's image tag (VERSION-GITSHA): summaries, dry-run placeholders")
     parser.add_argument("--tag", action="append", default=[], metavar="FAMILY=TAG",
-                        help="record-push: the tag pushed for each family")
+                        help="record-push, push-tag: the tag pushed for each family")
+    parser.add_argument("--image-id", help="push-tag: the local image's id (sha256:...)")
+    parser.add_argument("--labels", help="push-tag: the local image's labels (JSON)")
     parser.add_argument("--local-tag", action="append", default=[], metavar="TARGET=TAG",
                         help="the tag build.sh gives a build target's local image (default: --version)")
     parser.add_argument("--lock", action="append", default=[], metavar="TARGET=LOCK",

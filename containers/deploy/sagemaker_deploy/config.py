@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 
 from . import DeployError
+from .artifacts import PREFIX as ARTIFACT_PREFIX
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config.schema.json"
 PLACEHOLDER = re.compile(r"\{([a-z_]+|platform\.[A-Za-z0-9]+)\}")
@@ -110,8 +111,15 @@ def _rule_problems(config: dict) -> list[str]:
             model_where = f"{where}.models.{index}"
             claim(model_names, model["name"], model_where, "model name")
             claim(env_names, model["env_name"], model_where, "env_name")
+            uploaded_prefix = f"s3://{config.get('model_bucket')}/{ARTIFACT_PREFIX}/"
+            if "source" in model and "model_bucket" not in config:
+                problems.append(f"{model_where}.source: upload needs \"model_bucket\" to put the artifact in")
             if multi is None:
                 claim(endpoints, model["endpoint_name"], model_where, "endpoint name")
+            elif "source" in model:
+                if multi["model_data_prefix"] != uploaded_prefix:
+                    problems.append(f"{where}.multi_model_endpoint.model_data_prefix: a multi-model endpoint loads "
+                                    f"models from under its prefix, and upload puts them under {uploaded_prefix}")
             elif not model["model_data_url"].startswith(multi["model_data_prefix"]):
                 problems.append(f"{model_where}.model_data_url: a multi-model endpoint loads models from under "
                                 f"{multi['model_data_prefix']}; move the artifact there or change model_data_prefix")

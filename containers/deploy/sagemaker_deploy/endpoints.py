@@ -1,7 +1,12 @@
-"""Endpoints: create, or UpdateEndpoint (blue/green) to a new config; wait for InService; then autoscaling."""
+"""Endpoints: create, or UpdateEndpoint (blue/green) to a new config; wait for InService; then autoscaling.
+
+An update keeps the instance count and weight that autoscaling set (RetainAllVariantProperties) and takes only the
+data capture settings from the new config; a canary is used where it fits the variant's current instance count.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
 
 from botocore.exceptions import WaiterError
@@ -12,15 +17,25 @@ from .plan import VARIANT, EndpointPlan
 
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 WAIT = {"Delay": 30, "MaxAttempts": 120}  # an hour: blue/green with a bake period takes a while
+# Without it UpdateEndpoint resets instance count and weight to the new config's initial values.
+RETAIN_VARIANTS = {"RetainAllVariantProperties": True,
+                   "ExcludeRetainedVariantProperties": [{"VariantPropertyType": "DataCaptureConfig"}]}
 
 
-def deployment_config(settings: dict) -> dict:
-    """UpdateEndpoint's DeploymentConfig: blue/green, all at once or canary, with optional alarm rollback."""
-    if settings.get("traffic") == "CANARY":
+def canary_fits(instance_count: int, percent: int) -> bool:
+    """CanarySize must be at most 50% of the variant's instance count; a canary is at least one instance."""
+    return math.ceil(instance_count * percent / 100) * 2 <= instance_count
+
+
+def deployment_config(settings: dict, instance_count: int | None = None) -> dict:
+    """UpdateEndpoint's DeploymentConfig: blue/green, all at once or canary, with optional alarm rollback.
+    A canary that cannot fit instance_count becomes all at once with the same bake period (and rollback)."""
+    canary = settings.get("traffic") == "CANARY"
+    if canary and (instance_count is None or canary_fits(instance_count, settings["canary_percent"])):
         routing = {"Type": "CANARY", "WaitIntervalInSeconds": settings["wait_seconds"],
                    "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": settings["canary_percent"]}}
     else:
-        routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
+        routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": settings["wait_seconds"] if canary else 0}
     config: dict = {"BlueGreenUpdatePolicy": {
         "TrafficRoutingConfiguration": routing,
         "TerminationWaitInSeconds": settings.get("termination_wait_seconds", 0),
@@ -50,8 +65,12 @@ def deploy(sagemaker, autoscaling, endpoint: EndpointPlan, settings: dict, tags:
             if _instance_type_of(sagemaker, current["EndpointConfigName"]) != endpoint.instance_type:
                 # Application Auto Scaling rejects an update that changes the instance type of a scaled variant.
                 _deregister_scaling(autoscaling, name)
+            count = _instance_count(current)
+            if settings.get("traffic") == "CANARY" and not canary_fits(count, settings["canary_percent"]):
+                say(f"{name} runs {count} instance(s): a {settings['canary_percent']}% canary does not fit, so "
+                    "traffic shifts all at once, with the same bake period and rollback alarms")
             sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=endpoint.config_name,
-                                      DeploymentConfig=deployment_config(settings))
+                                      DeploymentConfig=deployment_config(settings, count), **RETAIN_VARIANTS)
             action = "updated"
     say(f"{action} endpoint {name} -> {endpoint.config_name}; waiting for InService")
     if dry_run:
@@ -97,6 +116,11 @@ def _wait_in_service(sagemaker, name: str, config_name: str, was: dict | None) -
                           f"under /aws/sagemaker/Endpoints/{name}) and deploy again.")
     raise DeployError(f"endpoint {name} is {status} with config {serving}, not InService with {config_name} "
                       f"({reason}); see /aws/sagemaker/Endpoints/{name} in CloudWatch Logs")
+
+
+def _instance_count(endpoint: dict) -> int:
+    variants = endpoint.get("ProductionVariants") or [{}]
+    return variants[0].get("CurrentInstanceCount") or variants[0].get("DesiredInstanceCount") or 1
 
 
 def _instance_type_of(sagemaker, config_name: str) -> str | None:

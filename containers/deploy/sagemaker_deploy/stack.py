@@ -63,8 +63,11 @@ def output_names(path: Path = TEMPLATE) -> list[str]:
 
 def endpoint_names(config: dict) -> list[str]:
     """The endpoints the config deploys (each gets its log group before SageMaker creates it)."""
-    stand_in = {name: {"uri": "-", "registry": "-", "tag": "-"} for name in config["families"]}
-    return [endpoint.endpoint_name for endpoint in plans.build(config, stand_in).endpoints]
+    # Read from the config as plans.build names them: building a plan would need the images (a GPU family's labels)
+    # and the models' artifacts, which the stack comes before.
+    return [name for family in config["families"].values() for name in
+            ([family["multi_model_endpoint"]["endpoint_name"]] if family["mode"] == "MultiModel"
+             else [model["endpoint_name"] for model in family["models"]])]
 
 
 def parameters(config: dict) -> dict[str, str]:
