@@ -10,6 +10,7 @@ VENV="$ROOT/.venv"  # where install puts the dependencies when python3 is Debian
 PYTHON="${PYTHON:-python3}"
 DEFAULT_BASE_IMAGE="python:3.11-slim-bookworm"
 LOCAL_BASE_IMAGE="${LOCAL_BASE_IMAGE:-inference-base:bookworm}"
+PAT_VARIANT_SET="${PAT_TORCH_VARIANT:+yes}"  # all releases the cuda build unless the variant was chosen
 PAT_TORCH_VARIANT="${PAT_TORCH_VARIANT:-cpu}"
 WHEELHOUSE="${WHEELHOUSE:-build/wheelhouse}"
 IMAGES=(xgboost pat)
@@ -626,6 +627,10 @@ cmd_batch() {
 
 cmd_all() {
     (($# == 0)) || die "all takes no arguments"
+    if [[ -z "$PAT_VARIANT_SET" ]]; then  # the stages' PAT endpoints run on g4dn: release what they can run
+        PAT_TORCH_VARIANT=cuda
+        say "all: the PAT image is the cuda build (PAT_TORCH_VARIANT=cpu chooses the CPU one)"
+    fi
     deploy_py check
     IMAGE_TAG="$(image_tag)"  # one tag for the whole release, even if the tree changes meanwhile
     export IMAGE_TAG
