@@ -100,6 +100,8 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     from scipy.stats import mannwhitneyu
 
     positive, negative = scores[labels == 1], scores[labels == 0]
+    if not positive.size or not negative.size:
+        return float("nan")  # undefined with one class only (a tiny example)
     return float(mannwhitneyu(positive, negative).statistic / (positive.size * negative.size))
 
 

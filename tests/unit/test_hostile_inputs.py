@@ -13,7 +13,6 @@ import struct
 
 import numpy as np
 import pytest
-import xgboost as xgb
 
 from serve import codecs, model_api, recordio
 from serve.app import create_app
@@ -23,6 +22,7 @@ from serve.multimodel import ModelRegistry
 from serve.settings import Settings
 
 from models.xgboost.settings import XGBoostSettings
+from tests.conftest import load_booster
 
 
 def _npy(header: bytes, data: bytes = b"\0" * 32, version: int = 1) -> bytes:
@@ -146,7 +146,7 @@ def test_values_beyond_float32_are_a_bad_request_for_every_type_and_output(clien
 
 @pytest.mark.parametrize("kind", OUTPUT_KINDS)
 def test_nan_is_a_missing_value_for_every_type_and_output(clients, kind, risk_dir):
-    booster = xgb.Booster(model_file=str(risk_dir / "xgboost-model"))
+    booster = load_booster(risk_dir / "xgboost-model")
     for content_type, body in _bodies(float("nan")).items():
         if content_type.startswith("application/json"):
             body = body.replace(b"NaN", b"null")
@@ -172,7 +172,7 @@ def test_the_largest_float32_is_accepted(clients):
 
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_pickles_of_every_protocol_are_refused_as_pickles(tmp_path, outcome_dir, protocol):
-    booster = xgb.Booster(model_file=str(outcome_dir / "xgboost-model"))
+    booster = load_booster(outcome_dir / "xgboost-model")
     (tmp_path / "xgboost-model").write_bytes(pickle.dumps(booster, protocol=protocol))
     with pytest.raises(ModelLoadError, match="is a pickle.*SERVE_ALLOW_PICKLE"):
         build_handler(Settings(model_dir=tmp_path))
@@ -183,7 +183,7 @@ def test_pickles_of_every_protocol_are_refused_as_pickles(tmp_path, outcome_dir,
 
 @pytest.mark.parametrize("name", ["model.json", "model.ubj"])
 def test_model_formats_are_not_mistaken_for_pickles(tmp_path, outcome_dir, name):
-    xgb.Booster(model_file=str(outcome_dir / "xgboost-model")).save_model(str(tmp_path / name))
+    load_booster(outcome_dir / "xgboost-model").save_model(str(tmp_path / name))
     assert build_handler(Settings(model_dir=tmp_path)).model.files == [name]
 
 
