@@ -63,22 +63,21 @@ def check_hard_cases(count: int, width: int = 8) -> dict:
     return {"checked": int(same.size), "differ": int(same.size - same.sum())}
 
 
-def _cpu_ms(function, repeats: int) -> float:
+def _timings(function, runs: int, clock) -> list[float]:
     times = []
-    for _ in range(repeats):
-        start = time.process_time()
+    for _ in range(runs):
+        start = clock()
         function()
-        times.append(time.process_time() - start)
-    return min(times) * 1e3
+        times.append(clock() - start)
+    return times
+
+
+def _cpu_ms(function, repeats: int) -> float:
+    return min(_timings(function, repeats, time.process_time)) * 1e3
 
 
 def _wall_us(function, calls: int) -> float:
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    return statistics.median(_timings(function, calls, time.perf_counter)) * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
