@@ -78,7 +78,6 @@ def create_app(handler: Handler | None, settings: Settings, registry: Models | N
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     register_errors(app)
     app.after_request(close_if_body_unread)
-    app.after_request(close_if_body_unread)
 
     @app.get("/ping")
     def ping():

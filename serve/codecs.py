@@ -7,6 +7,7 @@ array of scores, or a list of records (dicts). Decoders raise BadRequest and nev
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -371,6 +372,11 @@ def choose_encoder(accept: str | None, encoders: Mapping[str, Encoder], default:
     """The best supported media type for an Accept header (lists and q-values honoured); 406 when none fits."""
     if not accept or not accept.strip():
         return default
+    return _best_encoder(accept, tuple(encoders), default)
+
+
+@functools.lru_cache(maxsize=256)  # a client sends the same Accept on every request; parsing it is ~50 µs
+def _best_encoder(accept: str, encoders: tuple[str, ...], default: str) -> str:
     entries = [(ALIASES.get(value.split(";")[0].strip().lower(), value.split(";")[0].strip().lower()), quality)
                for value, quality in parse_accept_header(accept, MIMEAccept)]
     offered = [default] + [kind for kind in encoders if kind != default and kind != ANY]

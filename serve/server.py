@@ -1,38 +1,31 @@
 """gunicorn, started from this interpreter (no PATH lookup), with the model loaded before a worker accepts traffic.
 
-What a client or an operator sees from gunicorn itself is in this runtime's forms too: its HTTP errors (a request line
-over LIMIT_REQUEST_LINE bytes, more than LIMIT_REQUEST_FIELDS header fields or one over LIMIT_REQUEST_FIELD_SIZE bytes,
-a malformed request) are one line of JSON that echoes nothing sent; its log lines are JSON; and a model that cannot be
-served is said once, by the master, before it exits with MODEL_UNSERVABLE.
+What an operator sees from gunicorn itself is in this runtime's forms too: its log lines are JSON, its HTTP errors
+one line of JSON (serve.workers), and a model that cannot be served is said once, by the master, before it exits with
+MODEL_UNSERVABLE.
 """
 
 from __future__ import annotations
 
-import http
 import logging
 import os
-import re
 import sys
 import traceback
 
 import orjson
-from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import HaltServer
 from gunicorn.glogging import Logger
-from gunicorn.http import errors as http_errors
-from gunicorn.workers.gthread import ThreadWorker
 
 from serve import logs
 from serve.settings import Settings
+from serve.workers import (LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE, InlineWorker,
+                           ServeWorker)
 
 log = logging.getLogger("serve")
 
 MODEL_UNSERVABLE = Arbiter.WORKER_BOOT_ERROR  # 3: the exit code when a worker cannot load the model
-LIMIT_REQUEST_LINE = 4094  # bytes; gunicorn's defaults, stated here so that they are documented in one place
-LIMIT_REQUEST_FIELDS = 100
-LIMIT_REQUEST_FIELD_SIZE = 8190
 _PIPE_MESSAGE = 4000  # bytes: under PIPE_BUF, so that two workers' reports never interleave (a cut one reads
 # as "cut", see read_failure)
 
@@ -44,86 +37,6 @@ class JsonLogger(Logger):
         super().setup(cfg)
         for handler in self.error_log.handlers:
             handler.setFormatter(logs.JsonFormatter())
-
-
-_HTTP_STATUS = (  # gunicorn's statuses for its own errors; any other ParseException is a 400, anything else a 500
-    (http_errors.LimitRequestLine, 414, f"the request line is longer than {LIMIT_REQUEST_LINE} bytes"),
-    (http_errors.LimitRequestHeaders, 431, f"the request has more than {LIMIT_REQUEST_FIELDS} header fields or one "
-                                           f"longer than {LIMIT_REQUEST_FIELD_SIZE} bytes"),
-    (http_errors.ExpectationFailed, 417, "only Expect: 100-continue is supported"),
-    (http_errors.UnsupportedTransferCoding, 501, "unsupported Transfer-Encoding; send chunked or Content-Length"),
-    (http_errors.ForbiddenProxyRequest, 403, "proxy requests are not accepted"),
-    ((http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName, http_errors.ConfigurationProblem),
-     500, "internal error"),
-)
-
-
-def http_error(error: Exception) -> tuple[int, str]:
-    """The status and message (naming what was wrong, never the bytes sent) for an error of gunicorn's HTTP parser."""
-    for kinds, status, message in _HTTP_STATUS:
-        if isinstance(error, kinds):
-            return status, message
-    if isinstance(error, http_errors.ParseException):
-        words = re.sub(r"(?<!^)(?=[A-Z][a-z])", " ", type(error).__name__).lower()
-        return 400, f"malformed HTTP request: {words}"
-    return 500, "internal error"
-
-
-def _honour_connection_close(app):
-    """gunicorn drops an application's hop-by-hop headers and decides keep-alive itself: make the app's
-    `Connection: close` (serve.app.close_if_body_unread) close the connection."""
-
-    def wrapped(environ, start_response):
-        def start(status, headers, exc_info=None):
-            if any(name.lower() == "connection" and value.lower() == "close" for name, value in headers):
-                start_response.__self__.force_close()  # gunicorn's Response
-            return start_response(status, headers, exc_info)
-
-        return app(environ, start)
-
-    return wrapped
-
-
-class ServeWorker(ThreadWorker):
-    """gunicorn's gthread worker, answering its own HTTP errors in this runtime's JSON form."""
-
-    def load_wsgi(self) -> None:
-        super().load_wsgi()
-        self.wsgi = _honour_connection_close(self.wsgi)
-
-    def set_accept_enabled(self, enabled: bool) -> None:
-        super().set_accept_enabled(enabled)
-        if not enabled and not self.alive:  # stopping: serve what clients have already connected, refuse the rest
-            for listener in self.sockets:
-                self._accept_backlog(listener)
-                listener.close()
-
-    def _accept_backlog(self, listener) -> None:
-        """Accepts every connection already established in the kernel's queue: its client has sent its request,
-        and closing the listener would reset it; accepted, it is answered within the graceful timeout."""
-        while True:
-            accepted = self.nr_conns
-            try:
-                self.accept(listener)  # non-blocking: returns without a connection once the queue is empty
-            except OSError:
-                return
-            if self.nr_conns == accepted:
-                return
-
-    def handle_error(self, req, client, addr, exc) -> None:
-        status, message = http_error(exc)
-        if status >= 500:
-            log.error("HTTP layer error", extra={"status": status, "exception": type(exc).__qualname__,
-                                                 "stack": "".join(traceback.format_tb(exc.__traceback__))})
-        else:
-            log.info("malformed HTTP request", extra={"status": status, "error": type(exc).__name__})
-        body = orjson.dumps({"error": message, "code": status})
-        head = (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nConnection: close\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-        try:
-            util.write_nonblock(client, head.encode("latin1") + body)
-        except OSError:
-            pass  # the client has gone
 
 
 def build_app(settings: Settings):
@@ -158,7 +71,7 @@ def gunicorn_options(settings: Settings) -> dict:
     return {
         "bind": f"0.0.0.0:{settings.port}",
         "workers": settings.server_processes,
-        "worker_class": ServeWorker,
+        "worker_class": InlineWorker if settings.server_threads == 1 else ServeWorker,
         "threads": settings.server_threads,
         "timeout": settings.timeout_seconds,
         "graceful_timeout": settings.graceful_timeout_seconds,

@@ -45,3 +45,37 @@ def test_steps_aside_for_what_it_does_not_read():
 def test_a_wrong_width_is_an_xgboost_error_not_a_crash():
     with pytest.raises(xgb.core.XGBoostError):
         fast_predict.predict(booster("binary:logistic"), np.ones((1, 9)))
+
+
+def test_the_reused_proxy_matrix_keeps_answers_exact_across_boosters_widths_and_threads():
+    """One proxy per thread serves every booster (multi-model): interleaved widths and threads change no bit."""
+    import threading
+
+    models = [booster("binary:logistic"), booster("multi:softprob", num_class=3),
+              xgb.train({"max_depth": 2, "nthread": 1}, xgb.DMatrix(np.arange(90.0).reshape(10, 9),
+                                                                    label=np.arange(10.0)), 5)]
+    rng = np.random.default_rng(2)
+    cases = [(model, rng.normal(size=(rows, model.num_features())))
+             for _ in range(20) for model in models for rows in (1, 3)]
+    expected = [model.inplace_predict(x).tobytes() for model, x in cases]
+    failures, handles = [], set()
+
+    def run():
+        handles.add(fast_predict._proxy().value)
+        for (model, x), want in zip(cases, expected):
+            if fast_predict.predict(model, x).tobytes() != want:
+                failures.append(x.shape)
+
+    together = threading.Barrier(4)  # all alive at once: a freed proxy's address could be reused
+
+    def in_thread():
+        run()
+        together.wait(timeout=60)
+
+    threads = [threading.Thread(target=in_thread) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    run()
+    assert not failures and len(handles) == 5  # four threads and this one, each with its own

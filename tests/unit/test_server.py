@@ -1,10 +1,12 @@
+import collections
 import socket
 
 import pytest
 from gunicorn.http import errors
 
 from models.pat.settings import PatSettings
-from serve.server import ServeWorker, close_handler, gunicorn_options, http_error, _loaded
+from serve.server import close_handler, gunicorn_options, _loaded
+from serve.workers import InlineWorker, ServeWorker, http_error
 from serve.settings import Settings
 
 
@@ -17,6 +19,9 @@ def test_gunicorn_options_follow_the_settings():
     assert (multi["workers"], multi["threads"]) == (1, 8)
     pat = gunicorn_options(Settings(workers=4, handler="pat", family=PatSettings(max_batch_size=32)))
     assert (pat["workers"], pat["threads"]) == (1, 32)
+    assert options["worker_class"] is InlineWorker  # one thread: served on the poller thread
+    assert multi["worker_class"] is pat["worker_class"] is ServeWorker
+    assert gunicorn_options(Settings(threads=4))["worker_class"] is ServeWorker
 
 
 def test_worker_exit_closes_what_the_worker_loaded():
@@ -65,3 +70,22 @@ def test_a_stopping_worker_serves_connections_already_queued_and_refuses_later_o
         conn.sock.close()
     for client in clients:
         client.close()
+
+
+def test_a_stopping_one_thread_worker_takes_queued_connections_into_its_poller():
+    """InlineWorker never reads in accept: a queued connection waits in the poller, where the graceful stop serves it."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
+    listener.setblocking(False)
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(2)]
+    registered = []
+    worker = InlineWorker.__new__(InlineWorker)
+    worker.alive, worker._accepting, worker.nr_conns = False, True, 0
+    worker.sockets, worker.pending_conns = [listener], collections.deque()
+    worker.cfg = type("Cfg", (), {"keepalive": 75})()
+    worker.poller = type("Poller", (), {"unregister": lambda self, sock: None,
+                                        "register": lambda self, sock, events, callback: registered.append(sock)})()
+    worker.set_accept_enabled(False)
+    assert worker.nr_conns == 2 and len(worker.pending_conns) == 2 and len(registered) == 2
+    assert all(not conn.sock.getblocking() for conn in worker.pending_conns)
+    for sock in [*registered, *clients]:
+        sock.close()
