@@ -1,10 +1,9 @@
 """`python -m bench [--quick] [--busy]`: every benchmark, printed, in build/bench/report.json and report.png.
 
 Systems: ours (CSV and JSON), MLServer (REST V2; its venv is made under build/peers/ on first use), the naive
-bring-your-own baseline and the in-process floor, interleaved. It prints how long it will take before starting:
-on an idle 2-vCPU machine about 15 minutes by default and 1 with --quick, scaled by the load average per CPU
-(--quick --repeats 3 took the 20 minutes it announced at a load average of 14-21). --busy keeps one core busy with
-a background process throughout. Needs wrk (`apt-get install wrk`), matplotlib and pandas (`pip install -e .[bench]`); Docker figures
+bring-your-own baseline and the in-process floor, interleaved; then PAT against the authors' Keras encoder
+(bench.keras_peer; its venv is made on first use too). It prints how long it will take before starting, scaled by
+the load average per CPU. --busy keeps one core busy with a background process throughout. Needs wrk (`apt-get install wrk`), matplotlib and pandas (`pip install -e .[bench]`); Docker figures
 are skipped with a reason when no engine or image is there (`./build.sh build xgboost`).
 """
 
@@ -28,6 +27,24 @@ from bench.models import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN_FILES = {"report.json", "report-busy.json"}
+KERAS_FILE = "pat-keras.json"  # what `python -m bench.pat --peer keras` writes; measured here too unless --no-keras
+
+
+def measure_keras(plan: suite.Plan, out: Path) -> dict:
+    """PAT-S/M/L against the authors' Keras encoder (fidelity, batch 1 and 8), as `bench.pat --peer keras` runs it."""
+    from bench import keras_peer
+
+    threads = len(os.sched_getaffinity(0))
+    print(f"bench: PAT vs the authors' Keras encoder on CPU, {threads} threads each", flush=True)
+    path = out / KERAS_FILE
+    try:
+        result = keras_peer.compare(list(plan.keras_variants), [1, 8], threads, plan.repeats, plan.keras_budget_s,
+                                    out / "logs", lambda partial: path.write_text(json.dumps(partial, indent=2)))
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as error:  # e.g. no package index for the venv
+        print(f"bench: Keras skipped: {error}", flush=True)
+        return {"skipped": str(error)}
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="interleaved repeats (default 3, quick 1)")
     parser.add_argument("--models", nargs="+", choices=["example", "large"], help="default: both (quick: example)")
     parser.add_argument("--no-docker", action="store_true", help="skip the container figures")
-    parser.add_argument("--no-peers", action="store_true", help="skip MLServer (no venv is made)")
+    parser.add_argument("--no-peers", action="store_true", help="skip MLServer and Keras (no venv is made)")
+    parser.add_argument("--no-keras", action="store_true", help="skip PAT against the authors' Keras encoder")
     parser.add_argument("--busy", action="store_true", help="keep one core busy with a background process")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     parser.add_argument("--xgboost-image", default="xgboost-inference:latest")
@@ -52,11 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = args.out / "logs"
     log_dir.mkdir(exist_ok=True)
     kinds = [systems.Ours, systems.Naive] + ([] if args.no_peers else [MLServer])
-    estimate = suite.estimate_s(plan, kinds, not args.no_docker)
+    keras = not (args.no_peers or args.no_keras)
+    estimate = suite.estimate_s(plan, kinds, not args.no_docker, keras)
     print(f"bench: about {estimate / 60:.0f} minutes at the present load average ({os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs; {plan.repeats} repeats of "
           f"{', '.join(plan.models)}; {', '.join(kind.name for kind in kinds)}, floor"
-          f"{'' if args.no_docker else ', containers'}), plus any one-time venv or model training", flush=True)
+          f"{'' if args.no_docker else ', containers'}{', Keras: ' + ' '.join(plan.keras_variants) if keras else ''}"
+          f"), plus any one-time venv or model training", flush=True)
     started = time.perf_counter()
     background = machine.BusyCore() if args.busy else contextlib.nullcontext()
     with background:
@@ -79,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             containers = suite.containers(models["example"] if "example" in models else next(iter(models.values())),
                                           plan, pat_dir if pat_dir.is_dir() else None,
                                           {"xgboost": args.xgboost_image, "pat": args.pat_image})
+        pat_vs_keras = {"skipped": "--no-peers" if args.no_peers else "--no-keras"}
+        if keras:
+            pat_vs_keras = measure_keras(plan, args.out)
         cpu = whole.close()
     took = time.perf_counter() - measured
     import xgboost
@@ -101,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "targets": report.targets(summary, containers),
         "containers": containers,
+        "pat_vs_keras": pat_vs_keras,
         "runs": runs,
-        "other_benchmarks": report.other_benchmarks(args.out, OWN_FILES),
+        "other_benchmarks": report.other_benchmarks(args.out, OWN_FILES | ({KERAS_FILE} if keras else set())),
     }
     name = "report-busy" if args.busy else "report"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -177,6 +177,24 @@ def _ours_seconds(encoder, x, budget_s: float, min_runs: int, max_runs: int) -> 
     return seconds
 
 
+def exact_tokens(encoder, weeks):
+    """The same encoder and weights evaluated in float64, positional table included (float64 sin, cos and exp, never
+    rounded to float32): the arithmetic both float32 encoders approximate."""
+    import copy
+    import math
+
+    import torch
+
+    reference = copy.deepcopy(encoder).double()
+    patches = WEEK // reference.spec.patch_size
+    position = torch.arange(patches, dtype=torch.float64)[:, None]
+    frequencies = torch.exp(torch.arange(0, DIM, 2, dtype=torch.float64) * (-math.log(10000.0) / DIM))
+    reference._encodings[(patches, "cpu")] = torch.cat([torch.sin(position * frequencies),
+                                                        torch.cos(position * frequencies)], dim=-1)
+    with torch.inference_mode():
+        return reference.encode(torch.from_numpy(weeks).double()).tokens.numpy()
+
+
 def compare(variants: list[str], batches: list[int], threads: int, repeats: int, budget_s: float,
             log_dir: Path, save=lambda results: None) -> dict:
     """Fidelity and interleaved speed, ours vs Keras, for each variant (e.g. PAT-S) and batch size; `save` gets
@@ -207,14 +225,19 @@ def compare(variants: list[str], batches: list[int], threads: int, repeats: int,
                 theirs = np.load(work / "tokens.npy")
                 with torch.inference_mode():
                     ours = encoder.encode(torch.from_numpy(weeks)).tokens.numpy()
+                exact = exact_tokens(encoder, weeks)
                 entry = results["variants"][variant] = {
                     "parameters": built["parameters"],
                     "max_abs_diff_tokens": float(np.max(np.abs(ours - theirs))),
                     "max_abs_diff_embedding": float(np.max(np.abs(ours.mean(axis=1) - theirs.mean(axis=1)))),
+                    "tokens_vs_float64": {"ours": float(np.max(np.abs(ours - exact))),
+                                          "keras": float(np.max(np.abs(theirs - exact)))},
                     "batches": {}}
                 save({**results, "goals": goals(results)})
                 print(f"  {variant}: tokens differ by at most {entry['max_abs_diff_tokens']:.2e}, embeddings by "
-                      f"{entry['max_abs_diff_embedding']:.2e}", flush=True)
+                      f"{entry['max_abs_diff_embedding']:.2e}; from float64 math: ours "
+                      f"{entry['tokens_vs_float64']['ours']:.2e}, Keras {entry['tokens_vs_float64']['keras']:.2e}",
+                      flush=True)
                 for batch in batches:
                     x = rng.normal(size=(batch, WEEK)).astype(np.float32)
                     np.save(work / "x.npy", x)

@@ -155,9 +155,28 @@ def print_report(report: dict) -> None:
         mark = {True: "MET", False: "NOT MET", None: "n/a"}[target["met"]]
         value = "-" if target["value"] is None else f"{target['value']:.3g}"
         print(f"  [{mark:>7}] {target['target']}: {value} (target {target['limit']}) {target['note']}")
+    print_keras(report.get("pat_vs_keras") or {"skipped": "not measured"})
     if report["other_benchmarks"]:
         print("\n== other benchmarks joined into this report: " + ", ".join(report["other_benchmarks"]))
     print(f"\nmachine: {report['machine']}")
+
+
+def print_keras(keras: dict) -> None:
+    print("\n== PAT vs the authors' Keras encoder (CPU, same weights and weeks)")
+    if "skipped" in keras:
+        print(f"  skipped: {keras['skipped']}")
+        return
+    print(f"  {keras['threads']} threads each, {keras['repeats']} interleaved repeats; {keras.get('versions', {})}")
+    for variant, entry in keras["variants"].items():
+        exact = entry.get("tokens_vs_float64", {})
+        print(f"  {variant}: tokens differ by {entry['max_abs_diff_tokens']:.2e}, embeddings by "
+              f"{entry['max_abs_diff_embedding']:.2e}; from float64 math: ours {exact.get('ours', float('nan')):.2e}, "
+              f"Keras {exact.get('keras', float('nan')):.2e}")
+        for batch, row in entry["batches"].items():
+            print(f"    batch {batch}: ours {_fmt(row['ours_p50_ms'])} ms, Keras {_fmt(row['keras_p50_ms'])} ms per "
+                  f"call: {row['speedup_median']:.2f}x [{row['speedup_min']:.2f}-{row['speedup_max']:.2f}]")
+    for goal in keras["goals"]:
+        print(f"  [{'MET' if goal['met'] else 'NOT MET':>7}] {goal['goal']}: {goal['value']:.3g}")
 
 
 def other_benchmarks(directory: Path, own: set[str]) -> dict:

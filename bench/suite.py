@@ -28,11 +28,13 @@ class Plan:
     image_starts: int = 3
     load_requests: int = 50000
     pat_starts: int = 2
+    keras_variants: tuple[str, ...] = ("PAT-S", "PAT-M", "PAT-L")  # PAT against the authors' Keras encoder
+    keras_budget_s: float = 3.0  # per side and figure (at least 3 calls)
 
     @classmethod
     def quick(cls) -> "Plan":
         return cls(repeats=1, models=("example",), sequential=500, load_seconds=2, large_requests=3, image_starts=1,
-                   load_requests=5000, pat_starts=1)
+                   load_requests=5000, pat_starts=1, keras_variants=("PAT-S",), keras_budget_s=1.0)
 
 
 @dataclass
@@ -222,8 +224,14 @@ FIXED_S = {"ours": 4.0, "ours-json": 3.0, "naive": 4.0, "mlserver": 12.0}
 PER_REQUEST_S = {"ours": 0.0008, "ours-json": 0.001, "naive": 0.004, "mlserver": 0.004}
 
 
-def estimate_s(plan: Plan, kinds: list, docker: bool) -> float:
-    """How long `interleaved` (and `containers`) will take: printed before the run starts."""
+# Seconds per interleaved repeat of one PAT variant at batch 1 and 8 against Keras (both sides), and to start the
+# Keras worker (same machine).
+KERAS_S = {"PAT-S": 12.0, "PAT-M": 25.0, "PAT-L": 110.0}
+KERAS_FIXED_S = 20.0
+
+
+def estimate_s(plan: Plan, kinds: list, docker: bool, keras: bool = False) -> float:
+    """How long `interleaved` (and `containers`, and the Keras comparison) will take: printed before the run starts."""
     keys = [result_key(kind, protocol) for kind in kinds for protocol in kind.protocols]
     per_model = sum(FIXED_S.get(k, 5.0) + 2 * (plan.load_seconds + 1) + (plan.sequential + 100) * PER_REQUEST_S.get(
         k, 0.004) for k in keys) + plan.sequential * 0.0004 + 3
@@ -231,5 +239,8 @@ def estimate_s(plan: Plan, kinds: list, docker: bool) -> float:
     total = plan.repeats * sum(per_model * weights.get(name, 1.0) for name in plan.models)
     if docker:
         total += plan.image_starts * 2 + plan.load_requests / 2000 + plan.pat_starts * 4 + 10
+    if keras:
+        total += KERAS_FIXED_S + plan.repeats * sum(KERAS_S[variant] for variant in plan.keras_variants) * (
+            plan.keras_budget_s / 3.0 if plan.keras_budget_s < 3.0 else 1.0)
     # on a shared machine everything stretches with the run queue: scale by the load average per CPU when above 1
     return total * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))

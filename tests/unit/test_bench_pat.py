@@ -24,3 +24,37 @@ def test_the_precision_benchmark_runs_end_to_end_and_writes_its_figures(tmp_path
     goals = report["goals"]
     assert goals["PAT-L fp16 batch 64 share of matmul rate >= 0.40"] is None and goals["met"] is None
     assert goals["PAT-S fp16 batch 1 p50 ms <= 5"] == runs[("fp16", 1)]["p50_ms"]
+
+
+def test_the_float64_reference_of_the_keras_comparison_is_the_same_encoder_in_exact_arithmetic():
+    import numpy as np
+    import torch
+
+    from bench.keras_peer import exact_tokens
+    from bench.pat import artifact
+
+    encoder = artifact("PAT-S").encoder
+    weeks = np.random.default_rng(3).normal(size=(2, 10080)).astype(np.float32)
+    with torch.inference_mode():
+        ours = encoder.encode(torch.from_numpy(weeks)).tokens.numpy()
+    exact = exact_tokens(encoder, weeks)
+    assert exact.dtype == np.float64 and exact.shape == ours.shape
+    assert 0 < np.max(np.abs(ours - exact)) < 1e-4  # float32 rounding, and nothing else
+    assert next(encoder.parameters()).dtype == torch.float32  # the encoder itself was left as it was
+
+
+def test_the_report_prints_the_keras_comparison_and_its_goals(capsys):
+    from bench import report, suite
+
+    keras = {"threads": 2, "repeats": 1, "versions": {"tensorflow": "2.18.1"}, "variants": {"PAT-S": {
+        "max_abs_diff_tokens": 6.5e-5, "max_abs_diff_embedding": 7e-7,
+        "tokens_vs_float64": {"ours": 3e-5, "keras": 5e-5},
+        "batches": {"1": {"ours_p50_ms": 30.0, "keras_p50_ms": 51.0, "speedup_median": 1.7, "speedup_min": 1.6,
+                          "speedup_max": 1.8}}}},
+             "goals": [{"goal": "PAT-S batch 1: ours >= 1.5x Keras's speed", "value": 1.7, "met": True}]}
+    report.print_keras(keras)
+    printed = capsys.readouterr().out
+    assert "from float64 math: ours 3.00e-05, Keras 5.00e-05" in printed and "1.70x [1.60-1.80]" in printed
+    assert "[    MET] PAT-S batch 1" in printed
+    plan = suite.Plan.quick()
+    assert suite.estimate_s(plan, [], False, keras=True) > suite.estimate_s(plan, [], False)
