@@ -1,6 +1,7 @@
 """The servers under test, each started the way its users start it, bound to 127.0.0.1 only.
 
-- `ours`: the real `serve` console script (gunicorn gthread workers), as serve/process.py starts it.
+- `ours`: the real `serve` console script (gunicorn workers of one thread, serve.workers.InlineWorker), as
+  serve/process.py starts it.
 - `naive`: bench/baselines/naive_byo.py under gunicorn sync workers, OMP_NUM_THREADS=1.
 - `image`: `docker run IMAGE serve` with the model mounted read-only, published on a loopback port.
 """
