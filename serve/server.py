@@ -71,7 +71,7 @@ def gunicorn_options(settings: Settings) -> dict:
     return {
         "bind": f"0.0.0.0:{settings.port}",
         "workers": settings.server_processes,
-        "worker_class": InlineWorker if settings.server_threads == 1 else ServeWorker,
+        "worker_class": InlineWorker if settings.serve_inline else ServeWorker,
         "threads": settings.server_threads,
         "timeout": settings.timeout_seconds,
         "graceful_timeout": settings.graceful_timeout_seconds,

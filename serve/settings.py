@@ -202,11 +202,20 @@ class Settings:
         """Threads per worker process: requests served at once by each (the family's process layout)."""
         return self.family.layout(self).threads
 
+    @property
+    def serve_inline(self) -> bool:
+        """Whether each worker serves its requests on its poller thread (one thread, and the family allows it)."""
+        layout = self.family.layout(self)
+        return layout.threads == 1 and layout.inline
+
 
 @dataclass(frozen=True)
 class ProcessLayout:
     processes: int  # gunicorn worker processes
     threads: int  # threads per process
+    # With one thread, serve each request on the worker's poller thread (serve.workers.InlineWorker). False for a
+    # family whose requests wait on a thread of its own (PAT's batcher): that wait ends in the family's own 503.
+    inline: bool = True
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from functools import partial
 import orjson
 from gunicorn import util
 from gunicorn.http import errors as http_errors
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
 log = logging.getLogger("serve")
 
@@ -118,10 +118,12 @@ class InlineWorker(ServeWorker):
     gthread hands every request to a pool thread and the connection back to the poller through a pipe: two thread
     wake-ups and 22 of the 37 system calls of a keep-alive request (`python -m bench.syscalls`), each wake-up
     waiting for a free core on a busy machine. With one thread requests are served one at a time either way, so the
-    hand-off buys nothing. A new connection waits in the poller until its first bytes arrive (never in a blocking
-    read), and requests a client has pipelined are served in turn.
+    hand-off buys nothing. A new connection waits in the poller until its first bytes arrive, and requests a
+    client has pipelined are served in turn. Once a request's first bytes are in, the worker reads the rest as
+    gthread's one pool thread did, blocking: a client that stops halfway holds the worker (SageMaker's front end,
+    the only client, sends whole requests).
 
-    The heartbeat is written between requests: a request still running after SAGEMAKER_MODEL_SERVER_TIMEOUT
+    The heartbeat is written before each request: a request still running after SAGEMAKER_MODEL_SERVER_TIMEOUT
     seconds gets its worker restarted (as multi-model-server and gunicorn's sync workers do).
     """
 
@@ -139,9 +141,19 @@ class InlineWorker(ServeWorker):
         self.poller.register(sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
     def enqueue_req(self, conn) -> None:
+        self.notify()
         keep = self.handle(conn)
         while keep is True and conn.parser.unreader.buf.getvalue():  # the next request is already read
+            self.notify()
             keep = self.handle(conn)
         done = futures.Future()
         done.set_result(keep)
         self.finish_request(conn, done)  # kept alive: back to the poller; otherwise closed
+
+    def _cap_keepalive(self, deadline) -> None:
+        """Stopping: kept-alive connections close by `deadline`, and one that has sent nothing yet within the 5 s
+        that gthread gave it (queued connections that sent their request are served before either)."""
+        super()._cap_keepalive(deadline)
+        silent = time.monotonic() + DEFAULT_WORKER_DATA_TIMEOUT
+        for conn in self.pending_conns:  # stays sorted: every entry capped at the same time
+            conn.timeout = min(conn.timeout, silent)

@@ -26,5 +26,6 @@ class PatSettings(FamilySettings):
         )
 
     def layout(self, settings: Settings) -> ProcessLayout:
-        """One process, which owns the device; enough threads that requests wait together for the dynamic batcher."""
-        return ProcessLayout(1, max(settings.threads, self.max_batch_size))
+        """One process, which owns the device; enough threads that requests wait together for the dynamic batcher
+        (a request waits for the batcher's thread, up to SAGEMAKER_MODEL_SERVER_TIMEOUT, so never on the poller's)."""
+        return ProcessLayout(1, max(settings.threads, self.max_batch_size), inline=False)

@@ -31,11 +31,12 @@ class _ProxyMatrix:
 
     def __init__(self):
         self.handle = ctypes.c_void_p()
-        _check_call(_LIB.XGProxyDMatrixCreate(ctypes.byref(self.handle)))
         self._free = _LIB.XGDMatrixFree  # held: module globals may be gone when the last thread's proxy is freed
+        _check_call(_LIB.XGProxyDMatrixCreate(ctypes.byref(self.handle)))
 
     def __del__(self):
-        self._free(self.handle)
+        if self.handle:
+            self._free(self.handle)
 
 
 _per_thread = threading.local()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -94,6 +95,7 @@ def test_connections_that_send_nothing_never_hold_the_worker(server):
 
 SLOW_SCRIPT = '''
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -102,8 +104,15 @@ def input_fn(body, content_type):
     if body.startswith(b"slow,"):
         time.sleep(30)
         body = body[5:]
+    elif body.startswith(b"wait,"):
+        time.sleep(1.5)
+        body = body[5:]
     return np.array([[float(value) for value in body.decode().split(",")]])
 '''
+
+
+def post(url: str, body: bytes, timeout: float = 10) -> requests.Response:
+    return requests.post(url + "/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=timeout)
 
 
 def test_a_request_running_past_the_timeout_restarts_its_worker_and_serving_goes_on(outcome_dir, tmp_path):
@@ -114,6 +123,10 @@ def test_a_request_running_past_the_timeout_restarts_its_worker_and_serving_goes
     server = ServeProcess({"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
                            "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3"}, tmp_path / "serve.log").wait_ready()
     try:
+        # three requests of 1.5 s queued on one worker: 4.5 s in all, each within the 3 s: the worker lives
+        with ThreadPoolExecutor(3) as clients:
+            answers = list(clients.map(lambda _: post(server.url, b"wait," + ROW).status_code, range(3)))
+        assert answers == [200] * 3 and server.logs().count("Booting worker") == 1
         started = time.monotonic()
         with pytest.raises(requests.ConnectionError):
             requests.post(server.url + "/invocations", data=b"slow," + ROW, headers={"Content-Type": "text/csv"},

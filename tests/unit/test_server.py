@@ -1,5 +1,6 @@
 import collections
 import socket
+import time
 
 import pytest
 from gunicorn.http import errors
@@ -22,6 +23,9 @@ def test_gunicorn_options_follow_the_settings():
     assert options["worker_class"] is InlineWorker  # one thread: served on the poller thread
     assert multi["worker_class"] is pat["worker_class"] is ServeWorker
     assert gunicorn_options(Settings(threads=4))["worker_class"] is ServeWorker
+    # PAT's requests wait for its batcher's thread, bounded by its own timeout: never on the poller thread
+    unbatched = Settings(handler="pat", family=PatSettings(max_batch_size=1))
+    assert unbatched.server_threads == 1 and gunicorn_options(unbatched)["worker_class"] is ServeWorker
 
 
 def test_worker_exit_closes_what_the_worker_loaded():
@@ -89,3 +93,12 @@ def test_a_stopping_one_thread_worker_takes_queued_connections_into_its_poller()
     assert all(not conn.sock.getblocking() for conn in worker.pending_conns)
     for sock in [*registered, *clients]:
         sock.close()
+
+
+def test_a_stopping_one_thread_worker_gives_silent_connections_five_seconds():
+    worker = InlineWorker.__new__(InlineWorker)
+    now = time.monotonic()
+    late = [type("Conn", (), {"timeout": now + 75})() for _ in range(2)]
+    worker.keepalived_conns, worker.pending_conns = collections.deque(late[:1]), collections.deque(late[1:])
+    worker._cap_keepalive(now + 2)
+    assert late[0].timeout == now + 2 and now + 4 < late[1].timeout <= time.monotonic() + 5
