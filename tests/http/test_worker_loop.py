@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -40,6 +39,10 @@ def read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
         responses.append((int(lines[0].split()[1]), buffer[:length]))
         buffer = buffer[length:]
     return responses
+
+
+def post(url: str, body: bytes, timeout: float = 10) -> requests.Response:
+    return requests.post(url + "/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +84,7 @@ def test_connections_that_send_nothing_never_hold_the_worker(server):
         time.sleep(0.2)  # all six accepted
         started = time.monotonic()
         for body in rows(3):
-            assert requests.post(server.url + "/invocations", data=body, headers={"Content-Type": "text/csv"},
-                                 timeout=10).status_code == 200
+            assert post(server.url, body).status_code == 200
         assert time.monotonic() - started < 2
         half.sendall(request(ROW)[:30])  # the rest comes later: the request is then answered
         half.sendall(request(ROW)[30:])
@@ -95,7 +97,6 @@ def test_connections_that_send_nothing_never_hold_the_worker(server):
 
 SLOW_SCRIPT = '''
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -111,10 +112,6 @@ def input_fn(body, content_type):
 '''
 
 
-def post(url: str, body: bytes, timeout: float = 10) -> requests.Response:
-    return requests.post(url + "/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=timeout)
-
-
 def test_a_request_running_past_the_timeout_restarts_its_worker_and_serving_goes_on(outcome_dir, tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(outcome_dir, model_dir)
@@ -123,18 +120,28 @@ def test_a_request_running_past_the_timeout_restarts_its_worker_and_serving_goes
     server = ServeProcess({"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
                            "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3"}, tmp_path / "serve.log").wait_ready()
     try:
-        # three requests of 1.5 s queued on one worker: 4.5 s in all, each within the 3 s: the worker lives
-        with ThreadPoolExecutor(3) as clients:
-            answers = list(clients.map(lambda _: post(server.url, b"wait," + ROW).status_code, range(3)))
-        assert answers == [200] * 3 and server.logs().count("Booting worker") == 1
+        # four kept-alive connections; three 1.5 s requests arrive while the first runs, so one pass of the poller
+        # serves them back to back: 6 s in all, each request within the 3 s: the worker lives
+        connections = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(4)]
+        try:
+            for sock in connections:
+                sock.sendall(request(ROW))
+                assert read_responses(sock, 1)[0][0] == 200
+            connections[0].sendall(request(b"wait," + ROW))
+            time.sleep(0.5)
+            for sock in connections[1:]:
+                sock.sendall(request(b"wait," + ROW))
+            assert [read_responses(sock, 1)[0][0] for sock in connections] == [200] * 4
+        finally:
+            for sock in connections:
+                sock.close()
+        assert server.logs().count("Booting worker") == 1
         started = time.monotonic()
         with pytest.raises(requests.ConnectionError):
-            requests.post(server.url + "/invocations", data=b"slow," + ROW, headers={"Content-Type": "text/csv"},
-                          timeout=25)
+            post(server.url, b"slow," + ROW, timeout=25)
         assert time.monotonic() - started < 20
         server.wait_ready()
-        answer = requests.post(server.url + "/invocations", data=ROW, headers={"Content-Type": "text/csv"},
-                               timeout=10)
+        answer = post(server.url, ROW)
         assert answer.status_code == 200 and b"slow" not in server.logs().encode()
     finally:
         assert server.stop() == 0
