@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(exist_ok=True)
     kinds = [systems.Ours, systems.Naive] + ([] if args.no_peers else [MLServer])
     keras = not (args.no_peers or args.no_keras)
-    estimate = suite.estimate_s(plan, kinds, not args.no_docker, keras)
+    probe = machine.cpu_probe_s()
+    estimate = suite.estimate_s(plan, kinds, not args.no_docker, keras, probe)
     print(f"bench: about {estimate / 60:.0f} minutes at the present load average ({os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs; {plan.repeats} repeats of "
           f"{', '.join(plan.models)}; {', '.join(kind.name for kind in kinds)}, floor"
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m bench" + " ".join(["", *(argv if argv is not None else sys.argv[1:])]).rstrip(),
-        "duration_s": {"estimated": round(estimate), "measured": round(took),
+        "duration_s": {"estimated": round(estimate), "measured": round(took), "cpu_probe_s": round(probe, 4),
                        "one_time_setup": round(measured - started)},
         "plan": dataclasses.asdict(plan),
         "machine": {"cpu_model": machine.cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),

@@ -18,6 +18,18 @@ def cpu_model() -> str:
     return "unknown"
 
 
+def cpu_probe_s() -> float:
+    """Seconds for a fixed pure-Python loop, best of 15 (about 0.035 s on the 2-vCPU machine of PERFORMANCE.md): how
+    fast this machine runs the bench's own Python, for its duration estimate."""
+    best = float("inf")
+    for _ in range(15):
+        started, total = time.perf_counter(), 0
+        for i in range(300_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def busy_seconds() -> float:
     """CPU seconds all processes on the machine have spent busy since boot (from /proc/stat)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

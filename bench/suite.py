@@ -218,8 +218,10 @@ def median(values: list[float]) -> float:
 
 
 # Seconds one measure_server call spends outside the timed phases (start, warm-up, check, large bodies), and per
-# sequential single-row request, per system (calibrated on the 2-vCPU machine of bench/PERFORMANCE.md; the large
-# model costs about twice as much per request).
+# sequential single-row request, per system (the large model costs about twice as much per request), on a machine
+# where machine.cpu_probe_s() takes CALIBRATION_PROBE_S: estimates scale by the probe. Calibrated on the 2-vCPU
+# machine of bench/PERFORMANCE.md on 2026-12-01: probe 0.0354 s, `python -m bench` took 30.3 min.
+CALIBRATION_PROBE_S = 0.0266
 FIXED_S = {"ours": 4.0, "ours-json": 3.0, "naive": 4.0, "mlserver": 12.0}
 PER_REQUEST_S = {"ours": 0.0008, "ours-json": 0.001, "naive": 0.004, "mlserver": 0.004}
 
@@ -230,8 +232,10 @@ KERAS_S = {"PAT-S": 12.0, "PAT-M": 25.0, "PAT-L": 110.0}
 KERAS_FIXED_S = 20.0
 
 
-def estimate_s(plan: Plan, kinds: list, docker: bool, keras: bool = False) -> float:
-    """How long `interleaved` (and `containers`, and the Keras comparison) will take: printed before the run starts."""
+def estimate_s(plan: Plan, kinds: list, docker: bool, keras: bool = False, probe_s: float = CALIBRATION_PROBE_S
+               ) -> float:
+    """How long `interleaved` (and `containers`, and the Keras comparison) will take on a machine whose
+    machine.cpu_probe_s() is `probe_s`: printed before the run starts."""
     keys = [result_key(kind, protocol) for kind in kinds for protocol in kind.protocols]
     per_model = sum(FIXED_S.get(k, 5.0) + 2 * (plan.load_seconds + 1) + (plan.sequential + 100) * PER_REQUEST_S.get(
         k, 0.004) for k in keys) + plan.sequential * 0.0004 + 3
@@ -243,4 +247,4 @@ def estimate_s(plan: Plan, kinds: list, docker: bool, keras: bool = False) -> fl
         total += KERAS_FIXED_S + plan.repeats * sum(KERAS_S[variant] for variant in plan.keras_variants) * (
             plan.keras_budget_s / 3.0 if plan.keras_budget_s < 3.0 else 1.0)
     # on a shared machine everything stretches with the run queue: scale by the load average per CPU when above 1
-    return total * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    return total * probe_s / CALIBRATION_PROBE_S * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
