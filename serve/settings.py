@@ -214,7 +214,7 @@ class ProcessLayout:
     processes: int  # gunicorn worker processes
     threads: int  # threads per process
     # With one thread, serve each request on the worker's poller thread (serve.workers.InlineWorker). False for a
-    # family whose requests wait on a thread of its own (PAT's batcher): that wait ends in the family's own 503.
+    # family whose requests wait on a thread of its own (a dynamic batcher): that wait ends in the family's own 503.
     inline: bool = True
 
 
