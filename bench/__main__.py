@@ -34,17 +34,12 @@ def measure_keras(plan: suite.Plan, out: Path) -> dict:
     """PAT-S/M/L against the authors' Keras encoder (fidelity, batch 1 and 8), as `bench.pat --peer keras` runs it."""
     from bench import keras_peer
 
-    threads = len(os.sched_getaffinity(0))
-    print(f"bench: PAT vs the authors' Keras encoder on CPU, {threads} threads each", flush=True)
-    path = out / KERAS_FILE
     try:
-        result = keras_peer.compare(list(plan.keras_variants), [1, 8], threads, plan.repeats, plan.keras_budget_s,
-                                    out / "logs", lambda partial: path.write_text(json.dumps(partial, indent=2)))
+        return keras_peer.measure(list(plan.keras_variants), [1, 8], plan.repeats, plan.keras_budget_s,
+                                  out / KERAS_FILE, out / "logs")
     except (OSError, RuntimeError, subprocess.CalledProcessError) as error:  # e.g. no package index for the venv
         print(f"bench: Keras skipped: {error}", flush=True)
         return {"skipped": str(error)}
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:

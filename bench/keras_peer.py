@@ -272,6 +272,18 @@ def compare(variants: list[str], batches: list[int], threads: int, repeats: int,
     return results
 
 
+def measure(variants: list[str], batches: list[int], repeats: int, budget_s: float, path: Path,
+            log_dir: Path) -> dict:
+    """`compare` with as many threads as this process may use, the results so far and at the end written to `path`."""
+    threads = len(os.sched_getaffinity(0))
+    print(f"PAT vs the authors' Keras encoder on CPU, {threads} threads each", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result = compare(variants, batches, threads, repeats, budget_s, log_dir,
+                     lambda partial: path.write_text(json.dumps(partial, indent=2)))
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def goals(results: dict) -> list[dict]:
     out = []
     for variant, entry in results["variants"].items():

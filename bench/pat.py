@@ -269,15 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.peer == "keras":
         from bench import keras_peer
 
-        threads = len(os.sched_getaffinity(0))
-        print(f"PAT vs the authors' Keras encoder on CPU, {threads} threads each", flush=True)
         out = args.out if args.out != OUT else OUT.with_name("pat-keras.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
         batches = [b for b in args.batches or [1, 8] if b in (1, 8)]
-        report = keras_peer.compare([f"PAT-{v}" for v in args.variants], batches,
-                                    threads, 1 if args.quick else args.repeats, 1.0 if args.quick else 3.0,
-                                    OUT.parent / "logs", lambda partial: out.write_text(json.dumps(partial, indent=2)))
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        report = keras_peer.measure([f"PAT-{v}" for v in args.variants], batches, 1 if args.quick else args.repeats,
+                                    1.0 if args.quick else 3.0, out, OUT.parent / "logs")
         for goal in report["goals"]:
             print(f"  [{'MET' if goal['met'] else 'NOT MET':>7}] {goal['goal']}: {goal['value']:.3g}")
         print(f"wrote {out}")
