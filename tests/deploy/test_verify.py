@@ -228,6 +228,12 @@ FAILURES = {
                                     f"bucket {BUCKETS['ModelBucket']}", "versioning never enabled"),
     "bucket policy allows plain HTTP": (replace("s3", "get_bucket_policy", {"Policy": json.dumps(
         {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+                                                 "Resource": [f"arn:aws:s3:::{BUCKETS['ModelBucket']}",
+                                                              f"arn:aws:s3:::{BUCKETS['ModelBucket']}/*"],
+                                                 "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})}),
+        f"bucket {BUCKETS['ModelBucket']}", "aws:SecureTransport false"),
+    "bucket policy denies plain HTTP on the objects only": (replace("s3", "get_bucket_policy", {"Policy": json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*",
                                                  "Resource": f"arn:aws:s3:::{BUCKETS['ModelBucket']}/*",
                                                  "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})}),
         f"bucket {BUCKETS['ModelBucket']}", "aws:SecureTransport false"),
