@@ -60,6 +60,9 @@ Commands:
                               buckets, tables, log groups, alert topic, execution role, CodeBuild project) through
                               a change set printed before it is executed; writes build/deploy/STAGE/platform.json
                               and platform.env. check: cfn-lint and checkov (installed into build/checkov)
+  verify                      the XGBoost guide's HIPAA compliance verification against the stage as deployed: one
+                              PASS/FAIL/MANUAL line per check (tables, buckets, key, CloudTrail, log groups,
+                              endpoints' VPC and network isolation, the roles by cloudsplaining); fails when one fails
   all                         train, upload, build the config's images, push, register and deploy
                               (the steps also chain: ./build.sh push register; ./build.sh upload register deploy)
 
@@ -714,6 +717,8 @@ main() {
         train|package|upload|push|register|deploy|smoke|destroy) cmd_steps "$command" "${args[@]}" ;;
         batch) cmd_batch "${args[@]}" ;;
         infra) cmd_infra "${args[@]}" ;;
+        verify) ((${#args[@]} == 0)) || die "verify takes no arguments, got: ${args[*]}"
+                deploy_py verify || die "the stage does not pass the HIPAA compliance verification (the FAIL lines above)" ;;
         all) cmd_all "${args[@]}" ;;
         *) usage >&2; die "unknown command '$command'" ;;
     esac

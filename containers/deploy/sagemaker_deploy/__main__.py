@@ -16,7 +16,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import DeployError, alarms, artifacts, batch, config as configs, endpoints, gpu_hosts, plan as plans, \
-    pushes, say, smoke, stack, teardown
+    pushes, say, smoke, stack, teardown, verify
 from . import register as registration
 from .aws import Aws
 from .registry import ecr_host, ensure_repository, login_password, manifest_digest
@@ -300,6 +300,17 @@ def cmd_batch(stage: Stage) -> None:
     print(json.dumps({"job": request["TransformJobName"], "model": model.name, "status": status}))
 
 
+def cmd_verify(stage: Stage) -> None:
+    """The stage's HIPAA compliance verification: one line per check; fails when a check fails."""
+    results = verify.run(stage.aws, stage.config, stage.name)
+    for result in results:
+        judged = not stage.dry_run or result.status == "MANUAL"
+        print(result.line() if judged else f"{'-':<6} {result.check}: not judged (dry run)")
+    failed = [result for result in results if result.status == "FAIL"]
+    if failed and not stage.dry_run:
+        raise DeployError(f"{len(failed)} of {len(results)} checks failed (the FAIL lines above)")
+
+
 def cmd_infra_render(stage: Stage) -> None:
     """Writes the template as CloudFormation expands it for this stage (what build.sh infra check scans)."""
     path = stage.args.state_dir / stage.name / "platform.rendered.json"
@@ -312,7 +323,7 @@ COMMANDS = {"check": cmd_check, "targets": cmd_targets, "trainable": cmd_trainab
             "push-plan": cmd_push_plan, "push-tag": cmd_push_tag, "record-push": cmd_record_push,
             "package": cmd_package, "upload": cmd_upload, "register": cmd_register, "deploy": cmd_deploy,
             "smoke": cmd_smoke, "destroy": cmd_destroy, "batch": cmd_batch, "infra": stack.deploy,
-            "infra-render": cmd_infra_render}
+            "infra-render": cmd_infra_render, "verify": cmd_verify}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
