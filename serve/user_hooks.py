@@ -15,6 +15,7 @@ from typing import Any
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError, ServeError
 from serve.handler import Handler
+from serve.memory import object_bytes
 from serve.pipeline import Output, Request
 from serve.user_modules import UserModules
 
@@ -68,6 +69,11 @@ class ScriptHandler(Handler):
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "script_hooks": sorted(self.hooks)}
+
+    def model_bytes(self) -> int:
+        """The model and what the modules of its code/ keep at their top level (a table a helper loads, say)."""
+        roots = [self.model, *(vars(module) for module in self.modules.modules.values())]
+        return object_bytes(roots, self.inner.native_bytes)
 
     def model_fn(self, model_dir: Path) -> Any:
         if "model_fn" not in self.hooks:
