@@ -11,7 +11,9 @@ runtime's modules keep their names (a helper may be called settings.py or models
 Limits: what finds a module by name in sys.modules does not see code/'s modules. pickle (and joblib) cannot pickle or
 unpickle instances of classes defined in code/, importlib.reload and pkgutil do not know them, and
 `sys.modules[__name__]` fails inside them. A user module that edits sys.path itself imports through it what code/ does
-not provide. One module of a namespace runs its top level at a time (a module lock per namespace, not per module).
+not provide. A C extension in code/ with single-phase initialisation is put in sys.modules by the interpreter itself.
+One module of a namespace runs its top level at a time (a lock per namespace, not per module): a module whose top
+level waits for another thread importing a module of the same code/ not yet imported waits for ever.
 """
 
 from __future__ import annotations
