@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from serve import codecs
+from serve.memory import object_bytes
 from serve.pipeline import Output, Request
 from serve.settings import Settings
 
@@ -47,6 +48,17 @@ class Handler:
     def describe(self) -> dict:
         """Facts about the loaded model for logs and the multi-model API (no patient data)."""
         return {}
+
+    def model_bytes(self) -> int:
+        """The memory the loaded model keeps (a multi-model budget charges it): its objects, walked from the model, and
+        what native_bytes reports beyond them. Measured on the model alone, never as the process's growth while it
+        loads, so that what requests allocate meanwhile is not charged to it."""
+        return object_bytes([self.model], self.native_bytes)
+
+    def native_bytes(self, obj: Any) -> int:
+        """Memory that `obj`, one of the model's objects, holds outside Python's objects (a library's own model),
+        which its Python size does not show; 0 for none."""
+        return 0
 
     def model_fn(self, model_dir: Path) -> Any:
         raise NotImplementedError

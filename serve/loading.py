@@ -9,7 +9,7 @@ from serve import codecs, families
 from serve.errors import ModelLoadError
 from serve.handler import Handler
 from serve.settings import Settings
-from serve.user_hooks import own_modules, with_user_hooks
+from serve.user_hooks import with_user_hooks
 
 
 def handler_class(name: str) -> type[Handler]:
@@ -19,11 +19,10 @@ def handler_class(name: str) -> type[Handler]:
 def build_handler(settings: Settings, model_dir: Path | None = None) -> Handler:
     """The handler SERVE_HANDLER names, with a user's inference.py hooks when the model dir has one, loaded."""
     model_dir = Path(model_dir or settings.model_dir)
-    with own_modules(model_dir):
-        handler = with_user_hooks(handler_class(settings.handler)(settings), model_dir, settings.program)
-        default = handler.accept_default()
-        if not codecs.supports(handler.encoders, default):
-            raise ModelLoadError(f"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT={default} is not a type this model answers; "
-                                 f"choose one of {', '.join(handler.encoders)}")
-        handler.load(model_dir)
+    handler = with_user_hooks(handler_class(settings.handler)(settings), model_dir, settings.program)
+    default = handler.accept_default()
+    if not codecs.supports(handler.encoders, default):
+        raise ModelLoadError(f"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT={default} is not a type this model answers; "
+                             f"choose one of {', '.join(handler.encoders)}")
+    handler.load(model_dir)
     return handler

@@ -3,7 +3,7 @@ gives it SageMaker's model-management routes, and the app leases a model's handl
 
 A broken artifact answers 422 (UnservableModel), not 500: the request and the server are fine, the artifact is not,
 and retrying cannot help. A model's own `code/inference.py` replaces its hooks (serve.user_hooks), one module per
-model directory; helper modules it imports from its `code/` are its own as well (see serve.user_hooks.own_modules).
+model directory; helper modules it imports from its `code/` are its own as well (serve.user_modules).
 
 Processes. gunicorn runs one worker process with threads (serve.server). A load then reaches the one process every
 invocation reaches, each model is in memory once, and no cross-process registry is needed. Several processes would
@@ -12,15 +12,17 @@ while predicting, so threads predict in parallel; what stays serial is Python's 
 
 Locks. The registry lock guards only the dictionaries and counters, for microseconds, never while loading or
 predicting, so loading one model never blocks invocations of the others. Loads (and reloads) run one at a time under
-a load lock, so that each measures its own memory; unloads free their memory under it too. A model's reload lock
-makes concurrent invocations of an evicted model wait for one reload.
+a load lock, so that two loads never count on the same free share of the budget. A model's reload lock makes
+concurrent invocations of an evicted model wait for one reload.
 
-Memory. Each load is charged the larger of two growths measured around it: the C heap in use (glibc's mallinfo2,
-exact for XGBoost's trees whatever freed memory malloc reuses) and the resident set (/proc/self/statm, which also
-sees memory mapped outside malloc; alone it is noisy, since malloc reuses freed pages). malloc_trim before and after
-keeps what loading merely touched out of the figure, and the garbage collector waits during the load so that it
-does not free older garbage into it. Invocations running meanwhile make the figure approximate, and the first load
-in a process also pays the model library's one-time set-up (about 2.5 MiB for XGBoost).
+Memory. Each model is charged what its handler reports it keeps (Handler.model_bytes): the size of the model's own
+objects, walked from the model (serve.memory.object_bytes: numpy arrays with their data, and for a script, what the
+modules of its code/ keep), plus the native memory the handler knows of (XGBoost's trees by their UBJSON size, which
+their heap exceeds by up to half). It is measured on the model alone: invocations running during the load allocate in
+the same process, and a process-wide figure (resident set, malloc's statistics) would charge their memory to the
+model; the garbage collector runs as usual. The figure is an estimate of the model, not of the process: malloc's
+overhead, memory a library keeps beyond what the handler reports, and the set-up a model library does once per process
+are not in it, which the budget's default (75 % of the container's memory) leaves room for.
 
 Budget. With SERVE_MODEL_MEMORY_MB (for all loaded models together), a load that would exceed it first evicts the
 least recently used idle models (none of their invocations in flight). An evicted model stays registered, listed and
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gc
 import logging
 import os
 import threading
@@ -50,7 +51,7 @@ from pathlib import Path
 from serve.errors import BadRequest, Conflict, InsufficientMemory, ModelLoadError, NotFound, UnservableModel
 from serve.handler import Handler
 from serve.loading import build_handler, handler_class
-from serve.memory import directory_bytes, heap_bytes, resident_bytes, return_free_memory
+from serve.memory import directory_bytes, return_free_memory
 from serve.settings import MIB, Settings
 
 log = logging.getLogger("serve.multimodel")
@@ -136,7 +137,7 @@ class ModelRegistry:
         self._loading: set[str] = set()  # names of first loads in progress
         self._recent: OrderedDict[str, Model] = OrderedDict()  # resident models, least recently used first
         self._memory_in_use = 0
-        handler_class(settings.handler)  # import the model family now, so that the first load is not charged for it
+        handler_class(settings.handler)  # import the model family now, so that the first load does not wait for it
 
     @property
     def memory_in_use(self) -> int:
@@ -167,8 +168,7 @@ class ModelRegistry:
                     raise Conflict(f"Model {_shown(name)} is still loading")
                 raise NotFound(f"Model not found: {_shown(name)}")
             handler = self._detach(model)
-        with self._load_lock:  # memory freed while a load measures itself would be taken off its figure
-            self._close([handler] if handler else [])
+        self._close([handler] if handler else [])
         log.info("model unloaded", extra={"model": name})
 
     def describe(self, name: str) -> dict:
@@ -286,27 +286,16 @@ class ModelRegistry:
         return handler
 
     def _build(self, model: Model) -> tuple[Handler, int, float]:
-        """The model's handler, the bytes it keeps, and the seconds it took. The load lock is held, so no other load
-        or unload changes memory meanwhile, and the garbage collector waits, so that garbage from before is not
-        freed into the figure."""
-        collecting = gc.isenabled()
-        gc.disable()
+        """The model's handler, the bytes it keeps, and the seconds it took to load."""
+        started = time.perf_counter()
         try:
-            return_free_memory()  # both figures then count what the model keeps, not what loading it touched
-            heap, resident, started = heap_bytes(), resident_bytes(), time.perf_counter()
-            try:
-                handler = build_handler(self.settings, model.url)
-            except MemoryError:
-                raise InsufficientMemory(f"not enough memory to load model {_shown(model.name)}") from None
-            except ModelLoadError as error:
-                log.warning("model load failed", extra={"model": model.name, "reason": error.message})
-                raise UnservableModel(f"Model {_shown(model.name)} cannot be served: {error.message}") from None
-            seconds = time.perf_counter() - started
-            return_free_memory()
-            return handler, max(heap_bytes() - heap, resident_bytes() - resident, 0), seconds
-        finally:
-            if collecting:
-                gc.enable()
+            handler = build_handler(self.settings, model.url)
+        except MemoryError:
+            raise InsufficientMemory(f"not enough memory to load model {_shown(model.name)}") from None
+        except ModelLoadError as error:
+            log.warning("model load failed", extra={"model": model.name, "reason": error.message})
+            raise UnservableModel(f"Model {_shown(model.name)} cannot be served: {error.message}") from None
+        return handler, handler.model_bytes(), time.perf_counter() - started
 
     def _register(self, model: Model, handler: Handler, charged: int, seconds: float, acquire: bool) -> bool:
         """Make a loaded model resident (the lock is held); False when it was unloaded while it reloaded."""

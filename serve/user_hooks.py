@@ -2,15 +2,12 @@
 
 Same meaning as AWS's sagemaker-inference toolkit: `model_fn(model_dir)`, `input_fn(input_data, content_type)`,
 `predict_fn(data, model)`, `output_fn(prediction, accept)`, or `transform_fn(model, input_data, content_type, accept)`
-alone. Hooks the user leaves out are the handler's own. `SAGEMAKER_PROGRAM` names another file under `code/`.
+alone. Hooks the user leaves out are the handler's own. `SAGEMAKER_PROGRAM` names another file under `code/`. The script
+and its helper modules live in a namespace of the model's own (serve.user_modules), never in sys.modules.
 """
 
 from __future__ import annotations
 
-import builtins
-import importlib.util
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,7 +15,9 @@ from typing import Any
 from serve import codecs
 from serve.errors import BadRequest, ModelLoadError, ServeError
 from serve.handler import Handler
+from serve.memory import object_bytes
 from serve.pipeline import Output, Request
+from serve.user_modules import UserModules
 
 HOOKS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
 EVERY_TYPE = {codecs.ANY: None}  # the user's hook decodes (encodes) whatever type comes (is asked for)
@@ -33,70 +32,22 @@ def find_script(model_dir: Path, program: str | None) -> Path | None:
     return None
 
 
-def import_script(script: Path) -> ModuleType:
-    """Import a user's script under a name unique to its path (each multi-model artifact has its own).
-
-    Its helper modules in code/ win inside it whatever they are named, this runtime's own names (`models`, `serve`,
-    `settings`...) included: while it is imported, code/ is first on sys.path and the modules of the names code/ holds
-    are out of sys.modules; afterwards the runtime's are back, and the script's imports of those names, also inside
-    its functions, resolve to the helpers it imported."""
-    name = f"user_inference_{abs(hash(str(script.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, script)
-    module = importlib.util.module_from_spec(spec)
-    helpers: dict[str, ModuleType] = {}
-    module.__builtins__ = {**vars(builtins), "__import__": _importer(helpers)}
+def import_script(script: Path, modules: UserModules) -> ModuleType:
+    """Import a user's script, and the helpers it imports from code/, into the model's own namespace: the process's
+    sys.path and sys.modules stay as they are (serve.user_modules)."""
     try:
-        with _code_first(script.parent, helpers):
-            spec.loader.exec_module(module)
+        return modules.run_script(script)
     except Exception as error:
         raise ModelLoadError(f"{script} failed to import: {type(error).__name__}: {error}") from error
-    return module
-
-
-def _provided(code_dir: Path) -> set[str]:
-    """The top-level module names a code/ directory provides (its *.py files and directories), other than the standard
-    library's: those stay Python's, as in any program."""
-    names = {path.stem if path.suffix == ".py" else path.name for path in code_dir.iterdir()
-             if (path.suffix == ".py" or path.is_dir()) and path.stem.isidentifier()}
-    return names - set(sys.stdlib_module_names) - {"__pycache__"}
-
-
-@contextmanager
-def _code_first(code_dir: Path, helpers: dict[str, ModuleType]):
-    """code/ first on sys.path, and sys.modules without the names it provides, while a script is imported; then the
-    helpers it imported go into `helpers` and the runtime's modules come back."""
-    provided = _provided(code_dir)
-
-    def shadowed() -> list[str]:
-        return [name for name in sys.modules if name.partition(".")[0] in provided]
-
-    runtime = {name: sys.modules.pop(name) for name in shadowed()}
-    sys.path.insert(0, str(code_dir))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(code_dir))
-        helpers.update((name, sys.modules.pop(name)) for name in shadowed())
-        sys.modules.update(runtime)
-
-
-def _importer(helpers: dict[str, ModuleType]):
-    """`__import__` for a user's script: its helpers by name, anything else as usual."""
-
-    def __import__(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A001 - the builtin's signature
-        if level == 0 and name in helpers:
-            return helpers[name] if fromlist else helpers[name.partition(".")[0]]
-        return builtins.__import__(name, globals, locals, fromlist, level)
-
-    return __import__
 
 
 class ScriptHandler(Handler):
     """A handler whose hooks come from a user's module where it defines them."""
 
-    def __init__(self, inner: Handler, module: ModuleType):
+    def __init__(self, inner: Handler, module: ModuleType, modules: UserModules):
         super().__init__(inner.settings)
         self.inner = inner
+        self.modules = modules
         self.hooks = {name: getattr(module, name) for name in HOOKS if callable(getattr(module, name, None))}
         if "transform_fn" in self.hooks and len(self.hooks.keys() - {"model_fn", "transform_fn"}):
             raise ModelLoadError("inference.py defines transform_fn together with input_fn/predict_fn/output_fn; "
@@ -118,6 +69,11 @@ class ScriptHandler(Handler):
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "script_hooks": sorted(self.hooks)}
+
+    def model_bytes(self) -> int:
+        """The model and what the modules of its code/ keep at their top level (a table a helper loads, say)."""
+        roots = [self.model, *(vars(module) for module in self.modules.modules.values())]
+        return object_bytes(roots, self.inner.native_bytes)
 
     def model_fn(self, model_dir: Path) -> Any:
         if "model_fn" not in self.hooks:
@@ -164,20 +120,9 @@ class ScriptHandler(Handler):
         self.inner.close()
 
 
-@contextmanager
-def own_modules(model_dir: Path):
-    """Drop from sys.modules what a model's code/ imports besides inference.py (helper modules) once it is loaded: the
-    model keeps them, and another model whose code/ has a module of the same name gets its own, not this one."""
-    before = set(sys.modules)
-    try:
-        yield
-    finally:
-        for name in set(sys.modules) - before:
-            path = getattr(sys.modules[name], "__file__", None)
-            if path and Path(path).resolve().is_relative_to(model_dir.resolve()):
-                del sys.modules[name]
-
-
 def with_user_hooks(handler: Handler, model_dir: Path, program: str | None) -> Handler:
     script = find_script(model_dir, program)
-    return ScriptHandler(handler, import_script(script)) if script else handler
+    if script is None:
+        return handler
+    modules = UserModules(model_dir / "code")
+    return ScriptHandler(handler, import_script(script, modules), modules)

@@ -7,6 +7,7 @@ Request options (JSON top-level keys, or `X-Amzn-SageMaker-Custom-Attributes` su
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,15 @@ class XGBoostHandler(Handler):
 
     def describe(self) -> dict:
         return self.model.describe() if isinstance(self.model, XGBoostModel) else {}
+
+    def native_bytes(self, obj: Any) -> int:
+        """A booster's trees by their UBJSON size: XGBoost tells no memory figure, and its trees take about as much
+        (1.0 to 1.5 times, measured on XGBoost 3.2's heap). Saved in a thread of its own, since XGBoost keeps the
+        saved buffer in the calling thread's storage for as long as the booster lives."""
+        if not isinstance(obj, xgb.Booster):
+            return 0
+        with ThreadPoolExecutor(1) as saver:
+            return len(saver.submit(obj.save_raw, "ubj").result())
 
     def input_fn(self, body: bytes, request: Request) -> Any:
         if request.content_type == codecs.LIBSVM and self.settings.family.libsvm_one_based:

@@ -68,11 +68,8 @@ def test_evictions_and_reloads_under_concurrent_invocations(tmp_path):
     """A budget of about ten models for sixteen: invocations keep evicting and reloading, and all still succeed."""
     answers = {f"b{seed}": expected(make_model(tmp_path, f"b{seed}", seed, rounds=300)) for seed in range(16)}
     probe, _ = client_for(tmp_path)
-    load(probe, tmp_path, "warm-up", "b0")  # the process's first load also pays XGBoost's set-up
     sizes = [load(probe, tmp_path, name).get_json()["memoryBytes"] for name in answers]
     client, registry = client_for(tmp_path, int(10.5 * max(sizes)))
-    load(client, tmp_path, "warm-up", "b0")
-    client.delete("/models/warm-up")
     for name in answers:
         assert load(client, tmp_path, name).status_code == 200
     tally = Tally(answers, answers)  # all loaded: anything but 200 is a problem

@@ -205,23 +205,15 @@ def test_an_unloaded_model_finishes_the_invocations_in_flight(models):
 
 @pytest.fixture(scope="module")
 def big_models(tmp_path_factory) -> Path:
-    """Four models that each keep 4 MiB beside their trees: sizes that measurement noise cannot blur."""
+    """Four models that each keep 4 MiB beside their trees."""
     root = tmp_path_factory.mktemp("big")
     for seed in range(4):
         make_model(root, f"b{seed}", seed, script=model_script(mib=4))
     return root
 
 
-def budget_registry(root: Path, budget_mib: int) -> ModelRegistry:
-    """A registry whose process has paid XGBoost's one-time set-up, so that each load is charged its own memory."""
-    registry = registry_for(root, budget_mib * MIB)
-    registry.load("warm-up", str(root / "b0" / "model"))
-    registry.unload("warm-up")
-    return registry
-
-
 def test_loads_over_the_budget_evict_the_least_recently_used_model(big_models):
-    registry = budget_registry(big_models, 10)
+    registry = registry_for(big_models, 10 * MIB)
     registry.load("b0", str(big_models / "b0" / "model"))
     registry.load("b1", str(big_models / "b1" / "model"))
     predict(registry, "b0")  # b1 is now the least recently used
@@ -233,7 +225,7 @@ def test_loads_over_the_budget_evict_the_least_recently_used_model(big_models):
 
 
 def test_an_evicted_model_reloads_when_invoked(big_models):
-    registry = budget_registry(big_models, 10)
+    registry = registry_for(big_models, 10 * MIB)
     for seed in range(3):
         registry.load(f"b{seed}", str(big_models / f"b{seed}" / "model"))
     assert registry.describe("b0")["status"] == "evicted"
@@ -247,7 +239,7 @@ def test_an_evicted_model_reloads_when_invoked(big_models):
 def test_a_model_unloaded_while_it_reloads_stays_unloaded(big_models):
     gated = make_model(big_models, "gated", 9, script=model_script(mib=4, gated=True))
     (gated / "open").touch()
-    registry = budget_registry(big_models, 6)
+    registry = registry_for(big_models, 6 * MIB)
     registry.load("gated", str(gated))
     registry.load("b1", str(big_models / "b1" / "model"))  # evicts "gated"
     (gated / "open").unlink()
@@ -283,7 +275,7 @@ def test_a_model_larger_than_the_budget_is_refused_with_507(big_models):
 
 
 def test_busy_models_are_not_evicted_and_the_load_is_refused(big_models):
-    registry = budget_registry(big_models, 10)
+    registry = registry_for(big_models, 10 * MIB)
     registry.load("b0", str(big_models / "b0" / "model"))
     registry.load("b1", str(big_models / "b1" / "model"))
     with registry.lease("b0"), registry.lease("b1"):
