@@ -55,7 +55,7 @@ def media_type(header: str | None) -> tuple[str, dict[str, str]]:
 def _check_charset(params: Mapping[str, str]) -> None:
     charset = params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8", "us-ascii", "ascii"):
-        raise UnsupportedMediaType(f"charset {charset} is not supported; send utf-8")
+        raise UnsupportedMediaType("the Content-Type charset is not supported; send utf-8 (or us-ascii)")
 
 
 def _text(body: bytes, params: Mapping[str, str]) -> str:
@@ -365,7 +365,7 @@ def choose_decoder(content_type: str | None, decoders: Mapping[str, Decoder]) ->
     kind, params = media_type(content_type)
     if supports(decoders, kind):
         return kind, params
-    raise UnsupportedMediaType(f"Content-Type {kind} is not supported; supported: {', '.join(decoders)}")
+    raise UnsupportedMediaType(f"this Content-Type is not supported; supported: {', '.join(decoders)}")
 
 
 def choose_encoder(accept: str | None, encoders: Mapping[str, Encoder], default: str) -> str:
@@ -384,5 +384,5 @@ def _best_encoder(accept: str, encoders: tuple[str, ...], default: str) -> str:
     if best is None:
         if ANY in encoders and entries:
             return max(entries, key=lambda entry: entry[1])[0]
-        raise NotAcceptable(f"Accept {accept[:100]} cannot be met; supported: {', '.join(offered)}")
+        raise NotAcceptable(f"this Accept cannot be met; supported: {', '.join(offered)}")
     return best

@@ -153,6 +153,45 @@ def test_unacceptable_accept_is_406(accept):
         codecs.choose_encoder(accept, codecs.ENCODERS, "text/csv")
 
 
+# 415 and 406 bodies name what is supported and echo no header value: a marker planted in the media type, the subtype
+# or a parameter (name or value) never comes back.
+MARK = "zq-mark-4242"
+MARKED_CONTENT_TYPES = [f"{MARK}/csv", f"text/{MARK}", f"application/{MARK}; charset=utf-8", f"image/png; {MARK}=1",
+                        f"image/png; x={MARK}", f'image/png; x="{MARK}, y"', f"{MARK.upper()}"]
+MARKED_ACCEPTS = [f"{MARK}/html", f"text/{MARK}", f"text/html; {MARK}=1", f"text/html; q=0.5; x={MARK}",
+                  f"application/xml, image/{MARK};q=0.9", f"{MARK.upper()}/X"]
+
+
+def _names_only_supported(message: str, supported) -> None:
+    assert MARK not in message.lower(), message
+    listed = message.partition("supported: ")[2].split(", ")
+    assert listed == list(supported), message
+
+
+@pytest.mark.parametrize("header", MARKED_CONTENT_TYPES)
+def test_415_names_the_supported_types_and_echoes_no_content_type(header):
+    with pytest.raises(UnsupportedMediaType) as refused:
+        codecs.choose_decoder(header, codecs.DECODERS)
+    _names_only_supported(refused.value.message, codecs.DECODERS)
+
+
+@pytest.mark.parametrize("accept", MARKED_ACCEPTS)
+def test_406_names_the_supported_types_and_echoes_no_accept(accept):
+    with pytest.raises(NotAcceptable) as refused:
+        codecs.choose_encoder(accept, codecs.ENCODERS, "text/csv")
+    _names_only_supported(refused.value.message, ["text/csv"] + [t for t in codecs.ENCODERS if t != "text/csv"])
+
+
+@pytest.mark.parametrize("decode, params", [
+    (codecs.decode_csv, {"charset": MARK}), (codecs.decode_csv, {"label_size": MARK}),
+    (codecs.decode_libsvm, {"charset": MARK}), (codecs.decode_libsvm, {"indexing": MARK}),
+], ids=["csv charset", "csv label_size", "libsvm charset", "libsvm indexing"])
+def test_a_refused_content_type_parameter_is_named_not_echoed(decode, params):
+    with pytest.raises(UnsupportedMediaType) as refused:
+        decode(b"1,2", params)
+    assert MARK not in refused.value.message.lower() and next(iter(params)) in refused.value.message
+
+
 def _npy_header(shape) -> bytes:
     header = f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}".encode()
     header += b" " * (118 - len(header)) + b"\n"
