@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import xgboost
 
-from serve import codecs, model_api, recordio
+from serve import model_api, npy_codec, recordio
 from serve.app import create_app
 from serve.errors import BadRequest, ModelLoadError
 from serve.loading import build_handler
@@ -53,16 +53,16 @@ HOSTILE_HEADERS = {
 @pytest.mark.parametrize("name", HOSTILE_HEADERS)
 def test_hostile_npy_headers_are_bad_requests(name, version):
     with pytest.raises(BadRequest, match="not a valid .npy array"):
-        codecs.decode_npy(_npy(HOSTILE_HEADERS[name], version=version), {})
+        npy_codec.decode_npy(_npy(HOSTILE_HEADERS[name], version=version), {})
 
 
 def test_npy_data_must_match_the_declared_shape_exactly():
     good = io.BytesIO()
     np.save(good, np.arange(8, dtype="<f4").reshape(2, 4))
-    assert codecs.decode_npy(good.getvalue(), {}).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert npy_codec.decode_npy(good.getvalue(), {}).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
     for body in (good.getvalue()[:-1], good.getvalue() + b"\0"):
         with pytest.raises(BadRequest, match="declares a shape"):
-            codecs.decode_npy(body, {})
+            npy_codec.decode_npy(body, {})
 
 
 @pytest.mark.parametrize("array", [
@@ -76,7 +76,7 @@ def test_npy_forms_numpy_writes_still_decode(array):
     for version in ((1, 0), (2, 0), (3, 0)):
         buffer = io.BytesIO()
         np.lib.format.write_array(buffer, np.asanyarray(array), version=version)
-        np.testing.assert_array_equal(codecs.decode_npy(buffer.getvalue(), {}), array)
+        np.testing.assert_array_equal(npy_codec.decode_npy(buffer.getvalue(), {}), array)
 
 
 # Run in a child process, so that only the child's address space is limited: a MemoryError there, not the OOM killer,
@@ -84,7 +84,7 @@ def test_npy_forms_numpy_writes_still_decode(array):
 RAGGED_CSV_CHILD = """
 import resource
 import numpy as np
-from serve import codecs
+from serve import csv_codec
 from serve.errors import BadRequest
 
 resource.setrlimit(resource.RLIMIT_AS, (8 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
@@ -94,7 +94,7 @@ try:
 except MemoryError:
     body = b"," * 1_000_000 + b"\\n" + b"1,2\\n" * 40_000  # 1.2 MB: rows x first-row width would be 320 GB of floats
     try:
-        codecs.decode_csv(body, {})
+        csv_codec.decode_csv(body, {})
         print("accepted")
     except BadRequest as error:
         print("refused:", error.message)
