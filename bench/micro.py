@@ -3,10 +3,10 @@
     python -m bench.micro [--hard-cases 400000] [--calls 20000]
 
 1. CSV exactness on hard cases: decimal strings at and next to the halfway points between adjacent float64 values,
-   long mantissas, tiny and huge exponents, both signs; each parsed by `serve.codecs.decode_csv` (the
+   long mantissas, tiny and huge exponents, both signs; each parsed by `serve.csv_codec.decode_csv` (the
    orjson fast path, in 500-row chunks; not its field-by-field fallback) must equal Python's correctly rounded `float()`. Prints how many were
    checked and how many differed.
-2. CSV parse time, fast path vs the field-by-field path (`_csv_rows_slow`, which the fast one falls back to): one
+2. CSV parse time, fast path vs the field-by-field path (`field_by_field_rows`, which the fast one falls back to): one
    40-field row, and 10,000 rows with 3 % of fields missing (CPU time).
 3. Single-row predict on the example model: `Booster.inplace_predict` vs `models.xgboost.fast_predict.predict` (the same
    C function, XGBoosterPredictFromDense, called directly), and the same row through `Booster.predict(DMatrix)`.
@@ -28,7 +28,7 @@ import numpy as np
 
 from bench.models import csv_body, csv_lines, prepare, rows
 from models.xgboost import fast_predict
-from serve import codecs
+from serve import csv_codec
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "bench" / "micro.json"
@@ -55,7 +55,7 @@ def check_hard_cases(count: int, width: int = 8) -> dict:
     cases = hard_cases(count - count % width)
     table = [cases[i:i + width] for i in range(0, len(cases), width)]
     body = "\n".join(",".join(row) for row in table).encode()
-    parsed = codecs._csv_numbers(body)  # the fast path itself: None would mean it handed the body to the slow one
+    parsed = csv_codec.vectorized_rows(body)  # the fast path itself: None means it handed the body to the slow one
     if parsed is None:
         raise RuntimeError("the hard cases left the fast path")
     expected = np.array([[float(v) for v in row] for row in table])
@@ -93,15 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     lines = body.decode().strip().split("\n")
     exact = check_hard_cases(args.hard_cases)
     print(f"CSV hard cases: {exact['checked']:,} fields checked against float(), {exact['differ']} differ")
-    one = codecs.decode_csv(line, {})
+    one = csv_codec.decode_csv(line, {})
     import xgboost as xgb
 
     result = {
         "csv_hard_cases": exact,
-        "parse_one_row_us": {"fast": _wall_us(lambda: codecs.decode_csv(line, {}), args.calls),
-                             "field_by_field": _wall_us(lambda: codecs._csv_rows_slow([line.decode()]), args.calls)},
-        "parse_10k_rows_cpu_ms": {"fast": _cpu_ms(lambda: codecs.decode_csv(body, {}), 5),
-                                  "field_by_field": _cpu_ms(lambda: codecs._csv_rows_slow(lines), 5)},
+        "parse_one_row_us": {"fast": _wall_us(lambda: csv_codec.decode_csv(line, {}), args.calls),
+                             "field_by_field": _wall_us(lambda: csv_codec.field_by_field_rows([line.decode()]),
+                                                        args.calls)},
+        "parse_10k_rows_cpu_ms": {"fast": _cpu_ms(lambda: csv_codec.decode_csv(body, {}), 5),
+                                  "field_by_field": _cpu_ms(lambda: csv_codec.field_by_field_rows(lines), 5)},
         "predict_one_row_us": {
             "fast_predict.predict (XGBoosterPredictFromDense)": _wall_us(
                 lambda: fast_predict.predict(booster, one), args.calls),

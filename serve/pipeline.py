@@ -13,7 +13,7 @@ from typing import Mapping
 from flask import Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from serve import codecs
+from serve import negotiation
 from serve.errors import BadRequest, PayloadTooLarge
 from serve.settings import Settings
 
@@ -64,8 +64,8 @@ def invoke(handler, settings: Settings) -> Response:
     body = read_body()
     if not body:
         return Response(status=204)
-    content_type, params = codecs.choose_decoder(request.headers.get("Content-Type"), handler.decoders)
-    accept = codecs.choose_encoder(request.headers.get("Accept"), handler.encoders, handler.accept_default())
+    content_type, params = negotiation.choose_decoder(request.headers.get("Content-Type"), handler.decoders)
+    accept = negotiation.choose_encoder(request.headers.get("Accept"), handler.encoders, handler.accept_default())
     attributes_header = request.headers.get(CUSTOM_ATTRIBUTES, "")
     context = Request(
         content_type=content_type,

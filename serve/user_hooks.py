@@ -99,7 +99,7 @@ class ScriptHandler(Handler):
         except ServeError:
             raise
         except Exception:
-            raise BadRequest(f"inference.py input_fn could not decode the {request.content_type} body") from None
+            raise BadRequest("inference.py input_fn could not decode the body") from None
 
     def predict_fn(self, data: Any, model: Any, request: Request) -> Any:
         if "transform_fn" in self.hooks:

@@ -171,6 +171,35 @@ def test_415_and_406_are_decided_before_predicting(settings):
     assert calls == []
 
 
+MARK = "zq-mark-4242"  # planted in Content-Type and Accept: a 415 or 406 must never send it back
+MARKED = [  # (Content-Type, Accept, status)
+    (f"{MARK}/csv", None, 415), (f"text/{MARK}", None, 415), (f"image/png; {MARK}=1", None, 415),
+    (f'image/png; x="{MARK}"', None, 415), (f"text/csv; charset={MARK}", None, 415),
+    (f"text/csv; label_size={MARK}", None, 415), (f"text/libsvm; indexing={MARK}", None, 415),
+    ("text/csv", f"{MARK}/html", 406), ("text/csv", f"text/{MARK}", 406), ("text/csv", f"text/html; x={MARK}", 406),
+    ("text/csv", f"text/html; {MARK}=1, image/{MARK.upper()};q=0.5", 406),
+]
+
+
+@pytest.mark.parametrize("content_type, accept, status", MARKED)
+def test_415_and_406_name_what_is_supported_and_echo_no_header_value(settings, content_type, accept, status):
+    from serve.loading import build_handler
+
+    handler = build_handler(settings)
+    response = post(create_app(handler, settings).test_client(), b"1 0:1" if "libsvm" in content_type else ROW,
+                    content_type, accept)
+    assert response.status_code == status, response.data
+    assert MARK.encode() not in response.data.lower(), response.data
+    error = response.get_json()["error"]
+    if status == 406:
+        assert error.endswith("supported: " + ", ".join([handler.accept_default()] + [
+            kind for kind in handler.encoders if kind != handler.accept_default()])), error
+    elif "=" not in content_type or "image" in content_type:
+        assert error.endswith("supported: " + ", ".join(handler.decoders)), error
+    else:  # a parameter of a supported type: the message names the parameter
+        assert content_type.split(";")[1].split("=")[0].strip() in error, error
+
+
 def test_a_bug_is_a_500_with_a_request_id_and_no_traceback(settings, caplog):
     class Broken(Handler):
         def predict_fn(self, data, model, request):

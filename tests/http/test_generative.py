@@ -1,8 +1,9 @@
 """Generated hostile requests against real `serve` processes (XGBoost, 2 workers; and a multi-model endpoint).
 
-Every content type (well-formed, mutated and random bodies), Accept form, custom-attributes form, header size, and
-the multi-model API. Every response must be 2xx, or 4xx with a one-line JSON error; no 5xx; no worker restarts; /ping
-200 throughout (polled from another thread); no request value in any log line.
+Every content type (well-formed, mutated and random bodies), Content-Type and Accept form (the mark planted in their
+types and parameters too), custom-attributes form, header size, and the multi-model API. Every response must be 2xx,
+or 4xx with a one-line JSON error; no 5xx; no worker restarts; /ping 200 throughout (polled from another thread); no
+request value in any log line.
 
 Profiles: FUZZ_CASES (default 3000, a minute or two here; the long profile is FUZZ_CASES=50000) is the number of cases
 over all generators, FUZZ_SEED (default 20261201) seeds them. Figures go to build/reliability/generative.json.
@@ -223,7 +224,21 @@ BODIES = {
 # --- headers --------------------------------------------------------------------------------------------------------
 
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40).map(str.strip)
+
+
+def marked(*templates: str):
+    """Header values with the mark in the type, the subtype, a parameter's name or its value (also upper-cased, and
+    after generated text): a 415 or 406 must name what is supported, never what was sent."""
+    return st.one_of(st.sampled_from([t.format(m=MARK_TEXT) for t in templates]
+                                     + [t.format(m=MARK_TEXT.upper()) for t in templates]),
+                     st.builds(lambda text, template: template.format(m=text + MARK_TEXT), header_text,
+                               st.sampled_from(templates)))
+
+
 content_type_forms = st.one_of(
+    marked("{m}/csv", "text/{m}", "{m}", "text/csv; charset={m}", "text/csv; label_size={m}", "text/csv; {m}=1",
+           "text/libsvm; indexing={m}", "text/libsvm; charset=\"{m}\"", "application/json; {m}=1", "image/png; x={m}",
+           "application/x-npy; x=\"{m}; y\""),
     st.sampled_from(list(BODIES)),
     st.sampled_from(["csv", "json", "jsonlines", "npy", "libsvm", "recordio-protobuf", "application/jsonl",
                      "TEXT/CSV", "text/csv; charset=utf-8", "text/csv; charset=latin-1", "text/csv; label_size=1",
@@ -232,6 +247,8 @@ content_type_forms = st.one_of(
     header_text,
 )
 accept_forms = st.one_of(
+    marked("{m}/html", "text/{m}", "{m}", "text/html; {m}=1", "text/html; q=0.5; x={m}",
+           "image/png, application/{m};q=0.9", "application/json; x={m}", "*/*; x=\"{m}\"", "text/csv;q=0, {m}/*"),
     st.none(), st.none(), st.none(), st.sampled_from(["*/*", "application/json", "text/csv"]),
     st.sampled_from(["*/*", "application/json", "text/csv", "application/jsonlines", "application/x-npy",
                      "application/x-recordio-protobuf", "text/*", "application/*", "image/png", "csv", "json",
@@ -306,7 +323,7 @@ class Tally:
                         problem = "error body lacks code/error"
                 except ValueError:
                     problem = "error body is not JSON"
-            if MARK_TEXT.encode() in body or repr(MARK_NUMBER).encode() in body:
+            if MARK_TEXT.encode() in body.lower() or repr(MARK_NUMBER).encode() in body:
                 problem = "error echoes a request value"
         elif not 200 <= response.status_code < 300:
             problem = "neither 2xx nor 4xx"

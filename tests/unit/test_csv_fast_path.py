@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serve import codecs
+from serve import csv_codec
 from serve.errors import BadRequest
 
 FIELDS = ["1", "-2.5", "", " ", "1e5", "1E+05", ".5", "+1", "01", "nan", "inf", "-0.0", "1e400", "abc", "1.5.3",
@@ -20,14 +20,14 @@ def field_by_field(body: bytes):
     """What the slow path alone answers: the rows, or the 400 it raises."""
     try:
         lines = [line for line in body.decode().strip().splitlines() if line.strip()]
-        return codecs._csv_rows_slow(lines) if lines else "400"
+        return csv_codec.field_by_field_rows(lines) if lines else "400"
     except (BadRequest, UnicodeDecodeError):
         return "400"
 
 
 def decoded(body: bytes):
     try:
-        return codecs.decode_csv(body, {})
+        return csv_codec.decode_csv(body, {})
     except BadRequest:
         return "400"
 
@@ -56,18 +56,18 @@ def test_fast_path_agrees_with_float_per_field(body):
                 min_size=1, max_size=30))
 def test_round_trips_repr_exactly(rows):
     body = "\n".join(",".join(repr(v) for v in row) for row in rows).encode()
-    assert codecs.decode_csv(body, {}).tobytes() == np.array(rows, dtype=np.float64).tobytes()
+    assert csv_codec.decode_csv(body, {}).tobytes() == np.array(rows, dtype=np.float64).tobytes()
 
 
 def test_large_body_with_missing_values_takes_the_fast_path():
     x = np.random.default_rng(0).normal(size=(2000, 40))
     x[np.random.default_rng(1).random(x.shape) < 0.03] = np.nan
     body = "\n".join(",".join("" if np.isnan(v) else "%.7g" % v for v in row) for row in x).encode()
-    fast = codecs._csv_numbers(body)
+    fast = csv_codec.vectorized_rows(body)
     assert fast is not None
     assert np.array_equal(fast, field_by_field(body), equal_nan=True)
 
 
 @pytest.mark.parametrize("body", [b"1,2\n3", b"1\n\n2", b"1,nan", b"1,2\n3,4,5\n6", b"\xff,1"])
 def test_bodies_it_cannot_read_exactly_go_to_the_slow_path(body):
-    assert codecs._csv_numbers(body) is None
+    assert csv_codec.vectorized_rows(body) is None

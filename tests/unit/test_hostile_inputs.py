@@ -8,13 +8,15 @@ import io
 import json
 import pickle
 import re
-import resource
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import xgboost
 
-from serve import codecs, model_api, recordio
+from serve import model_api, npy_codec, recordio
 from serve.app import create_app
 from serve.errors import BadRequest, ModelLoadError
 from serve.loading import build_handler
@@ -22,7 +24,7 @@ from serve.multimodel import ModelRegistry
 from serve.settings import Settings
 
 from models.xgboost.settings import XGBoostSettings
-from tests.conftest import load_booster
+from tests.conftest import FEATURES, ROOT, load_booster
 
 
 def _npy(header: bytes, data: bytes = b"\0" * 32, version: int = 1) -> bytes:
@@ -51,16 +53,16 @@ HOSTILE_HEADERS = {
 @pytest.mark.parametrize("name", HOSTILE_HEADERS)
 def test_hostile_npy_headers_are_bad_requests(name, version):
     with pytest.raises(BadRequest, match="not a valid .npy array"):
-        codecs.decode_npy(_npy(HOSTILE_HEADERS[name], version=version), {})
+        npy_codec.decode_npy(_npy(HOSTILE_HEADERS[name], version=version), {})
 
 
 def test_npy_data_must_match_the_declared_shape_exactly():
     good = io.BytesIO()
     np.save(good, np.arange(8, dtype="<f4").reshape(2, 4))
-    assert codecs.decode_npy(good.getvalue(), {}).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert npy_codec.decode_npy(good.getvalue(), {}).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
     for body in (good.getvalue()[:-1], good.getvalue() + b"\0"):
         with pytest.raises(BadRequest, match="declares a shape"):
-            codecs.decode_npy(body, {})
+            npy_codec.decode_npy(body, {})
 
 
 @pytest.mark.parametrize("array", [
@@ -74,18 +76,38 @@ def test_npy_forms_numpy_writes_still_decode(array):
     for version in ((1, 0), (2, 0), (3, 0)):
         buffer = io.BytesIO()
         np.lib.format.write_array(buffer, np.asanyarray(array), version=version)
-        np.testing.assert_array_equal(codecs.decode_npy(buffer.getvalue(), {}), array)
+        np.testing.assert_array_equal(npy_codec.decode_npy(buffer.getvalue(), {}), array)
+
+
+# Run in a child process, so that only the child's address space is limited: a MemoryError there, not the OOM killer,
+# if the decoder allocates rows x the widest row first. The child first checks that the limit holds.
+RAGGED_CSV_CHILD = """
+import resource
+import numpy as np
+from serve import csv_codec
+from serve.errors import BadRequest
+
+resource.setrlimit(resource.RLIMIT_AS, (8 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+try:
+    np.empty(16 << 30, dtype=np.uint8)
+    print("the address space limit does not hold")
+except MemoryError:
+    body = b"," * 1_000_000 + b"\\n" + b"1,2\\n" * 40_000  # 1.2 MB: rows x first-row width would be 320 GB of floats
+    try:
+        csv_codec.decode_csv(body, {})
+        print("accepted")
+    except BadRequest as error:
+        print("refused:", error.message)
+    except MemoryError:
+        print("MemoryError")
+"""
 
 
 def test_ragged_csv_is_refused_before_allocating_rows_times_the_widest_row():
-    body = b"," * 1_000_000 + b"\n" + b"1,2\n" * 40_000  # 1.2 MB: rows x first-row width would be 320 GB of floats
-    limit = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, limit[1]))  # a MemoryError, not the OOM killer, if it tries
-    try:
-        with pytest.raises(BadRequest, match="row 2 has 2 columns; row 1 has 1000001"):
-            codecs.decode_csv(body, {})
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, limit)
+    child = subprocess.run([sys.executable, "-c", RAGGED_CSV_CHILD], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "refused: CSV row 2 has 2 columns; row 1 has 1000001", child.stdout + child.stderr
 
 
 # --- defect 2: values XGBoost cannot read as float32, in every content type and every output kind --------------------
@@ -160,11 +182,21 @@ def test_nan_is_a_missing_value_for_every_type_and_output(clients, kind, risk_di
     assert scores["predictions"][0]["score"] == float(expected[0])
 
 
-def test_the_largest_float32_is_accepted(clients):
+def test_the_largest_float32_is_accepted(clients, risk_dir):
     largest = float(np.finfo(np.float32).max)
     response = clients["contributions"].post("/invocations", data=f"1,{largest!r},-{largest!r},2".encode(),
-                                             headers={"Content-Type": "text/csv"})
+                                             headers={"Content-Type": "text/csv", **OUTPUT_KINDS["contributions"][1]})
     assert response.status_code == 200, response.data
+    (prediction,) = response.get_json()["predictions"]
+    booster = load_booster(risk_dir / "xgboost-model")
+    row = xgboost.DMatrix(np.array([[1, largest, -largest, 2]], dtype=np.float32))
+    assert prediction["score"] == pytest.approx(float(booster.predict(row)[0]), rel=1e-6)
+    contributions = booster.predict(row, pred_contribs=True)[0].tolist()
+    assert [prediction["contributions"][name] for name in FEATURES + ["bias"]] == pytest.approx(contributions, rel=1e-6)
+    # The values reached the model as sent: this model scores them differently from missing values or zeros.
+    for other in ([1, np.nan, np.nan, 2], [1, 0, 0, 2]):
+        assert booster.predict(xgboost.DMatrix(np.array([other], dtype=np.float32)))[0] != pytest.approx(
+            prediction["score"], rel=1e-3)
 
 
 # --- defect 7: pickles of every protocol are named as pickles ----------------------------------------------------------
