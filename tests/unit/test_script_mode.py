@@ -152,3 +152,16 @@ def test_an_unanswerable_default_accept_stops_start_up(outcome_dir, risk_dir):
     with pytest.raises(ModelLoadError, match="application/x-npy"):
         build_handler(Settings(model_dir=risk_dir, default_accept="application/x-npy",
                                family=XGBoostSettings(inference_output=("labels",))))
+
+
+def test_a_failing_input_fn_echoes_no_header_value(tmp_path, outcome_dir):
+    model_dir = with_script(tmp_path, outcome_dir, """
+        def input_fn(body, content_type):
+            raise ValueError("cannot parse")
+    """)
+    handler = build_handler(Settings(model_dir=model_dir))
+    request = Request(content_type="application/zq-marker", accept="text/csv",
+                      content_type_header="application/zq-marker; p=zq-marker")
+    with pytest.raises(BadRequest) as refused:
+        handler.input_fn(b"1,2", request)
+    assert "could not decode" in str(refused.value) and "zq-marker" not in str(refused.value)
