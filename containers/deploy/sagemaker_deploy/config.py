@@ -65,11 +65,6 @@ def _fill(config: Any, values: dict[str, str]) -> Any:
     return config
 
 
-def target_model_env_name(model: dict) -> str:
-    """XGBOOST_RISK_ENDPOINT -> XGBOOST_RISK_TARGET_MODEL (multi-model endpoints)."""
-    return re.sub(r"(_ENDPOINT)?$", "_TARGET_MODEL", model["env_name"], count=1)
-
-
 def _where(path) -> str:
     return ".".join(str(part) for part in path) or "(top level)"
 
