@@ -89,7 +89,8 @@ def parameters(config: dict) -> dict[str, str]:
         "SourceLocation": platform["source"]["location"],
     }
     optional = {"LogRetentionDays": "log_retention_days", "PredictionTtlDays": "prediction_ttl_days",
-                "AlertEmail": "alert_email", "BuildImage": "build_image"}
+                "AlertEmail": "alert_email", "BuildImage": "build_image", "ExistingTrailArn": "existing_trail_arn",
+                "TransformLogGroup": "transform_log_group"}
     values.update({name: str(platform[key]) for name, key in optional.items() if key in platform})
     return values
 
@@ -100,7 +101,9 @@ def outputs(aws, stage: str) -> dict[str, str]:
         say(f"dry run: the outputs of stack {stack_name(stage)} are shown as <platform.NAME>")
         return {name: f"<platform.{name}>" for name in output_names()}
     stack = _describe(aws.client("cloudformation"), stack_name(stage))
-    if stack is None or stack["StackStatus"] in ("REVIEW_IN_PROGRESS", "ROLLBACK_COMPLETE"):
+    if stack is not None and stack["StackStatus"] == "ROLLBACK_COMPLETE":
+        raise DeployError(_rolled_back(stack_name(stage)))
+    if stack is None or stack["StackStatus"] == "REVIEW_IN_PROGRESS":
         raise DeployError(f"the config uses the outputs of the platform stack {stack_name(stage)}, which is not "
                           f"deployed in {aws.region}: run ./build.sh infra first (STAGE={stage})")
     return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
@@ -141,9 +144,7 @@ def deploy(stage) -> None:
     current = None if aws.dry_run else _describe(cloudformation, name)
     status = current["StackStatus"] if current else None
     if status == "ROLLBACK_COMPLETE":
-        raise DeployError(f"stack {name} failed its creation and was rolled back; CloudFormation cannot update it: "
-                          f"delete it (aws cloudformation delete-stack --stack-name {name}; the key, buckets, tables "
-                          "and log groups are retained) and run ./build.sh infra again")
+        raise DeployError(_rolled_back(name))
     if status and status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
         raise DeployError(f"stack {name} is {status}: wait until it settles, then run ./build.sh infra again")
     kind = "UPDATE" if status and status != "REVIEW_IN_PROGRESS" else "CREATE"
@@ -166,6 +167,15 @@ def deploy(stage) -> None:
     values = outputs(aws, stage.name)
     stage.write("platform.env", "".join(f"{env_name(key)}={value}\n" for key, value in sorted(values.items())))
     print(stage.write("platform.json", {"stack": name, "region": aws.region, "outputs": values}))
+
+
+def _rolled_back(name: str) -> str:
+    # RetainExceptOnCreate: the rollback of a failed create deleted what it had created, so nothing named is left
+    # to collide with ("DeletionPolicy attribute",
+    # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-deletionpolicy.html).
+    return (f"stack {name} failed its creation and was rolled back (its events say why); CloudFormation cannot "
+            f"update it: delete it (aws cloudformation delete-stack --stack-name {name}), fix the cause and run "
+            "./build.sh infra again")
 
 
 def _describe(cloudformation, name: str) -> dict | None:
