@@ -745,3 +745,31 @@ def test_a_config_that_a_policy_or_the_stack_would_refuse_prints_the_fix_on_one_
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and fix in result.stderr, result.stderr
     assert moto.operations() == []
+
+
+@pytest.mark.deploy
+def test_a_log_group_left_outside_the_stack_stops_infra_in_one_line_before_the_change_set(moto, tmp_path):
+    """A named group that exists (retained when its endpoint left the config or its stack was deleted, or made by
+    SageMaker for batch jobs) makes CloudFormation's create fail with AlreadyExists ("AWS::Logs::LogGroup",
+    https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-logs-loggroup.html)."""
+    logs = moto.client("logs")
+    logs.create_log_group(logGroupName="/aws/sagemaker/TransformJobs")  # SageMaker made it for an earlier job
+    refused = run_infra(moto, tmp_path, check=False)
+    assert refused.returncode != 0 and "CreateChangeSet" not in moto.operations()
+    line = [text for text in refused.stderr.splitlines() if "sagemaker_deploy: error" in text]
+    assert len(line) == 1 and "log group /aws/sagemaker/TransformJobs exists outside stack" in line[0]
+    assert "set platform.transform_log_group to existing" in line[0]
+
+    config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
+    config["platform"]["transform_log_group"] = "existing"
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(config))
+    run_infra(moto, tmp_path, path)
+    # An endpoint added back to the config whose group was kept when it left.
+    logs.create_log_group(logGroupName="/aws/sagemaker/Endpoints/xgboost-risk-endpoint")
+    config["families"]["xgboost"]["mode"] = "SingleModel"
+    path.write_text(json.dumps(config))
+    again = run_infra(moto, tmp_path, path, check=False)
+    assert again.returncode != 0 and moto.operations().count("CreateChangeSet") == 1
+    assert "log group /aws/sagemaker/Endpoints/xgboost-risk-endpoint exists outside stack" in again.stderr
+    assert "import it into the stack" in again.stderr

@@ -25,6 +25,7 @@ CAPABILITIES = ["CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 _NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 _NAME_PROPERTIES = ("BucketName", "TableName", "LogGroupName", "RoleName", "PolicyName", "TopicName", "AliasName",
                     "AlarmName", "Name")
+TRANSFORM_LOG_GROUP = "/aws/sagemaker/TransformJobs"
 _WAIT = {"Delay": 10, "MaxAttempts": 360}  # an hour: the stack's creation takes minutes, a key's policy checks too
 
 
@@ -148,6 +149,15 @@ def deploy(stage) -> None:
     if status and status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
         raise DeployError(f"stack {name} is {status}: wait until it settles, then run ./build.sh infra again")
     kind = "UPDATE" if status and status != "REVIEW_IN_PROGRESS" else "CREATE"
+    if not aws.dry_run:
+        in_the_way = _log_groups_in_the_way(aws.client("logs"), cloudformation, name, values, kind == "UPDATE")
+        if in_the_way:
+            raise DeployError(f"log group {', '.join(in_the_way)} exists outside stack {name} (kept from an earlier "
+                              "stack or endpoint, or made by SageMaker), so creating it would fail: import it into "
+                              "the stack (a change set of type IMPORT) or export and delete it"
+                              + ("; for /aws/sagemaker/TransformJobs, or set platform.transform_log_group to "
+                                 "existing" if TRANSFORM_LOG_GROUP in in_the_way else "")
+                              + "; then run ./build.sh infra again")
     change_set = time.strftime("infra-%Y%m%d-%H%M%S", time.gmtime())
     request = {"StackName": name, "ChangeSetName": change_set, "ChangeSetType": kind,
                "Parameters": [{"ParameterKey": key, "ParameterValue": value} for key, value in values.items()],
@@ -167,6 +177,23 @@ def deploy(stage) -> None:
     values = outputs(aws, stage.name)
     stage.write("platform.env", "".join(f"{env_name(key)}={value}\n" for key, value in sorted(values.items())))
     print(stage.write("platform.json", {"stack": name, "region": aws.region, "outputs": values}))
+
+
+def _log_groups_in_the_way(logs, cloudformation, name: str, values: dict, exists: bool) -> list[str]:
+    """The named log groups the template creates that exist outside the stack: CloudFormation's create of each would
+    fail with AlreadyExists ("AWS::Logs::LogGroup",
+    https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-logs-loggroup.html)."""
+    wanted = [f"/aws/sagemaker/Endpoints/{endpoint}" for endpoint in values["EndpointNames"].split(",")]
+    wanted.append(f"/aws/codebuild/{name}-build")
+    if values.get("TransformLogGroup", "create") == "create":
+        wanted.append(TRANSFORM_LOG_GROUP)
+    ours = set()
+    if exists:
+        for page in cloudformation.get_paginator("list_stack_resources").paginate(StackName=name):
+            ours.update(resource["PhysicalResourceId"] for resource in page["StackResourceSummaries"]
+                        if resource["ResourceType"] == "AWS::Logs::LogGroup")
+    return [group for group in wanted if group not in ours and any(
+        found["logGroupName"] == group for found in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"])]
 
 
 def _rolled_back(name: str) -> str:
