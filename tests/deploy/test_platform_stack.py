@@ -44,6 +44,9 @@ TABLE_KEYS = {
     "PatEmbeddingsTable": ("pat-embeddings", [("analysis_id", "HASH"), ("patient_id", "RANGE")]),
     "PatIntegrationsTable": ("pat-integrations", [("integration_id", "HASH"), ("patient_id", "RANGE")]),
 }
+# The key the deploy configs send ({platform.KeyArn}, the output): everything the stack encrypts must name the same
+# key, and the buckets' policies must compare with it, or a put that names it is denied.
+THE_KEY = BODY["Outputs"]["KeyArn"]["Value"]
 # Actions whose API has no resource to name; each needs a narrowing condition or is read-only.
 UNSCOPABLE = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "ec2:DescribeNetworkInterfaces",
               "ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeDhcpOptions"}
@@ -147,7 +150,7 @@ def test_each_data_bucket_is_versioned_private_kms_encrypted_with_a_bucket_key_a
     settings = properties(bucket)
     assert settings["VersioningConfiguration"] == {"Status": "Enabled"}
     assert settings["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [{
-        "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Fn::GetAtt": ["Key", "Arn"]}},
+        "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": THE_KEY},
         "BucketKeyEnabled": True}]
     assert settings["PublicAccessBlockConfiguration"] == {
         "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
@@ -160,7 +163,7 @@ def test_each_data_bucket_is_versioned_private_kms_encrypted_with_a_bucket_key_a
     assert {"Bool": {"aws:SecureTransport": "false"}} in conditions
     assert {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}} in conditions
     assert {"StringNotEqualsIfExists": {
-        "s3:x-amz-server-side-encryption-aws-kms-key-id": {"Fn::GetAtt": ["Key", "Arn"]}}} in conditions
+        "s3:x-amz-server-side-encryption-aws-kms-key-id": THE_KEY}} in conditions
     assert all(statement["Effect"] == "Deny" for statement in statements(policy["PolicyDocument"]))
 
 
@@ -186,7 +189,7 @@ def test_each_table_has_the_guides_keys_on_demand_point_in_time_recovery_and_the
     assert settings["BillingMode"] == "PAY_PER_REQUEST"
     assert settings["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert settings["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS",
-                                            "KMSMasterKeyId": {"Fn::GetAtt": ["Key", "Arn"]}}
+                                            "KMSMasterKeyId": THE_KEY}
     assert settings["DeletionProtectionEnabled"] is True
     expected_ttl = {"AttributeName": "expires_at", "Enabled": True} if table == "XgboostPredictionsTable" else None
     assert settings.get("TimeToLiveSpecification") == expected_ttl
@@ -208,7 +211,7 @@ def test_each_endpoint_and_the_build_log_to_a_group_of_at_least_90_days_encrypte
         "/aws/sagemaker/Endpoints/${EndpointName}", "/aws/codebuild/clinical-inference-${Stage}-build"]
     for group in groups:
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
-        assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]}
+        assert group["Properties"]["KmsKeyId"] == THE_KEY
 
 
 def test_no_policy_grants_a_star_that_could_be_narrowed():
@@ -225,7 +228,7 @@ def test_no_policy_grants_a_star_that_could_be_narrowed():
     # The execution role reads model objects but not the build's artifacts, and passes to SageMaker only.
     execution = {s["Sid"]: s for s in statements(documents["ExecutionRolePolicy"])}
     assert execution["NotTheBuildArtifacts"]["Effect"] == "Deny"
-    assert execution["UseTheKey"]["Resource"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    assert execution["UseTheKey"]["Resource"] == THE_KEY
     codebuild = {s["Sid"]: s for s in statements(documents["CodeBuildRolePolicy"])}
     assert codebuild["RegisterPassesTheExecutionRoleToSageMakerOnly"]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
@@ -248,7 +251,7 @@ def test_the_codebuild_project_is_privileged_runs_the_buildspec_as_its_own_role_
     assert project["Environment"]["PrivilegedMode"] is True
     assert project["Source"]["BuildSpec"] == "buildspec.yml" and (ROOT / "buildspec.yml").exists()
     assert project["ServiceRole"] == {"Fn::GetAtt": ["CodeBuildRole", "Arn"]}
-    assert project["EncryptionKey"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    assert project["EncryptionKey"] == THE_KEY
     assert project["LogsConfig"]["CloudWatchLogs"] == {"Status": "ENABLED", "GroupName": {"Ref": "BuildLogGroup"}}
     assert project["Artifacts"]["EncryptionDisabled"] is False
     skipped = RESOURCES["CodeBuildProject"]["Metadata"]["checkov"]["skip"]
@@ -260,7 +263,7 @@ def test_the_codebuild_project_is_privileged_runs_the_buildspec_as_its_own_role_
 
 
 def test_alerts_go_to_an_encrypted_topic_that_only_this_accounts_alarms_publish_to():
-    assert properties("AlertTopic")["KmsMasterKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    assert properties("AlertTopic")["KmsMasterKeyId"] == THE_KEY
     publish = statements(properties("AlertTopicPolicy")["PolicyDocument"])[0]
     assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and publish["Action"] == "sns:Publish"
     assert publish["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
@@ -332,11 +335,11 @@ def test_the_trail_is_multi_region_validated_encrypted_and_its_bucket_takes_only
     assert trail["Condition"] == "CreatesTheTrail" and trail["DependsOn"] == "TrailBucketPolicy"
     settings = trail["Properties"]
     assert settings["IsMultiRegionTrail"] is settings["IsLogging"] is settings["EnableLogFileValidation"] is True
-    assert settings["KMSKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]} and settings["S3BucketName"] == {"Ref": "TrailBucket"}
+    assert settings["KMSKeyId"] == THE_KEY and settings["S3BucketName"] == {"Ref": "TrailBucket"}
     bucket = properties("TrailBucket")
     assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
     default = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
-    assert default == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Fn::GetAtt": ["Key", "Arn"]}}
+    assert default == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": THE_KEY}
     by_sid = {s["Sid"]: s for s in statements(properties("TrailBucketPolicy")["PolicyDocument"])}
     assert by_sid["DenyInsecureTransport"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     trail_arn = "arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/clinical-inference-${Stage}"
@@ -355,6 +358,7 @@ def test_the_trail_is_multi_region_validated_encrypted_and_its_bucket_takes_only
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_the_shipped_configs_take_role_key_and_buckets_from_the_stack_outputs(stage):
     config = configs.load(DEPLOY_CONFIGS / f"{stage}.json")
+    assert config["kms_key_arn"] == "{platform.KeyArn}" and THE_KEY == {"Fn::GetAtt": ["Key", "Arn"]}
     used = configs.platform_outputs_used(config)
     assert used == {"ExecutionRoleArn", "KeyArn", "ModelBucket", "CaptureBucket", "BatchBucket", "AlertTopicArn"}
     assert used <= set(BODY["Outputs"])
