@@ -643,7 +643,7 @@ def test_codebuild_may_upload_the_models_with_the_key_arn_and_store_its_artifact
     """pipeline.sh's post_build runs `./build.sh train upload push register` as the CodeBuild role; upload sends
     the config's kms_key_arn as SSEKMSKeyId, which the buckets' DenyPutsNotEncryptedWithTheKey compares with the
     key ARN ("Requiring server-side encryption",
-    https://docs.aws.amazon.com/AmazonS3/latest/userguide/specifying-kms-encryption.html). CodeBuild itself
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html#require-sse-kms). CodeBuild itself
     needs s3:GetBucketAcl and s3:GetBucketLocation on the artifact bucket ("Allow CodeBuild to interact with other
     AWS services", https://docs.aws.amazon.com/codebuild/latest/userguide/setting-up-service-role.html)."""
     run_infra(moto, tmp_path)

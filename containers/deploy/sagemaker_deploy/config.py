@@ -17,8 +17,9 @@ PLACEHOLDER = re.compile(r"\{([a-z_]+|platform\.[A-Za-z0-9]+)\}")
 PLACEHOLDERS = ("account", "region", "stage")
 PLATFORM = "platform."  # {platform.NAME}: an output of the stage's platform stack (build.sh infra)
 # S3 compares s3:x-amz-server-side-encryption-aws-kms-key-id with the key id exactly as the client sent it, and the
-# buckets' policies name the key ARN: "Requiring server-side encryption" (SSE-KMS),
-# https://docs.aws.amazon.com/AmazonS3/latest/userguide/specifying-kms-encryption.html
+# buckets' policies name the key ARN: "Using server-side encryption with AWS KMS keys (SSE-KMS)", "Requiring
+# SSE-KMS",
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html#require-sse-kms
 KEY_ALIAS = re.compile(r"^arn:aws[a-z-]*:kms:[^:]*:[^:]*:alias/|^\{platform\.KeyAliasArn\}$")
 
 
