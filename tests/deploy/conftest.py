@@ -268,11 +268,15 @@ def tiny_images(tmp_path_factory):
         subprocess.run(["docker", "rmi", "--force", *made], capture_output=True)
 
 
+STAND_IN_KEY_IDS = {"dev": "0d5e7a3c-1111-4a4a-9b9b-000000000001", "prod": "0d5e7a3c-2222-4a4a-9b9b-000000000002"}
+
+
 def platform_outputs(stage: str) -> dict[str, str]:
     """What the platform stack outputs (the names in containers/infra/platform.yaml), for the tests that are not
     about the stack: stage_config writes them into the config instead of deploying the stack
     (test_platform_stack.py deploys it)."""
     return {"ExecutionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/clinical-inference-{stage}-sagemaker",
+            "KeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{STAND_IN_KEY_IDS[stage]}",
             "KeyAliasArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-{stage}",
             "ModelBucket": f"clinical-inference-{stage}-models-{ACCOUNT}-{REGION}",
             "CaptureBucket": f"clinical-inference-{stage}-capture-{ACCOUNT}-{REGION}",

@@ -1,4 +1,5 @@
-"""moto's server, plus what the deployment tests need from SageMaker that moto lacks.
+"""moto's server, plus what the deployment tests need from SageMaker, CloudFormation and KMS that moto lacks.
+Each rule names the AWS page it follows.
 
 - UpdateEndpoint, which moto does not implement: the endpoint moves to the new config when every image of the
   new config can be pulled; otherwise the update fails as SageMaker's blue/green update fails, leaving the
@@ -8,11 +9,21 @@
   weight and data capture from the new config unless RetainAllVariantProperties is true (then the current ones
   stay, less ExcludeRetainedVariantProperties), and a canary larger than 50% of the variant's instance count
   (rounded up to whole instances) is refused.
+  ("UpdateEndpoint", https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateEndpoint.html;
+  "TrafficRoutingConfig", https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TrafficRoutingConfig.html;
+  "CreateEndpoint", https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpoint.html)
 - CloudFormation's AWS::LanguageExtensions transform (Fn::ForEach), which moto does not expand: a change set's
   template is expanded with cfn-lint's implementation of it, for the change set's parameter values, as
   CloudFormation expands it before it computes the changes. And a stack made or changed by a change set gets
   the new template's outputs and parameters, which moto 5.2 leaves behind; a key's KeyPolicy object is kept as
   the JSON text that GetKeyPolicy returns (moto keeps the object and then fails on it).
+  ("AWS::LanguageExtensions transform",
+  https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/transform-aws-languageextensions.html;
+  "ExecuteChangeSet", https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_ExecuteChangeSet.html;
+  "GetKeyPolicy", https://docs.aws.amazon.com/kms/latest/APIReference/API_GetKeyPolicy.html)
+- AWS::CloudTrail::Trail, which moto's CloudFormation does not create: CreateTrail with the resource's properties,
+  then StartLogging when IsLogging is true; Fn::GetAtt Arn is the trail's ARN. ("AWS::CloudTrail::Trail",
+  https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-cloudtrail-trail.html)
 - A journal of every request (operation and parameters, one JSON object per line) for the fields that moto
   accepts and then drops, such as CreateModel's EnableNetworkIsolation and UpdateEndpoint's DeploymentConfig.
 
@@ -32,6 +43,8 @@ import urllib.parse
 import urllib.request
 
 from moto.cloudformation.models import CloudFormationBackend
+from moto.cloudtrail.models import cloudtrail_backends
+from moto.core.common_models import CloudFormationModel
 from moto.core.responses import ActionResult
 from moto.kms.models import Key
 from moto.core.utils import utcnow
@@ -177,6 +190,57 @@ def create_key(cls, *args, **kwargs) -> Key:
     if isinstance(key.policy, dict):
         key.policy = json.dumps(key.policy)
     return key
+
+
+def _true(value) -> bool:
+    return str(value).lower() == "true"
+
+
+class CloudFormationTrail(CloudFormationModel):
+    """AWS::CloudTrail::Trail for moto's CloudFormation (see the module's docstring)."""
+
+    __module__ = "moto.cloudtrail.stand_in"  # moto files its models by the service in their module's name
+
+    def __init__(self, trail):
+        self.trail = trail
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "TrailName"
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::CloudTrail::Trail"
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name,
+                                        **kwargs) -> "CloudFormationTrail":
+        properties = cloudformation_json["Properties"]
+        backend = cloudtrail_backends[account_id][region_name]
+        trail = backend.create_trail(
+            name=properties.get("TrailName", resource_name), bucket_name=properties["S3BucketName"],
+            s3_key_prefix=properties.get("S3KeyPrefix"), sns_topic_name=properties.get("SnsTopicName"),
+            is_global=_true(properties.get("IncludeGlobalServiceEvents", True)),
+            is_multi_region=_true(properties.get("IsMultiRegionTrail", False)),
+            log_validation=_true(properties.get("EnableLogFileValidation", False)),
+            is_org_trail=_true(properties.get("IsOrganizationTrail", False)),
+            cw_log_group_arn=properties.get("CloudWatchLogsLogGroupArn"),
+            cw_role_arn=properties.get("CloudWatchLogsRoleArn"), kms_key_id=properties.get("KMSKeyId"),
+            tags_list=properties.get("Tags", []))
+        if _true(properties.get("IsLogging")):
+            backend.start_logging(trail.trail_name)
+        return cls(trail)
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.trail.trail_name
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr == "Arn"
+
+    def get_cfn_attribute(self, attribute_name: str) -> str:
+        return self.trail.arn
 
 
 class Journal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ sys.path.insert(0, str(DEPLOY_CONFIGS))
 from sagemaker_deploy import artifacts  # noqa: E402
 
 BUCKET = platform_outputs("dev")["ModelBucket"]
-KMS = platform_outputs("dev")["KeyAliasArn"]
+KMS = platform_outputs("dev")["KeyArn"]
 TAG = "1.0.0-aaaaaaa"
 FEATURES = ["age", "bmi", "hba1c"]
 CLASSES = {"xgboost-risk": [0, 1], "xgboost-treatment": ["lifestyle", "oral_agent", "insulin"],
@@ -87,12 +88,19 @@ def test_upload_puts_each_artifact_once_under_its_content_address_with_kms_and_r
     uploaded = json.loads((Path(build_sh.env["DEPLOY_STATE_DIR"]) / "dev" / "artifacts.json").read_text())
     s3 = moto.client("s3")
     for name in ("xgboost-risk", "xgboost-treatment", "xgboost-outcome"):
-        local = artifacts.package(name, tmp_path / "models" / name, tmp_path / "again")
-        key = f"models/{name}/{local.sha256}/model.tar.gz"
+        # The documented layout, models/<name>/<sha256 of the archive>/model.tar.gz, from the archive that package
+        # wrote, read back with tarfile: the model directory's files at its root.
+        archive = Path(build_sh.env["DEPLOY_STATE_DIR"]) / "dev" / "artifacts" / name / "model.tar.gz"
+        with tarfile.open(archive) as tar:
+            members = {member.name: tar.extractfile(member).read() for member in tar.getmembers() if member.isfile()}
+        source = tmp_path / "models" / name
+        assert members == {path.relative_to(source).as_posix(): path.read_bytes()
+                           for path in source.rglob("*") if path.is_file()}
+        key = f"models/{name}/{hashlib.sha256(archive.read_bytes()).hexdigest()}/model.tar.gz"
         assert uploaded[name]["uri"] == f"s3://{BUCKET}/{key}"
         head = s3.head_object(Bucket=BUCKET, Key=key)
         assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == KMS
-        assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == local.archive.read_bytes()
+        assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == archive.read_bytes()
 
     again = build_sh("upload", DEPLOY_CONFIG=str(config))
     assert again.stderr.count("already present, not uploaded") == 3

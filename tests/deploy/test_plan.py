@@ -12,7 +12,7 @@ import pytest
 from .conftest import DEPLOY_CONFIGS, family_labels, platform_outputs
 
 sys.path.insert(0, str(DEPLOY_CONFIGS))
-from sagemaker_deploy import DeployError, artifacts, batch, config as configs, endpoints, gpu_hosts  # noqa: E402
+from sagemaker_deploy import DeployError, alarms, artifacts, batch, config as configs, endpoints, gpu_hosts  # noqa: E402
 from sagemaker_deploy import plan as plans  # noqa: E402
 from sagemaker_deploy.aws import Aws  # noqa: E402
 
@@ -47,7 +47,7 @@ def test_the_shipped_configs_follow_the_schema_and_the_deployment_guides(stage):
     assert [model["env_name"] for model in config["families"]["xgboost"]["models"]] == [
         "XGBOOST_RISK_ENDPOINT", "XGBOOST_TREATMENT_ENDPOINT", "XGBOOST_OUTCOME_ENDPOINT"]
     assert config["network_isolation"] is True and config["vpc"]["subnets"] and config["vpc"]["security_groups"]
-    assert config["kms_key_arn"] == f"arn:aws:kms:us-east-1:123456789012:alias/clinical-inference-{stage}"
+    assert config["kms_key_arn"] == platform_outputs(stage)["KeyArn"]
     text = (DEPLOY_CONFIGS / f"{stage}.json").read_text()
     assert "123456789012" not in text and "secret" not in text.lower()  # accounts come from STS
 
@@ -95,9 +95,9 @@ def test_the_requests_carry_the_vpc_isolation_and_kms_except_where_the_instance_
         assert model.request["VpcConfig"]["SecurityGroupIds"] == ["sg-0fedcba9876543210"]
         assert "ImageConfig" not in model.request["PrimaryContainer"]  # ECR needs no VPC access mode
     by_type = {endpoint.instance_type: endpoint.config_request for endpoint in plan.endpoints}
-    assert by_type["ml.m5.large"]["KmsKeyId"].endswith("alias/clinical-inference-prod")
+    assert by_type["ml.m5.large"]["KmsKeyId"] == platform_outputs("prod")["KeyArn"]
     assert "KmsKeyId" not in by_type["ml.g4dn.xlarge"]
-    assert by_type["ml.g4dn.xlarge"]["DataCaptureConfig"]["KmsKeyId"].endswith("alias/clinical-inference-prod")
+    assert by_type["ml.g4dn.xlarge"]["DataCaptureConfig"]["KmsKeyId"] == platform_outputs("prod")["KeyArn"]
     assert by_type["ml.g4dn.xlarge"]["DataCaptureConfig"]["InitialSamplingPercentage"] == 20
     assert [plans.has_local_storage(t) for t in ("ml.g4dn.xlarge", "ml.m5d.large", "ml.g5.2xlarge",
                                                   "ml.m5.large", "ml.c5.xlarge", "ml.p3.2xlarge")] == \
@@ -115,6 +115,35 @@ def test_the_update_policy_is_blue_green_all_at_once_or_canary_with_alarm_rollba
     assert canary["AutoRollbackConfiguration"] == {"Alarms": [{"AlarmName": "p99-latency"}]}
 
 
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_each_stage_bakes_long_enough_for_its_rollback_alarms_to_be_evaluated(stage):
+    """SageMaker watches the AutoRollbackConfiguration alarms during the baking period only ("Use all at once
+    traffic shifting", https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green-all-at-once.html;
+    "Auto-Rollback Configuration and Monitoring",
+    https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html): a 0 s bake
+    evaluates none. The bake must cover each rollback alarm's evaluation window."""
+    config = filled(stage)
+    rollback = [alarm for family in config["families"] for alarm in alarms.requests(config, family, "e", [])
+                if alarm["AlarmName"].removeprefix("e-") in alarms.ROLLBACK_KINDS]
+    window = max(alarm["Period"] * alarm["EvaluationPeriods"] for alarm in rollback)
+    for count in (1, 2):  # a one-instance variant shifts all at once even where the stage asks for a canary
+        policy = endpoints.deployment_config({**config["deployment"], "rollback_alarms": ["a"]}, count)
+        assert policy["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["WaitIntervalInSeconds"] >= window
+        assert policy["AutoRollbackConfiguration"] == {"Alarms": [{"AlarmName": "a"}]}
+
+
+def test_a_bake_shorter_than_the_rollback_alarms_window_is_refused_in_one_line(tmp_path):
+    config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
+    config["deployment"]["wait_seconds"] = 0
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(DeployError) as error:
+        configs.load(path)
+    assert "\n" not in str(error.value)
+    assert "deployment.wait_seconds: 0 s is shorter than the rollback alarms' evaluation window (180 s)" in \
+        str(error.value)
+
+
 def test_a_pat_batch_job_on_a_gpu_instance_keeps_kms_on_the_output_only_and_sets_the_host_ami():
     config = filled("dev")
     request = batch.job_request(config, "pat", "pat-model", "pat", "s3://in/", "s3://out/", "v1",
@@ -123,7 +152,7 @@ def test_a_pat_batch_job_on_a_gpu_instance_keeps_kms_on_the_output_only_and_sets
     assert request["TransformJobName"] == "pat-20260102-030405"
     assert request["TransformResources"] == {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1,
                                              "TransformAmiVersion": "al2-ami-sagemaker-batch-gpu-535"}
-    assert request["TransformOutput"]["KmsKeyId"].endswith("alias/clinical-inference-dev")
+    assert request["TransformOutput"]["KmsKeyId"] == platform_outputs("dev")["KeyArn"]
     # PAT answers JSON (one prediction per line here), never CSV; XGBoost keeps the stage's CSV.
     assert request["TransformInput"]["ContentType"] == request["TransformOutput"]["Accept"] == "application/jsonlines"
     risk = batch.job_request(config, "xgboost", "risk-model", "risk", "s3://in/", "s3://out/", "v1",
@@ -135,7 +164,7 @@ def test_a_pat_batch_job_on_a_gpu_instance_keeps_kms_on_the_output_only_and_sets
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["families"]["xgboost"].update(instance_count=5), "outside the autoscaling bounds [1, 2]"),
     (lambda c: c["batch"].update(max_payload_mb=50, max_concurrent_transforms=3), "must not exceed 100"),
-    (lambda c: c.update(kms_key_arn="arn:aws:kms:{regoin}:{account}:alias/x"), "unknown placeholder {regoin}"),
+    (lambda c: c.update(kms_key_arn="arn:aws:kms:{regoin}:{account}:key/x"), "unknown placeholder {regoin}"),
     (lambda c: c["families"]["pat"]["models"][0].update(endpoint_name="xgboost-endpoint"),
      "endpoint name 'xgboost-endpoint' is also used by families.xgboost.multi_model_endpoint"),
     (lambda c: c["families"]["pat"]["models"][0].update(name="xgboost-risk"), "model name 'xgboost-risk'"),

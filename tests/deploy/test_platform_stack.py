@@ -3,24 +3,31 @@ checkov, the dry-run plan, and the stack deployed on moto's CloudFormation with 
 
 moto 5.2 drops point-in-time recovery, TTL, bucket versioning, bucket keys, public access blocks, bucket and topic
 policies, table encryption and log-group keys, and creates no alarms or CodeBuild projects: those are asserted on
-the parsed template here (and by checkov's rules), and only real AWS proves them.
+the parsed template here (and by checkov's rules), and only real AWS proves them. moto does keep the roles' and
+the key's policies as CloudFormation resolves them: the calls the deploy makes are checked against those.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+from fnmatch import fnmatchcase
 from pathlib import Path
 
+import boto3
 import pytest
+import yaml
+from botocore.stub import Stubber
 from cfnlint.decode import decode
 
 from .conftest import ACCOUNT, DEPLOY_CONFIGS, REGION, ROOT, BuildSh, build_sh_env
 
 sys.path.insert(0, str(DEPLOY_CONFIGS))
-from sagemaker_deploy import DeployError, config as configs, stack  # noqa: E402
+from sagemaker_deploy import DeployError, alarms, artifacts, config as configs, endpoints, stack  # noqa: E402
+from sagemaker_deploy.aws import Aws  # noqa: E402
 
 TEMPLATE = ROOT / "containers" / "infra" / "platform.yaml"
 BODY, _ = decode(str(TEMPLATE))
@@ -37,6 +44,9 @@ TABLE_KEYS = {
     "PatEmbeddingsTable": ("pat-embeddings", [("analysis_id", "HASH"), ("patient_id", "RANGE")]),
     "PatIntegrationsTable": ("pat-integrations", [("integration_id", "HASH"), ("patient_id", "RANGE")]),
 }
+# The key the deploy configs send ({platform.KeyArn}, the output): everything the stack encrypts must name the same
+# key, and the buckets' policies must compare with it, or a put that names it is denied.
+THE_KEY = BODY["Outputs"]["KeyArn"]["Value"]
 # Actions whose API has no resource to name; each needs a narrowing condition or is read-only.
 UNSCOPABLE = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "ec2:DescribeNetworkInterfaces",
               "ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeDhcpOptions"}
@@ -72,12 +82,20 @@ def sub_text(value) -> str:
 # --- The template ----------------------------------------------------------------------------------------------
 
 
-def test_the_key_rotates_and_only_the_execution_role_and_services_use_it_administrators_never_decrypt():
+def key_statements() -> dict[str, dict]:
+    """The key policy's statements by Sid, those under Fn::If (the trail's) with their condition's true branch."""
+    found = {}
+    for statement in statements(RESOURCES["Key"]["Properties"]["KeyPolicy"]):
+        if "Fn::If" in statement:
+            statement = statement["Fn::If"][1]
+        found[statement["Sid"]] = statement
+    return found
+
+
+def test_the_key_rotates_and_only_the_services_use_it_administrators_never_decrypt():
     key = RESOURCES["Key"]
-    assert key["DeletionPolicy"] == "Retain" and key["Properties"]["EnableKeyRotation"] is True
-    assert properties("KeyAlias") == {"AliasName": {"Fn::Sub": "alias/clinical-inference-${Stage}"},
-                                      "TargetKeyId": {"Ref": "Key"}}
-    by_sid = {statement["Sid"]: statement for statement in statements(key["Properties"]["KeyPolicy"])}
+    assert key["Properties"]["EnableKeyRotation"] is True
+    by_sid = key_statements()
     crypto = {"kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:GenerateDataKey"}
     for statement in by_sid.values():
         assert statement["Effect"] == "Allow" and statement["Principal"] != "*"
@@ -87,14 +105,43 @@ def test_the_key_rotates_and_only_the_execution_role_and_services_use_it_adminis
     services = by_sid["AccountUsesTheKeyThroughTheServices"]["Condition"]["StringEquals"]["kms:ViaService"]
     assert sorted(sub_text(service).split(".")[0] for service in services) == [
         "dynamodb", "ecr", "s3", "sagemaker", "sns"]
-    assert by_sid["ExecutionRoleReadsModelsAndWritesCapture"]["Principal"] == {
-        "AWS": {"Fn::GetAtt": ["ExecutionRole", "Arn"]}}
     logs = by_sid["CloudWatchLogsEncryptsTheStageLogGroups"]
     assert sub_text(logs["Principal"]["Service"]) == "logs.${AWS::Region}.amazonaws.com"
     groups = [sub_text(arn) for arn in logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]]
-    assert [arn.split("log-group:")[1] for arn in groups] == [
-        "/aws/sagemaker/Endpoints/*", "/aws/codebuild/clinical-inference-${Stage}-build"]
+    # Every log group the template creates is one that CloudWatch Logs may encrypt with the key.
+    created = [sub_text(group["Properties"]["LogGroupName"]) for group in
+               [*RESOURCES.values(), *LOOPS["EndpointLogs"].values()]
+               if isinstance(group, dict) and group.get("Type") == "AWS::Logs::LogGroup"]
+    assert len(created) == 3
+    assert all(any(fnmatchcase(name.replace("${EndpointName}", "x"), arn.split("log-group:")[1]) for arn in groups)
+               for name in created), (created, groups)
     assert by_sid["AccountLetsTheServicesHoldGrants"]["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
+
+
+def test_the_key_policy_names_no_principal_that_the_same_stack_creates():
+    """A key policy naming a role created moments earlier by the same stack can fail with
+    MalformedPolicyDocumentException, IAM being eventually consistent ("Default key policy",
+    https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-default.html; "PutKeyPolicy",
+    https://docs.aws.amazon.com/kms/latest/APIReference/API_PutKeyPolicy.html). The root statements and the roles'
+    own policies grant the use instead."""
+    for sid, statement in key_statements().items():
+        principal = json.dumps(statement["Principal"])
+        assert "Fn::GetAtt" not in principal and '"Ref"' not in principal, sid
+
+
+def test_cloudtrail_may_use_the_key_only_for_this_stages_trail():
+    """"Configure AWS KMS key policies for CloudTrail",
+    https://docs.aws.amazon.com/awscloudtrail/latest/userguide/create-kms-key-policy-for-cloudtrail.html"""
+    trail_arn = "arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/clinical-inference-${Stage}"
+    assert sub_text(properties("Trail")["TrailName"]) == trail_arn.rsplit("/", 1)[1]
+    by_sid = key_statements()
+    encrypt, describe = by_sid["CloudTrailEncryptsTheTrailLogs"], by_sid["CloudTrailDescribesTheKey"]
+    for statement in (encrypt, describe):
+        assert statement["Principal"] == {"Service": "cloudtrail.amazonaws.com"}
+        assert sub_text(statement["Condition"]["StringEquals"]["aws:SourceArn"]) == trail_arn
+    assert encrypt["Action"] == "kms:GenerateDataKey*" and describe["Action"] == "kms:DescribeKey"
+    assert sub_text(encrypt["Condition"]["StringLike"]["kms:EncryptionContext:aws:cloudtrail:arn"]) == \
+        "arn:${AWS::Partition}:cloudtrail:*:${AWS::AccountId}:trail/*"
 
 
 @pytest.mark.parametrize("bucket", KMS_BUCKETS)
@@ -103,13 +150,12 @@ def test_each_data_bucket_is_versioned_private_kms_encrypted_with_a_bucket_key_a
     settings = properties(bucket)
     assert settings["VersioningConfiguration"] == {"Status": "Enabled"}
     assert settings["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [{
-        "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Fn::GetAtt": ["Key", "Arn"]}},
+        "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": THE_KEY},
         "BucketKeyEnabled": True}]
     assert settings["PublicAccessBlockConfiguration"] == {
         "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
     assert settings["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
     assert settings["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": "AccessLogBucket"}
-    assert RESOURCES[bucket]["DeletionPolicy"] == "Retain"
     policy = properties(f"{bucket}Policy")
     assert policy["Bucket"] == {"Ref": bucket}
     denials = [s for s in statements(policy["PolicyDocument"]) if s["Effect"] == "Deny" and s["Principal"] == "*"]
@@ -117,7 +163,7 @@ def test_each_data_bucket_is_versioned_private_kms_encrypted_with_a_bucket_key_a
     assert {"Bool": {"aws:SecureTransport": "false"}} in conditions
     assert {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}} in conditions
     assert {"StringNotEqualsIfExists": {
-        "s3:x-amz-server-side-encryption-aws-kms-key-id": {"Fn::GetAtt": ["Key", "Arn"]}}} in conditions
+        "s3:x-amz-server-side-encryption-aws-kms-key-id": THE_KEY}} in conditions
     assert all(statement["Effect"] == "Deny" for statement in statements(policy["PolicyDocument"]))
 
 
@@ -143,8 +189,8 @@ def test_each_table_has_the_guides_keys_on_demand_point_in_time_recovery_and_the
     assert settings["BillingMode"] == "PAY_PER_REQUEST"
     assert settings["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert settings["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS",
-                                            "KMSMasterKeyId": {"Fn::GetAtt": ["Key", "Arn"]}}
-    assert settings["DeletionProtectionEnabled"] is True and RESOURCES[table]["DeletionPolicy"] == "Retain"
+                                            "KMSMasterKeyId": THE_KEY}
+    assert settings["DeletionProtectionEnabled"] is True
     expected_ttl = {"AttributeName": "expires_at", "Enabled": True} if table == "XgboostPredictionsTable" else None
     assert settings.get("TimeToLiveSpecification") == expected_ttl
 
@@ -165,8 +211,7 @@ def test_each_endpoint_and_the_build_log_to_a_group_of_at_least_90_days_encrypte
         "/aws/sagemaker/Endpoints/${EndpointName}", "/aws/codebuild/clinical-inference-${Stage}-build"]
     for group in groups:
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
-        assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]}
-        assert group["DeletionPolicy"] == "Retain"
+        assert group["Properties"]["KmsKeyId"] == THE_KEY
 
 
 def test_no_policy_grants_a_star_that_could_be_narrowed():
@@ -183,7 +228,7 @@ def test_no_policy_grants_a_star_that_could_be_narrowed():
     # The execution role reads model objects but not the build's artifacts, and passes to SageMaker only.
     execution = {s["Sid"]: s for s in statements(documents["ExecutionRolePolicy"])}
     assert execution["NotTheBuildArtifacts"]["Effect"] == "Deny"
-    assert execution["UseTheKey"]["Resource"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    assert execution["UseTheKey"]["Resource"] == THE_KEY
     codebuild = {s["Sid"]: s for s in statements(documents["CodeBuildRolePolicy"])}
     assert codebuild["RegisterPassesTheExecutionRoleToSageMakerOnly"]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
@@ -206,7 +251,7 @@ def test_the_codebuild_project_is_privileged_runs_the_buildspec_as_its_own_role_
     assert project["Environment"]["PrivilegedMode"] is True
     assert project["Source"]["BuildSpec"] == "buildspec.yml" and (ROOT / "buildspec.yml").exists()
     assert project["ServiceRole"] == {"Fn::GetAtt": ["CodeBuildRole", "Arn"]}
-    assert project["EncryptionKey"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    assert project["EncryptionKey"] == THE_KEY
     assert project["LogsConfig"]["CloudWatchLogs"] == {"Status": "ENABLED", "GroupName": {"Ref": "BuildLogGroup"}}
     assert project["Artifacts"]["EncryptionDisabled"] is False
     skipped = RESOURCES["CodeBuildProject"]["Metadata"]["checkov"]["skip"]
@@ -218,7 +263,7 @@ def test_the_codebuild_project_is_privileged_runs_the_buildspec_as_its_own_role_
 
 
 def test_alerts_go_to_an_encrypted_topic_that_only_this_accounts_alarms_publish_to():
-    assert properties("AlertTopic")["KmsMasterKeyId"] == {"Fn::GetAtt": ["Key", "Arn"]}
+    assert properties("AlertTopic")["KmsMasterKeyId"] == THE_KEY
     publish = statements(properties("AlertTopicPolicy")["PolicyDocument"])[0]
     assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and publish["Action"] == "sns:Publish"
     assert publish["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
@@ -231,9 +276,80 @@ def test_every_name_carries_the_stage():
              if isinstance(resource, dict)
              for key, value in resource.get("Properties", {}).items()
              if key in ("BucketName", "TableName", "RoleName", "TopicName", "AliasName", "AlarmName", "Name")]
-    assert len(named) == 17
+    assert len(named) == 18
     assert all("clinical-inference-${Stage}-" in sub_text(name) or sub_text(name).endswith("-${Stage}")
                for name in named)
+
+
+def test_every_named_resource_that_outlives_its_stack_is_deleted_when_its_create_rolls_back():
+    """With Retain, what a failed create made survives its rollback and the retry fails with AlreadyExists on the
+    names; RetainExceptOnCreate deletes it then and retains it otherwise ("DeletionPolicy attribute",
+    https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-deletionpolicy.html)."""
+    kept = {key: resource for key, resource in
+            [*RESOURCES.items(), *(item for loop in LOOPS.values() for item in loop.items())]
+            if isinstance(resource, dict) and "DeletionPolicy" in resource}
+    named = [key for key, resource in kept.items()
+             if {"BucketName", "TableName", "LogGroupName"} & set(resource["Properties"])]
+    assert len(named) == 15 and "TransformJobsLogGroup" in named and "TrailBucket" in named
+    assert {key: kept[key]["DeletionPolicy"] for key in named} == {key: "RetainExceptOnCreate" for key in named}
+    assert kept["Key"]["DeletionPolicy"] == "RetainExceptOnCreate"
+
+
+def test_a_stack_whose_create_rolled_back_gets_advice_that_works_and_nothing_is_sent(capsys):
+    """ROLLBACK_COMPLETE: CloudFormation can only delete the stack; with RetainExceptOnCreate the rollback left no
+    named resource behind, so deleting and running infra again is the whole fix."""
+    aws = Aws(REGION)
+    cloudformation = aws.client("cloudformation")
+    with Stubber(cloudformation) as stub:  # any call not expected here fails the test
+        for _ in range(2):
+            stub.add_response("describe_stacks", {"Stacks": [{
+                "StackName": "clinical-inference-dev", "StackStatus": "ROLLBACK_COMPLETE",
+                "CreationTime": "2026-12-01T00:00:00Z"}]}, {"StackName": "clinical-inference-dev"})
+        with pytest.raises(DeployError) as outputs_error:
+            stack.outputs(aws, "dev")
+        with pytest.raises(DeployError) as deploy_error:
+            stack.deploy(type("Stage", (), {"config": configs.load(DEPLOY_CONFIGS / "dev.json"), "aws": aws,
+                                            "name": "dev"})())
+        stub.assert_no_pending_responses()
+    for error in (outputs_error, deploy_error):
+        message = str(error.value)
+        assert "\n" not in message and "retained" not in message
+        assert "aws cloudformation delete-stack --stack-name clinical-inference-dev" in message
+        assert "run ./build.sh infra again" in message
+
+
+def test_the_codebuild_project_uses_the_buildspecs_artifact_name():
+    """The buildspec's artifacts.name is used only with OverrideArtifactName ("ProjectArtifacts",
+    https://docs.aws.amazon.com/codebuild/latest/APIReference/API_ProjectArtifacts.html)."""
+    buildspec = yaml.safe_load((ROOT / "buildspec.yml").read_text())
+    assert buildspec["artifacts"]["name"] == "registration"
+    assert properties("CodeBuildProject")["Artifacts"].get("OverrideArtifactName") is True
+
+
+def test_the_trail_is_multi_region_validated_encrypted_and_its_bucket_takes_only_cloudtrails_writes():
+    """"Amazon S3 bucket policy for CloudTrail",
+    https://docs.aws.amazon.com/awscloudtrail/latest/userguide/create-s3-bucket-policy-for-cloudtrail.html;
+    "Creating a trail for all Regions" (IsMultiRegionTrail),
+    https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-create-and-update-a-trail.html"""
+    trail = RESOURCES["Trail"]
+    assert trail["Condition"] == "CreatesTheTrail" and trail["DependsOn"] == "TrailBucketPolicy"
+    settings = trail["Properties"]
+    assert settings["IsMultiRegionTrail"] is settings["IsLogging"] is settings["EnableLogFileValidation"] is True
+    assert settings["KMSKeyId"] == THE_KEY and settings["S3BucketName"] == {"Ref": "TrailBucket"}
+    bucket = properties("TrailBucket")
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    default = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert default == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": THE_KEY}
+    by_sid = {s["Sid"]: s for s in statements(properties("TrailBucketPolicy")["PolicyDocument"])}
+    assert by_sid["DenyInsecureTransport"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    trail_arn = "arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/clinical-inference-${Stage}"
+    for sid, action in (("CloudTrailChecksTheBucketAcl", "s3:GetBucketAcl"),
+                        ("CloudTrailWritesTheAccountsLogs", "s3:PutObject")):
+        assert by_sid[sid]["Principal"] == {"Service": "cloudtrail.amazonaws.com"} and by_sid[sid]["Action"] == action
+        assert sub_text(by_sid[sid]["Condition"]["StringEquals"]["aws:SourceArn"]) == trail_arn
+    assert sub_text(by_sid["CloudTrailWritesTheAccountsLogs"]["Resource"]).endswith("/AWSLogs/${AWS::AccountId}/*")
+    assert BODY["Outputs"]["TrailArn"]["Value"] == {
+        "Fn::If": ["CreatesTheTrail", {"Fn::GetAtt": ["Trail", "Arn"]}, {"Ref": "ExistingTrailArn"}]}
 
 
 # --- The deploy config and the stack's outputs -----------------------------------------------------------------
@@ -242,8 +358,9 @@ def test_every_name_carries_the_stage():
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_the_shipped_configs_take_role_key_and_buckets_from_the_stack_outputs(stage):
     config = configs.load(DEPLOY_CONFIGS / f"{stage}.json")
+    assert config["kms_key_arn"] == "{platform.KeyArn}" and THE_KEY == {"Fn::GetAtt": ["Key", "Arn"]}
     used = configs.platform_outputs_used(config)
-    assert used == {"ExecutionRoleArn", "KeyAliasArn", "ModelBucket", "CaptureBucket", "BatchBucket", "AlertTopicArn"}
+    assert used == {"ExecutionRoleArn", "KeyArn", "ModelBucket", "CaptureBucket", "BatchBucket", "AlertTopicArn"}
     assert used <= set(BODY["Outputs"])
     text = (DEPLOY_CONFIGS / f"{stage}.json").read_text()
     assert "clinical-inference-models" not in text and ":role/" not in text and "alias/" not in text
@@ -263,7 +380,7 @@ def test_an_output_the_template_does_not_have_is_refused_when_the_config_is_load
     path.write_text(json.dumps(config))
     with pytest.raises(DeployError, match=r"kms_key_arn: unknown placeholder \{platform.KeyArm\}"):
         configs.load(path)
-    with pytest.raises(DeployError, match="the platform stack has no output AlertTopicArn, BatchBucket, CaptureBucket, ExecutionRoleArn, KeyAliasArn"):
+    with pytest.raises(DeployError, match="the platform stack has no output AlertTopicArn, BatchBucket, CaptureBucket, ExecutionRoleArn, KeyArn"):
         configs.fill(configs.load(DEPLOY_CONFIGS / "dev.json"), ACCOUNT, REGION, "dev", {"ModelBucket": "b"})
 
 
@@ -368,8 +485,12 @@ def test_build_sh_infra_creates_the_stack_through_a_printed_change_set_and_moto_
         outputs["KeyAliasArn"]] == [f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-dev"]
     policy = json.loads(kms.get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"])
     principals = [statement["Principal"] for statement in policy["Statement"]]
-    assert {"AWS": outputs["ExecutionRoleArn"]} in principals and {"Service": "cloudwatch.amazonaws.com"} in principals
+    assert {"Service": "cloudwatch.amazonaws.com"} in principals and {"Service": "cloudtrail.amazonaws.com"} in principals
     assert {"Service": f"logs.{REGION}.amazonaws.com"} in principals and "*" not in principals
+    roles = {role["Arn"] for role in moto.client("iam").list_roles()["Roles"]}
+    assert len(roles) == 2 and not any(role in json.dumps(policy) for role in roles)  # no role of the stack
+    logs_groups = next(s for s in policy["Statement"] if s["Sid"] == "CloudWatchLogsEncryptsTheStageLogGroups")[
+        "Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
 
     s3 = moto.client("s3")
     for output, kind in (("ModelBucket", "models"), ("CaptureBucket", "capture"), ("BatchBucket", "batch")):
@@ -384,10 +505,18 @@ def test_build_sh_infra_creates_the_stack_through_a_printed_change_set_and_moto_
         assert [(key["AttributeName"], key["KeyType"]) for key in table["KeySchema"]] == keys
         assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
         assert table["DeletionProtectionEnabled"] is True
-    groups = {group["logGroupName"]: group["retentionInDays"]
-              for group in moto.client("logs").describe_log_groups()["logGroups"]}
+    listed_groups = moto.client("logs").describe_log_groups()["logGroups"]
+    groups = {group["logGroupName"]: group["retentionInDays"] for group in listed_groups}
     assert groups == {"/aws/sagemaker/Endpoints/xgboost-endpoint": 365, "/aws/sagemaker/Endpoints/pat-endpoint": 365,
-                      "/aws/codebuild/clinical-inference-dev-build": 365}
+                      "/aws/codebuild/clinical-inference-dev-build": 365, "/aws/sagemaker/TransformJobs": 365}
+    for group in listed_groups:  # CloudWatch Logs may encrypt each with the key
+        assert any(fnmatchcase(group["arn"].removesuffix(":*"), pattern) for pattern in logs_groups), group["arn"]
+
+    trail = moto.client("cloudtrail").describe_trails(trailNameList=[outputs["TrailArn"]])["trailList"][0]
+    assert trail["IsMultiRegionTrail"] is True and trail["KmsKeyId"] == outputs["KeyArn"]
+    assert trail["LogFileValidationEnabled"] is True
+    assert trail["S3BucketName"] == f"clinical-inference-dev-trail-{ACCOUNT}-{REGION}"
+    assert moto.client("cloudtrail").get_trail_status(Name=outputs["TrailArn"])["IsLogging"] is True
     topic = moto.client("sns").get_topic_attributes(TopicArn=outputs["AlertTopicArn"])["Attributes"]
     assert topic["KmsMasterKeyId"] == outputs["KeyArn"]
     iam = moto.client("iam")
@@ -395,10 +524,16 @@ def test_build_sh_infra_creates_the_stack_through_a_printed_change_set_and_moto_
     assert role["Arn"] == outputs["ExecutionRoleArn"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
     assert sorted(iam.list_role_policies(RoleName="clinical-inference-dev-sagemaker")["PolicyNames"]) == [
-        "pull-pat-inference", "pull-xgboost-inference", "sagemaker-execution", "write-logs-pat-endpoint",
-        "write-logs-xgboost-endpoint"]
+        "endpoint-pat-endpoint", "endpoint-xgboost-endpoint", "pull-pat-inference", "pull-xgboost-inference",
+        "sagemaker-execution"]
     assert sorted(iam.list_role_policies(RoleName="clinical-inference-dev-codebuild")["PolicyNames"]) == [
         "codebuild", "push-pat-inference", "push-xgboost-inference"]
+
+
+def change_set_parameters(request: dict) -> dict[str, str]:
+    """CreateChangeSet's Parameters as the query protocol sent them (Parameters.member.N.ParameterKey/Value)."""
+    keys = {name.split(".")[2]: value for name, value in request.items() if name.endswith(".ParameterKey")}
+    return {key: request[f"Parameters.member.{index}.ParameterValue"] for index, key in keys.items()}
 
 
 @pytest.mark.deploy
@@ -413,14 +548,24 @@ def test_infra_again_changes_nothing_and_a_new_retention_is_an_update_of_the_sam
     config["platform"]["log_retention_days"] = 731
     path = tmp_path / "dev.json"
     path.write_text(json.dumps(config))
+    stack_id = moto.client("cloudformation").describe_stacks(StackName="clinical-inference-dev")["Stacks"][0][
+        "StackId"]
     update = run_infra(moto, tmp_path, path)
     assert "stack clinical-inference-dev: UPDATE_COMPLETE" in update.stderr
-    assert [request["ChangeSetType"] for request in moto.requests("CreateChangeSet")] == [
-        "CREATE", "UPDATE", "UPDATE"]
+    requests = moto.requests("CreateChangeSet")
+    assert [request["ChangeSetType"] for request in requests] == ["CREATE", "UPDATE", "UPDATE"]
+    # What the tool sent: the same stack, the same template, only the retention changed.
+    sent = [{key: value for key, value in request.items() if not key.startswith("Parameters.member.")
+             and key != "ChangeSetName"} for request in requests]
+    assert sent[1] == sent[2] and requests[1]["TemplateBody"] == requests[2]["TemplateBody"]
+    assert change_set_parameters(requests[2])["LogRetentionDays"] == "731"
+    assert {k: v for k, v in change_set_parameters(requests[2]).items() if k != "LogRetentionDays"} == \
+        {k: v for k, v in change_set_parameters(requests[1]).items() if k != "LogRetentionDays"}
+    # What moto kept: the same stack (not a replacement) and the same key. moto 5.2 applies no in-place update of
+    # a log group, so the new retention itself is only proved on AWS (./build.sh verify reads it there).
     described = moto.client("cloudformation").describe_stacks(StackName="clinical-inference-dev")["Stacks"][0]
-    assert {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}["LogRetentionDays"] == "731"
-    # CloudFormation changes RetentionInDays in place; moto 5.2 has no in-place update of a log group.
-    assert stack_outputs(moto)["KeyArn"] == key and stack_outputs(moto)["LogRetentionDays"] == "731"
+    assert described["StackId"] == stack_id and described["StackStatus"] == "UPDATE_COMPLETE"
+    assert moto.client("kms").describe_key(KeyId=key)["KeyMetadata"]["Arn"] == key
 
 
 @pytest.mark.deploy
@@ -431,13 +576,204 @@ def test_the_deploy_tool_reads_the_stack_outputs_and_asks_for_infra_when_there_i
     missing = subprocess.run(push_plan, env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1
     assert "the platform stack clinical-inference-dev, which is not deployed" in missing.stderr
-    assert "run ./build.sh infra first" in missing.stderr
-    assert "CreateRepository" not in moto.operations()
+    assert "run ./build.sh infra first" in missing.stderr and missing.stderr.count("\n") == 1
+    assert moto.operations() == ["DescribeStacks"]  # a read; nothing was created
 
     run_infra(moto, tmp_path)
     outputs = stack_outputs(moto)
     found = subprocess.run(push_plan, env=env, capture_output=True, text=True, timeout=120)
     assert found.returncode == 0, found.stderr
     repositories = moto.client("ecr").describe_repositories()["repositories"]
-    assert {repository["encryptionConfiguration"]["kmsKey"] for repository in repositories} == {
-        outputs["KeyAliasArn"]}
+    assert {repository["encryptionConfiguration"]["kmsKey"] for repository in repositories} == {outputs["KeyArn"]}
+
+
+# --- The calls the deploy makes, against the policies the stack deployed ----------------------------------------
+# moto keeps each role's inline policies as CloudFormation resolved them (real ARNs). A statement matches when its
+# Action and Resource match with IAM's * and ? wildcards ("IAM JSON policy elements: Resource",
+# https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_resource.html) and its conditions
+# hold; a condition operator not handled here fails the test rather than passing it. tests/deploy/access* checks
+# every recorded call with a policy engine that this project did not write; these pin the nine findings.
+
+
+def role_documents(moto, role: str) -> list[dict]:
+    iam = moto.client("iam")
+    return [iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+            for name in iam.list_role_policies(RoleName=role)["PolicyNames"]]
+
+
+def _holds(operator: str, values: dict, context: dict) -> bool:
+    compare = {"StringEquals": str.__eq__, "StringLike": fnmatchcase}[operator.removesuffix("IfExists")]
+    return all((key not in context and operator.endswith("IfExists"))
+               or (key in context and any(compare(context[key], value) for value in listed(expected)))
+               for key, expected in values.items())
+
+
+def matching(documents: list[dict], effect: str, action: str, resource: str, context: dict) -> list[str]:
+    return [statement.get("Sid", "") for document in documents for statement in statements(document)
+            if statement["Effect"] == effect
+            and any(fnmatchcase(action.lower(), pattern.lower()) for pattern in listed(statement["Action"]))
+            and any(fnmatchcase(resource, pattern) for pattern in listed(statement["Resource"]))
+            and all(_holds(operator, values, context) for operator, values in statement.get("Condition", {}).items())]
+
+
+def denied(documents: list[dict], requests: list[tuple[str, str, dict]]) -> list[tuple[str, str]]:
+    """The (action, resource) of each request that no statement allows or one denies."""
+    return [(action, resource) for action, resource, context in requests
+            if not matching(documents, "Allow", action, resource, context)
+            or matching(documents, "Deny", action, resource, context)]
+
+
+def s3_requests(operation: str, params: dict) -> list[tuple[str, str, dict]]:
+    """The permissions an S3 call needs ("HeadObject": s3:GetObject, and s3:ListBucket for a 404 rather than a 403,
+    https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html; "PutObject": s3:PutObject, with Tagging
+    also s3:PutObjectTagging, https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html)."""
+    bucket = f"arn:aws:s3:::{params['Bucket']}"
+    item = f"{bucket}/{params['Key']}"
+    if operation == "HeadObject":
+        return [("s3:GetObject", item, {}), ("s3:ListBucket", bucket, {})]
+    if operation == "PutObject":
+        tagging = [("s3:PutObjectTagging", item, {})] if params.get("Tagging") else []
+        return [("s3:PutObject", item, {"s3:x-amz-server-side-encryption-aws-kms-key-id": params["SSEKMSKeyId"]}),
+                *tagging]
+    raise AssertionError(f"S3 {operation}: add the permissions it needs to s3_requests")
+
+
+@pytest.mark.deploy
+def test_codebuild_may_upload_the_models_with_the_key_arn_and_store_its_artifacts(moto, tmp_path):
+    """pipeline.sh's post_build runs `./build.sh train upload push register` as the CodeBuild role; upload sends
+    the config's kms_key_arn as SSEKMSKeyId, which the buckets' DenyPutsNotEncryptedWithTheKey compares with the
+    key ARN ("Requiring server-side encryption",
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html#require-sse-kms). CodeBuild itself
+    needs s3:GetBucketAcl and s3:GetBucketLocation on the artifact bucket ("Allow CodeBuild to interact with other
+    AWS services", https://docs.aws.amazon.com/codebuild/latest/userguide/setting-up-service-role.html)."""
+    run_infra(moto, tmp_path)
+    outputs = stack_outputs(moto)
+    filled = configs.fill(configs.load(DEPLOY_CONFIGS / "dev.json"), ACCOUNT, REGION, "dev", outputs)
+    key_sent = filled["kms_key_arn"]
+    # The key id sent is the key's own ARN (an alias ARN describes as another ARN), the one the policies compare.
+    assert moto.client("kms").describe_key(KeyId=key_sent)["KeyMetadata"]["Arn"] == key_sent
+    deny = next(s for s in statements(properties("ModelBucketPolicy")["PolicyDocument"])
+                if s["Sid"] == "DenyPutsNotEncryptedWithTheKey")
+    assert deny["Condition"]["StringNotEqualsIfExists"]["s3:x-amz-server-side-encryption-aws-kms-key-id"] == \
+        BODY["Outputs"]["KeyArn"]["Value"] and key_sent == outputs["KeyArn"]
+
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "xgboost-model").write_bytes(b"booster")
+    artifact = artifacts.package("xgboost-risk", source, tmp_path / "out")
+    s3, calls = moto.client("s3"), []
+    s3.meta.events.register("before-parameter-build.s3.*",
+                            lambda params, model, **_: calls.append((model.name, dict(params))))
+    artifacts.upload(s3, artifact, filled["model_bucket"], key_sent, [{"Key": "stage", "Value": "dev"}])
+    assert [name for name, _ in calls] == ["HeadObject", "PutObject"]
+    head = s3.head_object(Bucket=filled["model_bucket"], Key=artifact.key())
+    assert head["SSEKMSKeyId"] == outputs["KeyArn"]
+
+    bucket = f"arn:aws:s3:::{outputs['ModelBucket']}"
+    requests = [request for name, params in calls for request in s3_requests(name, params)]
+    requests += [("kms:GenerateDataKey", outputs["KeyArn"], {}),
+                 ("s3:GetBucketAcl", bucket, {}), ("s3:GetBucketLocation", bucket, {}),
+                 ("s3:PutObject", f"{bucket}/codebuild/registration/dev/registration.json", {})]
+    assert denied(role_documents(moto, "clinical-inference-dev-codebuild"), requests) == []
+    # Scoped: not the capture bucket, not another prefix.
+    capture = f"arn:aws:s3:::{outputs['CaptureBucket']}/models/x"
+    assert denied(role_documents(moto, "clinical-inference-dev-codebuild"), [
+        ("s3:PutObject", capture, {}), ("s3:GetObject", f"{bucket}/other/x", {}),
+        ("s3:ListBucket", bucket, {"s3:prefix": "codebuild/"})]) == [
+        ("s3:PutObject", capture), ("s3:GetObject", f"{bucket}/other/x"), ("s3:ListBucket", bucket)]
+
+
+@pytest.mark.deploy
+def test_the_execution_role_may_read_the_rollback_alarms_and_write_batch_logs_to_the_stacks_group(moto, tmp_path):
+    """A blue/green update reads the AutoRollbackConfiguration alarms as the execution role ("Auto-Rollback
+    Configuration and Monitoring", https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html);
+    batch transform logs go to /aws/sagemaker/TransformJobs ("Log Amazon SageMaker AI events with Amazon
+    CloudWatch", https://docs.aws.amazon.com/sagemaker/latest/dg/logging-cloudwatch.html), which the stack made."""
+    run_infra(moto, tmp_path)
+    outputs = stack_outputs(moto)
+    filled = configs.fill(configs.load(DEPLOY_CONFIGS / "dev.json"), ACCOUNT, REGION, "dev", outputs)
+    cloudwatch = moto.client("cloudwatch")
+    rollback = [name for endpoint in stack.endpoint_names(filled)
+                for name in alarms.put(cloudwatch, filled, next(
+                    family for family, spec in filled["families"].items()
+                    if endpoint in json.dumps(spec)), endpoint, [])]
+    arns = [alarm["AlarmArn"] for alarm in cloudwatch.describe_alarms(AlarmNames=rollback)["MetricAlarms"]]
+    assert len(arns) == len(rollback) == 4
+    documents = role_documents(moto, "clinical-inference-dev-sagemaker")
+    assert denied(documents, [("cloudwatch:DescribeAlarms", arn, {}) for arn in arns]) == []
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TransformJobs"
+    assert denied(documents, [("logs:CreateLogStream", group, {}),
+                              ("logs:PutLogEvents", f"{group}:log-stream:job/i-1", {})]) == []
+    # SageMaker cannot make the group itself, without the key, should it be missing.
+    assert denied(documents, [("logs:CreateLogGroup", group, {})]) == [("logs:CreateLogGroup", group)]
+
+
+@pytest.mark.deploy
+def test_an_existing_organisation_trail_is_output_and_no_trail_is_created(moto, tmp_path):
+    config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
+    existing = f"arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/organisation"
+    config["platform"]["existing_trail_arn"] = existing
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(config))
+    run_infra(moto, tmp_path, path)
+    assert stack_outputs(moto)["TrailArn"] == existing
+    assert moto.client("cloudtrail").describe_trails()["trailList"] == []
+    key = stack_outputs(moto)["KeyArn"]
+    policy = json.loads(moto.client("kms").get_key_policy(KeyId=key, PolicyName="default")["Policy"])
+    assert "cloudtrail.amazonaws.com" not in json.dumps(policy)
+
+
+# --- Bad input: one line that names the fix, and nothing sent ----------------------------------------------------
+
+
+def run_tool(moto, tmp_path: Path, config: Path, command: str = "push-plan"):
+    env = {**build_sh_env(moto, tmp_path, "127.0.0.1:1"), "PYTHONPATH": str(DEPLOY_CONFIGS)}
+    return subprocess.run([sys.executable, "-m", "sagemaker_deploy", "--config", str(config), "--state-dir",
+                           str(tmp_path / "state"), command], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.deploy
+@pytest.mark.parametrize("field, value, fix", [
+    ("kms_key_arn", "{platform.KeyAliasArn}", "use {platform.KeyArn}"),
+    ("kms_key_arn", f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-dev", "use {platform.KeyArn}"),
+    ("model_bucket", "{platform.ModelBuckt}", "unknown placeholder {platform.ModelBuckt} (known: account"),
+])
+@pytest.mark.parametrize("command", ["push-plan", "upload"])
+def test_a_config_that_a_policy_or_the_stack_would_refuse_prints_the_fix_on_one_line_and_sends_nothing(
+        moto, tmp_path, field, value, fix, command):
+    config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
+    config[field] = value
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(config))
+    result = run_tool(moto, tmp_path, path, command)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and fix in result.stderr, result.stderr
+    assert moto.operations() == []
+
+
+@pytest.mark.deploy
+def test_a_log_group_left_outside_the_stack_stops_infra_in_one_line_before_the_change_set(moto, tmp_path):
+    """A named group that exists (retained when its endpoint left the config or its stack was deleted, or made by
+    SageMaker for batch jobs) makes CloudFormation's create fail with AlreadyExists ("AWS::Logs::LogGroup",
+    https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-logs-loggroup.html)."""
+    logs = moto.client("logs")
+    logs.create_log_group(logGroupName="/aws/sagemaker/TransformJobs")  # SageMaker made it for an earlier job
+    refused = run_infra(moto, tmp_path, check=False)
+    assert refused.returncode != 0 and "CreateChangeSet" not in moto.operations()
+    line = [text for text in refused.stderr.splitlines() if "sagemaker_deploy: error" in text]
+    assert len(line) == 1 and "log group /aws/sagemaker/TransformJobs exists outside stack" in line[0]
+    assert "set platform.transform_log_group to existing" in line[0]
+
+    config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
+    config["platform"]["transform_log_group"] = "existing"
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(config))
+    run_infra(moto, tmp_path, path)
+    # An endpoint added back to the config whose group was kept when it left.
+    logs.create_log_group(logGroupName="/aws/sagemaker/Endpoints/xgboost-risk-endpoint")
+    config["families"]["xgboost"]["mode"] = "SingleModel"
+    path.write_text(json.dumps(config))
+    again = run_infra(moto, tmp_path, path, check=False)
+    assert again.returncode != 0 and moto.operations().count("CreateChangeSet") == 1
+    assert "log group /aws/sagemaker/Endpoints/xgboost-risk-endpoint exists outside stack" in again.stderr
+    assert "import it into the stack" in again.stderr

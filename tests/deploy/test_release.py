@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ACCOUNT, REGION, TINY_IMAGES, stage_config
+from .conftest import ACCOUNT, REGION, TINY_IMAGES, platform_outputs, stage_config
 
 pytestmark = [pytest.mark.deploy, pytest.mark.docker]
 
@@ -33,7 +33,7 @@ def test_push_creates_the_repository_once_and_the_digest_pulls_back(build_sh, ti
         assert request["imageTagMutability"] == "IMMUTABLE"
         assert request["imageScanningConfiguration"] == {"scanOnPush": True}
         assert request["encryptionConfiguration"] == {
-            "encryptionType": "KMS", "kmsKey": f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-dev"}
+            "encryptionType": "KMS", "kmsKey": platform_outputs("dev")["KeyArn"]}
     assert moto.operations().count("GetAuthorizationToken") >= 2  # the CLI's login, then the digest read-back
 
     images = state(build_sh, "dev", "images.json")
@@ -82,7 +82,7 @@ def test_register_pins_models_to_the_digests_with_vpc_kms_and_isolation(build_sh
     # moto drops EnableNetworkIsolation: check what was sent.
     assert [request["EnableNetworkIsolation"] for request in moto.requests("CreateModel")] == [True, True]
 
-    kms = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-dev"
+    kms = platform_outputs("dev")["KeyArn"]
     configs = {config["EndpointConfigName"]: sagemaker.describe_endpoint_config(
         EndpointConfigName=config["EndpointConfigName"]) for config in sagemaker.list_endpoint_configs()["EndpointConfigs"]}
     assert len(configs) == 2
@@ -199,7 +199,7 @@ def test_batch_scores_an_s3_prefix_with_the_model_alone_in_the_vpc(build_sh, tin
     job = json.loads(result.stdout.splitlines()[-1])
     assert job["status"] == "Completed"
 
-    kms = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-dev"
+    kms = platform_outputs("dev")["KeyArn"]
     request = moto.requests("CreateTransformJob")[0]
     assert request["ModelName"] == job["model"] and len(job["job"]) <= 63
     assert request["BatchStrategy"] == "MultiRecord" and request["MaxPayloadInMB"] == 6

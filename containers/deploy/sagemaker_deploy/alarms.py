@@ -61,6 +61,15 @@ def requests(config: dict, family_name: str, endpoint_name: str, tags: list[dict
     return [{**alarm, **common} for alarm in alarms]
 
 
+def rollback_window_seconds(config: dict) -> int:
+    """How long the rollback alarms need to reach ALARM: a blue/green update watches them only during its bake
+    ("Auto-Rollback Configuration and Monitoring",
+    https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html)."""
+    return max(alarm["Period"] * alarm["EvaluationPeriods"] for family in config["families"]
+               for alarm in requests(config, family, "endpoint", [])
+               if alarm["AlarmName"].endswith(ROLLBACK_KINDS))
+
+
 def put(cloudwatch, config: dict, family_name: str, endpoint_name: str, tags: list[dict]) -> list[str]:
     """Creates or updates the endpoint's alarms; returns the names that roll back a blue/green update."""
     for request in requests(config, family_name, endpoint_name, tags):

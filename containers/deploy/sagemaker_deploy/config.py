@@ -9,13 +9,18 @@ from typing import Any
 
 import jsonschema
 
-from . import DeployError
+from . import DeployError, alarms
 from .artifacts import PREFIX as ARTIFACT_PREFIX
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config.schema.json"
 PLACEHOLDER = re.compile(r"\{([a-z_]+|platform\.[A-Za-z0-9]+)\}")
 PLACEHOLDERS = ("account", "region", "stage")
 PLATFORM = "platform."  # {platform.NAME}: an output of the stage's platform stack (build.sh infra)
+# S3 compares s3:x-amz-server-side-encryption-aws-kms-key-id with the key id exactly as the client sent it, and the
+# buckets' policies name the key ARN: "Using server-side encryption with AWS KMS keys (SSE-KMS)", "Requiring
+# SSE-KMS",
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html#require-sse-kms
+KEY_ALIAS = re.compile(r"^arn:aws[a-z-]*:kms:[^:]*:[^:]*:alias/|^\{platform\.KeyAliasArn\}$")
 
 
 def load(path: Path) -> dict:
@@ -32,8 +37,8 @@ def load(path: Path) -> dict:
     if not problems:
         problems = _rule_problems(config)
     if problems:
-        listing = "\n  ".join(sorted(problems))
-        raise DeployError(f"config {path} is invalid (schema: {SCHEMA_PATH.name}); nothing was changed:\n  {listing}")
+        raise DeployError(f"config {path} is invalid (schema: {SCHEMA_PATH.name}), nothing was sent: "
+                          + "; ".join(sorted(problems)))
     return config
 
 
@@ -63,11 +68,6 @@ def _fill(config: Any, values: dict[str, str]) -> Any:
     if isinstance(config, str):
         return PLACEHOLDER.sub(lambda match: values[match.group(1)], config)
     return config
-
-
-def target_model_env_name(model: dict) -> str:
-    """XGBOOST_RISK_ENDPOINT -> XGBOOST_RISK_TARGET_MODEL (multi-model endpoints)."""
-    return re.sub(r"(_ENDPOINT)?$", "_TARGET_MODEL", model["env_name"], count=1)
 
 
 def _where(path) -> str:
@@ -132,6 +132,13 @@ def _rule_problems(config: dict) -> list[str]:
         if scaling and not scaling["min_capacity"] <= family["instance_count"] <= scaling["max_capacity"]:
             problems.append(f"{where}: instance_count {family['instance_count']} is outside the autoscaling bounds "
                             f"[{scaling['min_capacity']}, {scaling['max_capacity']}]")
+    if KEY_ALIAS.match(config["kms_key_arn"]):
+        problems.append(f"kms_key_arn: {config['kms_key_arn']} is an alias, and the buckets' policies deny a put "
+                        "whose key id is not the key ARN: use {platform.KeyArn} (or arn:aws:kms:REGION:ACCOUNT:key/ID)")
+    bake, window = config.get("deployment", {}).get("wait_seconds", 0), alarms.rollback_window_seconds(config)
+    if bake < window:
+        problems.append(f"deployment.wait_seconds: {bake} s is shorter than the rollback alarms' evaluation window "
+                        f"({window} s), and SageMaker watches them only during the bake: set at least {window}")
     batch = config.get("batch")
     if batch and batch.get("max_payload_mb", 6) * batch.get("max_concurrent_transforms", 1) > 100:
         problems.append("batch: max_payload_mb x max_concurrent_transforms must not exceed 100 (SageMaker's limit)")

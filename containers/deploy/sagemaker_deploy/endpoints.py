@@ -35,7 +35,9 @@ def deployment_config(settings: dict, instance_count: int | None = None) -> dict
         routing = {"Type": "CANARY", "WaitIntervalInSeconds": settings["wait_seconds"],
                    "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": settings["canary_percent"]}}
     else:
-        routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": settings["wait_seconds"] if canary else 0}
+        # The bake: the rollback alarms are watched during it only ("Use all at once traffic shifting",
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green-all-at-once.html).
+        routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": settings.get("wait_seconds", 0)}
     config: dict = {"BlueGreenUpdatePolicy": {
         "TrafficRoutingConfiguration": routing,
         "TerminationWaitInSeconds": settings.get("termination_wait_seconds", 0),

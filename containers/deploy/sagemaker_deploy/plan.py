@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass, field
 
 from . import DeployError
-from .config import target_model_env_name
 from .gpu_hosts import BATCH, ENDPOINT, choose, is_gpu  # noqa: F401  (is_gpu: plans.is_gpu)
 
 MAX_NAME = 63
@@ -58,6 +57,11 @@ def resource_name(stem: str, version: str, request: dict) -> str:
     digest = hashlib.sha256(json.dumps([version, request], sort_keys=True).encode()).hexdigest()[:HASH_LENGTH]
     readable = re.sub(r"[^a-zA-Z0-9]+", "-", f"{stem}-{version}").strip("-")
     return f"{readable[:MAX_NAME - HASH_LENGTH - 1].rstrip('-')}-{digest}"
+
+
+def target_model_env_name(model: dict) -> str:
+    """XGBOOST_RISK_ENDPOINT -> XGBOOST_RISK_TARGET_MODEL (multi-model endpoints)."""
+    return re.sub(r"(_ENDPOINT)?$", "_TARGET_MODEL", model["env_name"], count=1)
 
 
 def has_local_storage(instance_type: str) -> bool:

@@ -25,6 +25,7 @@ CAPABILITIES = ["CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 _NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 _NAME_PROPERTIES = ("BucketName", "TableName", "LogGroupName", "RoleName", "PolicyName", "TopicName", "AliasName",
                     "AlarmName", "Name")
+TRANSFORM_LOG_GROUP = "/aws/sagemaker/TransformJobs"
 _WAIT = {"Delay": 10, "MaxAttempts": 360}  # an hour: the stack's creation takes minutes, a key's policy checks too
 
 
@@ -89,7 +90,8 @@ def parameters(config: dict) -> dict[str, str]:
         "SourceLocation": platform["source"]["location"],
     }
     optional = {"LogRetentionDays": "log_retention_days", "PredictionTtlDays": "prediction_ttl_days",
-                "AlertEmail": "alert_email", "BuildImage": "build_image"}
+                "AlertEmail": "alert_email", "BuildImage": "build_image", "ExistingTrailArn": "existing_trail_arn",
+                "TransformLogGroup": "transform_log_group"}
     values.update({name: str(platform[key]) for name, key in optional.items() if key in platform})
     return values
 
@@ -100,7 +102,9 @@ def outputs(aws, stage: str) -> dict[str, str]:
         say(f"dry run: the outputs of stack {stack_name(stage)} are shown as <platform.NAME>")
         return {name: f"<platform.{name}>" for name in output_names()}
     stack = _describe(aws.client("cloudformation"), stack_name(stage))
-    if stack is None or stack["StackStatus"] in ("REVIEW_IN_PROGRESS", "ROLLBACK_COMPLETE"):
+    if stack is not None and stack["StackStatus"] == "ROLLBACK_COMPLETE":
+        raise DeployError(_rolled_back(stack_name(stage)))
+    if stack is None or stack["StackStatus"] == "REVIEW_IN_PROGRESS":
         raise DeployError(f"the config uses the outputs of the platform stack {stack_name(stage)}, which is not "
                           f"deployed in {aws.region}: run ./build.sh infra first (STAGE={stage})")
     return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
@@ -141,12 +145,19 @@ def deploy(stage) -> None:
     current = None if aws.dry_run else _describe(cloudformation, name)
     status = current["StackStatus"] if current else None
     if status == "ROLLBACK_COMPLETE":
-        raise DeployError(f"stack {name} failed its creation and was rolled back; CloudFormation cannot update it: "
-                          f"delete it (aws cloudformation delete-stack --stack-name {name}; the key, buckets, tables "
-                          "and log groups are retained) and run ./build.sh infra again")
+        raise DeployError(_rolled_back(name))
     if status and status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
         raise DeployError(f"stack {name} is {status}: wait until it settles, then run ./build.sh infra again")
     kind = "UPDATE" if status and status != "REVIEW_IN_PROGRESS" else "CREATE"
+    if not aws.dry_run:
+        in_the_way = _log_groups_in_the_way(aws.client("logs"), cloudformation, name, values, kind == "UPDATE")
+        if in_the_way:
+            raise DeployError(f"log group {', '.join(in_the_way)} exists outside stack {name} (kept from an earlier "
+                              "stack or endpoint, or made by SageMaker), so creating it would fail: import it into "
+                              "the stack (a change set of type IMPORT) or export and delete it"
+                              + ("; for /aws/sagemaker/TransformJobs, or set platform.transform_log_group to "
+                                 "existing" if TRANSFORM_LOG_GROUP in in_the_way else "")
+                              + "; then run ./build.sh infra again")
     change_set = time.strftime("infra-%Y%m%d-%H%M%S", time.gmtime())
     request = {"StackName": name, "ChangeSetName": change_set, "ChangeSetType": kind,
                "Parameters": [{"ParameterKey": key, "ParameterValue": value} for key, value in values.items()],
@@ -166,6 +177,32 @@ def deploy(stage) -> None:
     values = outputs(aws, stage.name)
     stage.write("platform.env", "".join(f"{env_name(key)}={value}\n" for key, value in sorted(values.items())))
     print(stage.write("platform.json", {"stack": name, "region": aws.region, "outputs": values}))
+
+
+def _log_groups_in_the_way(logs, cloudformation, name: str, values: dict, exists: bool) -> list[str]:
+    """The named log groups the template creates that exist outside the stack: CloudFormation's create of each would
+    fail with AlreadyExists ("AWS::Logs::LogGroup",
+    https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-logs-loggroup.html)."""
+    wanted = [f"/aws/sagemaker/Endpoints/{endpoint}" for endpoint in values["EndpointNames"].split(",")]
+    wanted.append(f"/aws/codebuild/{name}-build")
+    if values.get("TransformLogGroup", "create") == "create":
+        wanted.append(TRANSFORM_LOG_GROUP)
+    ours = set()
+    if exists:
+        for page in cloudformation.get_paginator("list_stack_resources").paginate(StackName=name):
+            ours.update(resource["PhysicalResourceId"] for resource in page["StackResourceSummaries"]
+                        if resource["ResourceType"] == "AWS::Logs::LogGroup")
+    return [group for group in wanted if group not in ours and any(
+        found["logGroupName"] == group for found in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"])]
+
+
+def _rolled_back(name: str) -> str:
+    # RetainExceptOnCreate: the rollback of a failed create deleted what it had created, so nothing named is left
+    # to collide with ("DeletionPolicy attribute",
+    # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-deletionpolicy.html).
+    return (f"stack {name} failed its creation and was rolled back (its events say why); CloudFormation cannot "
+            f"update it: delete it (aws cloudformation delete-stack --stack-name {name}), fix the cause and run "
+            "./build.sh infra again")
 
 
 def _describe(cloudformation, name: str) -> dict | None:

@@ -1,4 +1,6 @@
-"""What real AWS does and moto does not check: each test failed on the deploy code before it handled the case.
+"""The deploy against our stand-in for AWS (moto plus the rules in moto_server.py and immutable_registry.py), for
+what plain moto does not check; real AWS is not called. Each test failed on the deploy code before it handled the
+case. What the stand-in enforces, each rule with the AWS page it follows:
 
 - UpdateEndpoint takes instance counts and weights from the new endpoint config unless RetainAllVariantProperties
   is true: a redeploy would shrink an endpoint that autoscaling scaled out.
@@ -6,7 +8,10 @@
 - An alarm `Invocations Sum < 0` can never fire: "no traffic" is `Sum < 1` with missing data breaching.
 - A canary must be at most 50% of the variant's instance count: prod's one-instance PAT endpoint could not be
   updated with a 10% canary (a canary is at least one whole instance).
-The moto stand-in (moto_server.py) and the registry proxy (immutable_registry.py) behave as the API reference says.
+("UpdateEndpoint", https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateEndpoint.html;
+"Image tag mutability", https://docs.aws.amazon.com/AmazonECR/latest/userguide/image-tag-mutability.html;
+"Using Amazon CloudWatch alarms", https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/AlarmThatSendsEmail.html;
+"TrafficRoutingConfig", https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TrafficRoutingConfig.html)
 """
 
 from __future__ import annotations
