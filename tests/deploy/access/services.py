@@ -145,6 +145,8 @@ def template(requests: Requests) -> None:
                 for service in _listify((statement.get("Principal") or {}).get("Service")):
                     requests.add(f"{service}: assumes {resource['RoleName']}", service, "sts:AssumeRole",
                                  resource["Arn"], **{"aws:SourceAccount": requests.account})
+        elif kind == "AWS::CloudTrail::Trail":
+            _cloudtrail(requests, resource)
         elif kind == "AWS::CloudWatch::Alarm":
             for action in resource.get("AlarmActions", []):
                 _alarm_publishes(requests, resource["AlarmName"], action, f"alarm {resource['AlarmName']}")
@@ -173,6 +175,26 @@ def _codebuild(requests: Requests, logical: str, project: dict) -> None:
         encryption = None if artifacts.get("EncryptionDisabled") else "aws:kms"
         requests.s3_put(f"{where}: uploads the artifacts", role, bucket, key, encryption,
                         project.get("EncryptionKey"), bucket_key=False)
+
+
+def _cloudtrail(requests: Requests, trail: dict) -> None:
+    """CloudTrail checks the bucket, writes the log files with the trail's key: "Amazon S3 bucket policy for
+    CloudTrail" (https://docs.aws.amazon.com/awscloudtrail/latest/userguide/create-s3-bucket-policy-for-cloudtrail.html)
+    and "Configure AWS KMS key policies for CloudTrail"
+    (https://docs.aws.amazon.com/awscloudtrail/latest/userguide/create-kms-key-policy-for-cloudtrail.html)."""
+    principal, where = "cloudtrail.amazonaws.com", f"CloudTrail, trail {trail['TrailName']}"
+    source = {"aws:SourceAccount": requests.account, "aws:SourceArn": trail["Arn"]}
+    bucket = trail["S3BucketName"]
+    requests.add(f"{where}: checks the bucket", principal, "s3:GetBucketAcl", f"arn:aws:s3:::{bucket}", **source)
+    key = f"AWSLogs/{requests.account}/CloudTrail/{requests.region}/2026/01/01/log.json.gz"
+    encryption = {"s3:x-amz-server-side-encryption": "aws:kms"} if trail.get("KMSKeyId") else {}
+    if trail.get("KMSKeyId"):
+        encryption["s3:x-amz-server-side-encryption-aws-kms-key-id"] = trail["KMSKeyId"]
+        requests.kms(f"{where}: encrypts the log files", principal, ["kms:GenerateDataKey"], trail["KMSKeyId"],
+                     None, **source, **{"kms:EncryptionContext:aws:cloudtrail:arn": trail["Arn"]})
+        requests.kms(f"{where}: checks the key", principal, ["kms:DescribeKey"], trail["KMSKeyId"], None, **source)
+    requests.add(f"{where}: writes the log files", principal, "s3:PutObject", requests.s3_object(bucket, key),
+                 **source, **encryption, **{"s3:x-amz-acl": "bucket-owner-full-control"})
 
 
 def _listify(value) -> list:
