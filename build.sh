@@ -83,6 +83,7 @@ Settings (environment):
   IMAGE_TAG          image version tag (default: VERSION-GITSHA; pat images add -PAT_TORCH_VARIANT)
   REGISTRY           push to this registry host instead of the account's ECR (login still uses the ECR token)
   AWS_REGION         region when the config names none; AWS_ENDPOINT_URL points boto3 and the AWS CLI elsewhere
+  DEPLOY_CALL_LOG    append every AWS call of the deploy tool (operation, parameters, no bodies) to this file
 EOF
 }
 
@@ -536,6 +537,7 @@ deploy_py() {
     done
     [[ -n "${REGISTRY:-}" ]] && options+=(--registry "$REGISTRY")
     [[ "$DRY_RUN" == true ]] && options+=(--dry-run)
+    [[ -n "${DEPLOY_CALL_LOG:-}" ]] && options+=(--call-log "$DEPLOY_CALL_LOG")
     PYTHONPATH="$ROOT/containers/deploy${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m sagemaker_deploy "${options[@]}" "$@"
 }
 

@@ -342,3 +342,32 @@ def build_sh_env(moto: Moto, tmp_path: Path, registry_host: str) -> dict:
 @pytest.fixture
 def build_sh(moto, registry, tmp_path) -> BuildSh:
     return BuildSh(build_sh_env(moto, tmp_path, registry.host))
+
+
+# --- the recorder of AWS calls (the access check, test_access.py) ----------------------------------------------
+
+
+@dataclass
+class CallLog:
+    """Every AWS call build.sh makes while its env is in effect: sagemaker_deploy's (--call-log, through
+    DEPLOY_CALL_LOG) and the AWS CLI's (a plugin named in the CLI's config file), one JSON object a line."""
+    path: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        cli_config = self.path.with_suffix(".aws-config")
+        cli_config.write_text("[plugins]\ncall_recorder = tests.deploy.access.cli_recorder\n")
+        python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        return {"DEPLOY_CALL_LOG": str(self.path), "AWS_CONFIG_FILE": str(cli_config), "PYTHONPATH": python_path}
+
+    def calls(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def call_logs(tmp_path_factory):
+    """make(name) -> a CallLog of its own."""
+    work = tmp_path_factory.mktemp("calls")
+    return lambda name: CallLog(work / f"{name}.jsonl")

@@ -33,7 +33,7 @@ class Stage:
         region = self.config.get("region") or args.region
         if not region:
             raise DeployError(f"no AWS region: set \"region\" in {args.config} or AWS_REGION")
-        self.aws = Aws(region, dry_run=self.dry_run)
+        self.aws = Aws(region, dry_run=self.dry_run, call_log=args.call_log)
         if self.dry_run:
             say("dry run: AWS calls are printed, not sent; reads answer 'absent', so the plan shows a first deployment")
         self.state = args.state_dir / self.name
@@ -342,6 +342,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lock", action="append", default=[], metavar="TARGET=LOCK",
                         help="the lock file a build target is built from (dry run: labels of an image not built)")
     parser.add_argument("--dry-run", action="store_true", help="print every AWS call instead of sending it")
+    parser.add_argument("--call-log", type=Path, help="append each AWS call (operation and parameters, no bodies) "
+                        "to this file, one JSON object a line (the access check reads it)")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         command = commands.add_parser(name)

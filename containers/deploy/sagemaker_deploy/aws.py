@@ -6,6 +6,7 @@ import base64
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
@@ -48,22 +49,44 @@ def _as_cli(service: str, operation: str, params: dict) -> str:
     return command
 
 
+def _loggable(value: Any) -> Any:
+    """The parameters as JSON, without bodies (an artifact, a sample: bytes or files, never written down)."""
+    if isinstance(value, dict):
+        return {key: _loggable(item) for key, item in value.items() if key != "Body"}
+    if isinstance(value, (list, tuple)):
+        return [_loggable(item) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return f"<{type(value).__name__}>"
+
+
 class Aws:
     """One session for one region; clients are created on first use."""
 
-    def __init__(self, region: str, dry_run: bool = False):
+    def __init__(self, region: str, dry_run: bool = False, call_log: Path | None = None):
         self.region = region
         self.dry_run = dry_run
+        self.call_log = call_log
         self._session = boto3.session.Session(region_name=region)
         self._clients: dict[str, Any] = {}
 
     def client(self, service: str):
         if service not in self._clients:
             client = self._session.client(service)
+            if self.call_log is not None:
+                client.meta.events.register("before-parameter-build.*.*", self._log_call)
             if self.dry_run:
                 self._print_instead_of_sending(client, service)
             self._clients[service] = client
         return self._clients[service]
+
+    def _log_call(self, params: dict, model, **_) -> None:
+        """Appends the call (service, operation, parameters without request bodies) to the call log, one JSON object
+        a line; the access check evaluates these against the stack's policies."""
+        entry = {"service": model.service_model.service_name, "operation": model.name,
+                 "params": _loggable(params)}
+        with open(self.call_log, "a") as log:
+            log.write(json.dumps(entry, sort_keys=True) + "\n")
 
     @staticmethod
     def _print_instead_of_sending(client, service: str) -> None:
