@@ -118,11 +118,11 @@ def test_a_call_the_role_has_no_statement_for_is_denied(dev_policies):
 
 def test_an_operation_without_a_rule_is_asked_on_every_resource_and_an_unknown_s3_one_fails(dev_policies):
     calls = [{"service": "kms", "operation": "GetKeyRotationStatus", "params": {"KeyId": KEY_ID}},
-             {"service": "s3", "operation": "GetBucketEncryption", "params": {"Bucket": MODEL_BUCKET}}]
+             {"service": "s3", "operation": "GetBucketLifecycleConfiguration", "params": {"Bucket": MODEL_BUCKET}}]
     requests, built = check.build(dev_policies, [("build.sh verify", "deployer", calls)])
     assert [(r.action, r.resource) for r in built if r.call.startswith("build.sh")] == [("kms:GetKeyRotationStatus",
                                                                                       "*")]
-    assert requests.unknown == ["s3 GetBucketEncryption"]
+    assert requests.unknown == ["s3 GetBucketLifecycleConfiguration"]
 
 
 def test_the_engine_is_principalmappers_and_needs_the_shim_only_in_this_process():

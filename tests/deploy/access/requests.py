@@ -146,6 +146,17 @@ class Requests:
     def _s3_GetObject(self, label, principal, params):
         self.s3_get(label, principal, params["Bucket"], params["Key"])
 
+    # verify's bucket reads. "Required permissions for Amazon S3 API operations":
+    # https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-with-s3-policy-actions.html
+    def _s3_GetBucketEncryption(self, label, principal, params):
+        self.add(label, principal, "s3:GetEncryptionConfiguration", f"arn:aws:s3:::{params['Bucket']}")
+
+    def _s3_GetBucketPolicy(self, label, principal, params):
+        self.add(label, principal, "s3:GetBucketPolicy", f"arn:aws:s3:::{params['Bucket']}")
+
+    def _s3_GetBucketVersioning(self, label, principal, params):
+        self.add(label, principal, "s3:GetBucketVersioning", f"arn:aws:s3:::{params['Bucket']}")
+
     def _ecr_CreateRepository(self, label, principal, params):
         repository = self.arn("ecr", f"repository/{params['repositoryName']}")
         self.add(label, principal, "ecr:CreateRepository", repository, **self.tags(params.get("tags")))
