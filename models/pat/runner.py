@@ -218,12 +218,13 @@ class PatModel:
             raise DeviceFailed(self.device_failure) from error
 
     def warm_up(self) -> None:
-        """Build kernels and caches for the common shapes so the first request is not slow."""
+        """Run the common shapes through the batcher's thread, where requests run, so that the first request does not
+        pay for building kernels, caches and that thread's own state (thread pools, cuBLAS handles)."""
         minutes = self.facts.week_minutes or WEEK_MINUTES
         sizes = {1, self.max_batch_size} if self.device.type == "cuda" else {1}
         for rows in sorted(sizes):
-            self.runner(BatchKey(minutes, False), [np.zeros((rows, minutes), dtype=np.float32)])
-        self.runner(BatchKey(minutes, True), [np.zeros((1, minutes), dtype=np.float32)])
+            self.batcher(BatchKey(minutes, False), np.zeros((rows, minutes), dtype=np.float32))
+        self.batcher(BatchKey(minutes, True), np.zeros((1, minutes), dtype=np.float32))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 

@@ -17,6 +17,7 @@ import torch
 from serve.app import create_app
 from serve.loading import build_handler
 from serve.pipeline import CUSTOM_ATTRIBUTES
+from serve.server import MODEL_UNSERVABLE
 from serve.settings import Settings
 from serve.process import ServeProcess
 from tests.pat_models import TASKS, FaultyPatHandler, at_once, build_artifact, cuda_error, forward, weeks
@@ -241,3 +242,25 @@ def test_sigterm_stops_the_pat_server_cleanly(model_dir, tmp_path):
         assert process.process.wait(60) == 0
     assert process.stop() == 0
 
+
+def test_a_model_that_fails_its_warm_up_stops_start_up_with_exit_code_3(tmp_path):
+    model_dir = build_artifact(tmp_path / "model")
+    (model_dir / "code").mkdir()
+    (model_dir / "code" / "inference.py").write_text(
+        "from pathlib import Path\n"
+        "from models.pat.artifact import load_artifact\n\n"
+        "def model_fn(model_dir):\n"
+        "    artifact = load_artifact(Path(model_dir))\n"
+        "    def broken(*args, **kwargs):\n"
+        "        raise RuntimeError('weights do not fit this network')\n"
+        "    artifact.encoder.encode = broken\n"
+        "    return artifact\n")
+    process = ServeProcess({"SERVE_HANDLER": "pat", "SM_MODEL_DIR": str(model_dir)}, tmp_path / "serve.log")
+    try:
+        assert process.process.wait(120) == MODEL_UNSERVABLE
+    finally:
+        process.stop()
+    failures = [json.loads(line) for line in process.logs().splitlines() if '"cannot serve the model"' in line]
+    assert len(failures) == 1
+    assert failures[0]["reason"] == ("the model failed its warm-up prediction: RuntimeError: weights do not fit this "
+                                     "network")

@@ -4,6 +4,7 @@ request formats, the missing-minute rule, output selection, bad inputs, concurre
 from __future__ import annotations
 
 import io
+import threading
 from datetime import datetime
 
 import numpy as np
@@ -383,6 +384,35 @@ def test_loading_warms_up_the_week_shape_and_the_saliency_pass(model_dir, monkey
         assert calls == [(BatchKey(WEEK, False), [(1, WEEK)]), (BatchKey(WEEK, True), [(1, WEEK)])]
     finally:
         handler.close()
+
+
+def test_the_warm_up_runs_on_the_batchers_thread_where_requests_run(model_dir, monkeypatch):
+    threads = []
+    original = BatchRunner.__call__
+
+    def recording(self, key, parts):
+        threads.append(threading.current_thread().name)
+        return original(self, key, parts)
+
+    monkeypatch.setattr(BatchRunner, "__call__", recording)
+    handler = make_handler(model_dir)
+    try:
+        assert threads == ["pat-batcher", "pat-batcher"] and handler.model.batcher.stats.batches == 2
+    finally:
+        handler.close()
+
+
+def test_a_failing_warm_up_fails_the_load_and_releases_the_batcher(model_dir):
+    class BrokenOnLoad(FaultyPatHandler):
+        def serving(self, artifact):
+            model = super().serving(artifact)
+            model.runner.fault = lambda rows: RuntimeError("weights do not fit this network")
+            return model
+
+    handler = BrokenOnLoad(Settings(handler="pat", model_dir=model_dir))
+    with pytest.raises(ModelLoadError, match="failed its warm-up prediction: RuntimeError: weights do not fit"):
+        handler.load(model_dir)
+    assert not handler.ready and handler.model.batcher.closed
 
 
 # --- faults of the device, injected on the CPU (tests.pat_models.FaultyRunner) ------------------------------------
