@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from serve import codecs
-from serve.errors import ModelLoadError, ServeError
+from serve.errors import InsufficientMemory, ModelLoadError
 from serve.pipeline import Output, Request
 from serve.settings import Settings
 
@@ -41,7 +41,7 @@ class Handler:
         self.model = self.model_fn(Path(model_dir))
         try:
             self.warm_up()
-        except (ServeError, MemoryError):
+        except (ModelLoadError, InsufficientMemory, MemoryError):  # already say why (multi-model: 422, 507)
             self.close()
             raise
         except Exception as error:  # the warm-up's input is synthetic: its message holds no request data
