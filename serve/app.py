@@ -13,13 +13,14 @@ import orjson
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from serve.errors import PayloadTooLarge, ServeError
+from serve.errors import PayloadTooLarge, ServeError, Unrecoverable
 from serve.handler import Handler
 from serve.pipeline import invoke
 from serve.settings import Settings
 
 log = logging.getLogger("serve.app")
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
+FAILED = "serve.failed"  # app.extensions key, set by an Unrecoverable error: /ping answers 503 from then on
 
 
 class Models(Protocol):
@@ -45,6 +46,9 @@ def close_if_body_unread(response: Response) -> Response:
 def register_errors(app: Flask) -> None:
     @app.errorhandler(ServeError)
     def serve_error(error: ServeError):
+        if isinstance(error, Unrecoverable) and not app.extensions.get(FAILED):
+            app.extensions[FAILED] = True
+            log.critical("this worker can no longer serve; /ping answers 503", extra={"reason": error.message})
         if error.status >= 500:
             request_id = uuid.uuid4().hex
             log.error("request failed", extra={"request_id": request_id, "status": error.status,
@@ -81,7 +85,7 @@ def create_app(handler: Handler | None, settings: Settings, registry: Models | N
 
     @app.get("/ping")
     def ping():
-        ready = registry is not None or (handler is not None and handler.ready)
+        ready = not app.extensions.get(FAILED) and (registry is not None or (handler is not None and handler.ready))
         return Response(status=200 if ready else 503)
 
     @app.get("/execution-parameters")

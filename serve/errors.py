@@ -54,7 +54,15 @@ class NotReady(ServeError):
     status = 503
 
 
+class Unrecoverable(ServeError):
+    """The worker can no longer serve (its device failed): a 503, and from then on /ping answers 503 too, so that
+    SageMaker replaces the instance."""
+
+    status = 503
+
+
 class InsufficientMemory(ServeError):
-    """Multi-model endpoints: SageMaker evicts a model and retries the load on 507."""
+    """Out of memory, not the request's fault: a multi-model load (SageMaker evicts a model and retries the load on
+    507), or a batch that does not fit even split."""
 
     status = 507

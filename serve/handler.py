@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from serve import codecs
+from serve.errors import InsufficientMemory, ModelLoadError
 from serve.memory import object_bytes
 from serve.pipeline import Output, Request
 from serve.settings import Settings
@@ -37,13 +38,21 @@ class Handler:
         self.ready = False
 
     def load(self, model_dir: Path) -> None:
-        """Load the model; raise ModelLoadError with a clear message when the artifact cannot be served."""
+        """Load the model and warm it up; raise ModelLoadError with a clear message when it cannot be served."""
         self.model = self.model_fn(Path(model_dir))
-        self.warm_up()
+        try:
+            self.warm_up()
+        except (ModelLoadError, InsufficientMemory, MemoryError):  # already say why (multi-model: 422, 507)
+            self.close()
+            raise
+        except Exception as error:  # the warm-up's input is synthetic: its message holds no request data
+            self.close()
+            raise ModelLoadError(f"the model failed its warm-up prediction: {type(error).__name__}: {error}") from error
         self.ready = True
 
     def warm_up(self) -> None:
-        """Run once after loading so that the first request is not slow."""
+        """Run one prediction on a synthetic input the handler builds from the model's shape, after loading and before
+        the worker serves, so that the first request does not pay for first-call costs."""
 
     def describe(self) -> dict:
         """Facts about the loaded model for logs and the multi-model API (no patient data)."""

@@ -247,6 +247,9 @@ def family_settings_class(handler: str) -> type[FamilySettings]:
 
 
 def apply_process_defaults(env=None) -> None:
-    """One thread per worker process unless the operator said otherwise (set before a model library loads OpenMP)."""
+    """One thread per worker process unless the operator said otherwise (set before a model library loads OpenMP).
+    OpenMP threads sleep between parallel regions instead of spinning: they share the cores with the request threads
+    (decoding, metrics), and a spinning team slows a model thread that waits for a core several times over."""
     env = os.environ if env is None else env
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")

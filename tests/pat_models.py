@@ -10,8 +10,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from models.pat.artifact import ArtifactConfig, Standardization, load_artifact, save_artifact
+from models.pat.artifact import ArtifactConfig, PatArtifact, Standardization, load_artifact, save_artifact
+from models.pat.handler import PatHandler
 from models.pat.network import PatEncoder, TaskHead, spec_for
+from models.pat.runner import BatchRunner, PatModel
 
 WEEK = 10080
 TASKS = {"depression": {"threshold": 0.4}, "ssri": {"threshold": 0.6}}
@@ -71,3 +73,37 @@ def at_once(call: Callable[[int], object], clients: int) -> list:
 
     with ThreadPoolExecutor(clients) as pool:
         return list(pool.map(released, range(clients)))
+
+
+def cuda_error(code: int, text: str) -> torch.AcceleratorError:
+    """The exception torch raises for a failed CUDA call: its message, and the CUDA error code as `error_code`."""
+    error = torch.AcceleratorError(f"CUDA error: {text}\nCUDA kernel errors might be asynchronously reported at some "
+                                   "other API call, so the stacktrace below might be incorrect.")
+    error.error_code = code
+    return error
+
+
+class FaultyRunner(BatchRunner):
+    """The real CPU runner, whose forward pass raises `fault(rows)` when that is an exception: device faults on
+    demand, on the CPU. `forwards` counts the forward passes tried."""
+
+    def __init__(self, artifact: PatArtifact):
+        super().__init__(artifact, torch.device("cpu"))
+        self.fault: Callable[[int], BaseException | None] = lambda rows: None
+        self.forwards = 0
+
+    def _forward(self, x, saliency, dtype):
+        self.forwards += 1
+        error = self.fault(len(x))
+        if error is not None:
+            raise error
+        return super()._forward(x, saliency, dtype)
+
+
+class FaultyPatHandler(PatHandler):
+    """PatHandler serving its artifact through a FaultyRunner (`handler.model.runner`)."""
+
+    def serving(self, artifact: PatArtifact) -> PatModel:
+        s = self.settings.family
+        return PatModel(artifact, torch.device("cpu"), s.max_batch_size, s.batch_wait_ms, s.torch_threads,
+                        runner=FaultyRunner(artifact))

@@ -6,11 +6,14 @@ pieces with its key until the batch holds `max_rows(key)` rows, runs `run(key, a
 its slice of every output. A job larger than a batch is cut into pieces; its Future resolves when all are done.
 
 Failures stay with their caller: when a batch of several jobs fails, each job is run again on its own, so only the
-job that fails alone gets the exception. `close()` refuses new work, finishes what is queued, and stops the thread.
+job that fails alone gets the exception. A batch whose run raises MemoryError is run again in two halves (each split
+the same way, down to a single row), so that a batch too large for the memory left still answers; a row that does
+not fit alone fails as any other error. `close()` refuses new work, finishes what is queued, and stops the thread.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
@@ -22,6 +25,8 @@ import numpy as np
 
 Outputs = Mapping[str, np.ndarray]
 RunBatch = Callable[[Hashable, Sequence[np.ndarray]], Outputs]
+
+log = logging.getLogger("models.pat")
 
 
 class BatcherClosed(RuntimeError):
@@ -48,6 +53,7 @@ class BatcherStats:
     batches: int = 0
     rows: int = 0
     retried_batches: int = 0
+    split_batches: int = 0  # batches run again in halves after a MemoryError
 
 
 class DynamicBatcher:
@@ -168,8 +174,20 @@ class DynamicBatcher:
             offset += count
 
     def _call(self, key: Hashable, pieces: list[_Piece]) -> Outputs:
-        total = sum(len(piece.rows) for piece in pieces)
-        outputs = self._run_batch(key, [piece.rows for piece in pieces])
+        return self._call_fitting(key, [piece.rows for piece in pieces])
+
+    def _call_fitting(self, key: Hashable, parts: list[np.ndarray]) -> Outputs:
+        """The rows' outputs from one run, or (MemoryError) from one run per half, down to a single row."""
+        total = sum(len(part) for part in parts)
+        try:
+            outputs = self._run_batch(key, parts)
+        except MemoryError:
+            if total == 1:
+                raise
+            self.stats.split_batches += 1
+            log.warning("a batch did not fit in memory; running it in halves", extra={"rows": total})
+            first, second = (self._call_fitting(key, half) for half in _split_rows(parts, total // 2))
+            return {name: np.concatenate([first[name], second[name]]) for name in first}
         for name, value in outputs.items():
             if len(value) != total:
                 raise RuntimeError(f"batch output {name!r} has {len(value)} rows for {total} input rows")
@@ -194,3 +212,16 @@ class DynamicBatcher:
     def _fail(job: _Job, error: BaseException) -> None:
         with suppress(InvalidStateError):
             job.future.set_exception(error)
+
+
+def _split_rows(parts: list[np.ndarray], at: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The parts' rows before and from row `at`, as two lists of parts (views, no copies)."""
+    first, second, start = [], [], 0
+    for part in parts:
+        cut = min(max(at - start, 0), len(part))
+        if cut:
+            first.append(part[:cut])
+        if cut < len(part):
+            second.append(part[cut:])
+        start += len(part)
+    return first, second

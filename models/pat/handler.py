@@ -10,6 +10,10 @@ SplitType=Line): one instance per line in, one prediction per line out.
 
 Missing minutes (null in JSON, empty in CSV) are set to 0 after standardization, i.e. to that minute's mean, and
 counted in `missing_minutes`; the actigraphy metrics leave them out instead (models/pat/actigraphy.py).
+
+Faults (models/pat/runner.py): a request whose recordings do not fit in memory even one at a time is a 507, and the
+handler keeps serving; a device left unusable is a 503 for this and every later request, and /ping turns 503
+(serve.errors.Unrecoverable), so that SageMaker replaces the instance.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ import numpy as np
 from models.pat.actigraphy import compute_metrics
 from models.pat.artifact import ArtifactError, PatArtifact, load_artifact
 from models.pat.batcher import BatcherClosed
-from models.pat.runner import PatModel, choose_device
+from models.pat.runner import DeviceFailed, PatModel, choose_device
 from models.pat.inputs import (MODEL_OUTPUTS, Instance, PatRequest, check_csv_text, check_instance,
                                   from_json, from_rows, resolve_outputs)
 from serve import codecs
-from serve.errors import BadRequest, ModelLoadError, NotReady
+from serve.errors import BadRequest, InsufficientMemory, ModelLoadError, NotReady, Unrecoverable
 from serve.handler import Handler, Request
 
 
@@ -126,6 +130,8 @@ def submit(model: PatModel, instances: list[Instance], outputs: tuple[str, ...])
                 for indices, x, missing in groups]
     except BatcherClosed as error:
         raise NotReady(str(error)) from None
+    except DeviceFailed as error:
+        raise Unrecoverable(str(error)) from None
 
 
 def collect(pending: list, count: int, timeout_s: float) -> dict[str, np.ndarray]:
@@ -138,6 +144,11 @@ def collect(pending: list, count: int, timeout_s: float) -> dict[str, np.ndarray
             raise NotReady(str(error)) from None
         except FutureTimeout:
             raise NotReady(f"the model did not answer within {timeout_s} s; retry later") from None
+        except MemoryError:
+            raise InsufficientMemory("the recordings did not fit in the model's memory, even one at a time; retry "
+                                     "later, or send fewer or shorter recordings") from None
+        except DeviceFailed as error:
+            raise Unrecoverable(str(error)) from None
         for name, value in outputs.items():
             if name not in results:
                 results[name] = np.empty((count, *value.shape[1:]), dtype=value.dtype)

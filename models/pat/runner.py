@@ -4,6 +4,19 @@ The device is chosen once from the settings. On CUDA a batch is copied through a
 encoder runs under fp16 autocast (the T4 has no bf16); on CPU the same code runs in float32 with the configured
 number of threads. Pooling and the task heads always run in float32. A batch whose fp16 result is not finite (an
 input too large for fp16) is run again in float32. Everything runs under torch.inference_mode().
+
+Faults of a batch (PatModel.run_batch):
+- Out of memory is raised as MemoryError, which the batcher answers by running the batch in halves:
+  torch.cuda.OutOfMemoryError ("Exception raised when device is out of memory", the caching allocator), CUDA's own
+  cudaErrorMemoryAllocation, or the CPU allocator's RuntimeError ("DefaultCPUAllocator: can't allocate memory").
+- A CUDA error after which "any further CUDA work will return the same error. To continue using CUDA, the process must
+  be terminated and relaunched" (CUDA Runtime API, Data types, enum cudaError:
+  https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__TYPES.html) is raised as DeviceFailed, for this batch
+  and every later one, without touching the device again. torch >= 2.8 raises CUDA errors as torch.AcceleratorError
+  ("Exception raised while executing on device"), whose `error_code` is the CUDA error (pytorch/pytorch#152023,
+  "Introduce torch.AcceleratorError"); older releases, and some paths still, raise a RuntimeError with the same
+  message ("CUDA error: an illegal memory access was encountered").
+Any other error fails its request (a 500) and leaves the device in use.
 """
 
 from __future__ import annotations
@@ -23,6 +36,23 @@ from serve.settings import cpu_count
 
 log = logging.getLogger("models.pat")
 
+# CUDA errors that leave the process's CUDA context unusable (enum cudaError, see above), with their messages.
+UNRECOVERABLE_CUDA_ERRORS = {
+    700: "an illegal memory access was encountered",
+    702: "the launch timed out and was terminated",
+    710: "device-side assert triggered",
+    714: "hardware stack error",
+    715: "an illegal instruction was encountered",
+    716: "misaligned address",
+    717: "operation not supported on global/shared address space",
+    718: "invalid program counter",
+    719: "unspecified launch failure",
+}
+CUDA_OUT_OF_MEMORY = 2  # cudaErrorMemoryAllocation (a pinned host buffer, a library's workspace): the device stays usable
+_CUDA_MESSAGES = {**UNRECOVERABLE_CUDA_ERRORS, CUDA_OUT_OF_MEMORY: "out of memory"}
+_OUT_OF_MEMORY_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory",
+                           "CUBLAS_STATUS_ALLOC_FAILED")
+
 WEEK_MINUTES = 10080
 MAX_WEEKS = 4  # longest model input; attention memory grows with the square of the length
 
@@ -31,6 +61,34 @@ MAX_WEEKS = 4  # longest model input; attention memory grows with the square of 
 class BatchKey:
     minutes: int
     saliency: bool
+
+
+class DeviceFailed(RuntimeError):
+    """The device can no longer run anything in this process."""
+
+
+def cuda_error_code(error: BaseException) -> int | None:
+    """The CUDA error behind a torch error: torch.AcceleratorError's `error_code` (torch >= 2.8), else the code whose
+    message it carries (older releases, and the paths that raise a plain RuntimeError with the same message)."""
+    if not isinstance(error, RuntimeError):
+        return None
+    code = getattr(error, "error_code", None)
+    if isinstance(code, int):
+        return code
+    message = str(error)
+    return next((known for known, text in _CUDA_MESSAGES.items() if f"CUDA error: {text}" in message), None)
+
+
+def out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or cuda_error_code(error) == CUDA_OUT_OF_MEMORY:
+        return True
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in _OUT_OF_MEMORY_MESSAGES)
+
+
+def unrecoverable_cuda_error(error: BaseException) -> str | None:
+    """The CUDA error that left the device unusable ("CUDA error 700: ..."), or None for any other error."""
+    code = cuda_error_code(error)
+    return f"CUDA error {code}: {UNRECOVERABLE_CUDA_ERRORS[code]}" if code in UNRECOVERABLE_CUDA_ERRORS else None
 
 
 def choose_device(name: str) -> torch.device:
@@ -112,7 +170,8 @@ class PatModel:
         self.runner = runner or BatchRunner(artifact, device)
         self.device = device
         self.max_batch_size = max_batch_size
-        self.batcher = DynamicBatcher(self.runner, _max_rows(max_batch_size), batch_wait_ms / 1000.0,
+        self.device_failure: str | None = None  # set once the device is unusable
+        self.batcher = DynamicBatcher(self.run_batch, _max_rows(max_batch_size), batch_wait_ms / 1000.0,
                                       name="pat-batcher")
         stats = artifact.standardization
         self.facts = ModelFacts(
@@ -135,15 +194,37 @@ class PatModel:
 
     def submit(self, x: np.ndarray, saliency: bool):
         """Future of {embedding (B, 96), scores (B, tasks)?, saliency (B, T)?} for standardized rows."""
+        if self.device_failure is not None:
+            raise DeviceFailed(self.device_failure)
         return self.batcher.submit(BatchKey(int(x.shape[1]), saliency), x)
 
+    def run_batch(self, key: BatchKey, parts: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """The runner on one batch (the batcher's thread), its faults raised as MemoryError or DeviceFailed."""
+        if self.device_failure is not None:
+            raise DeviceFailed(self.device_failure)
+        try:
+            return self.runner(key, parts)
+        except Exception as error:
+            if out_of_memory(error):
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()  # cached blocks back to the device, for the halves
+                raise MemoryError(f"{sum(len(part) for part in parts)} rows of {key.minutes} minutes did not fit in "
+                                  f"{self.device.type} memory") from error
+            failure = unrecoverable_cuda_error(error)
+            if failure is None:
+                raise
+            self.device_failure = f"the {self.device.type} device failed ({failure}); this worker cannot serve again"
+            log.critical("the device failed", extra={"reason": failure, "device": str(self.device)})
+            raise DeviceFailed(self.device_failure) from error
+
     def warm_up(self) -> None:
-        """Build kernels and caches for the common shapes so the first request is not slow."""
+        """Run the common shapes through the batcher's thread, where requests run, so that the first request does not
+        pay for building kernels, caches and that thread's own state (thread pools, cuBLAS handles)."""
         minutes = self.facts.week_minutes or WEEK_MINUTES
         sizes = {1, self.max_batch_size} if self.device.type == "cuda" else {1}
         for rows in sorted(sizes):
-            self.runner(BatchKey(minutes, False), [np.zeros((rows, minutes), dtype=np.float32)])
-        self.runner(BatchKey(minutes, True), [np.zeros((1, minutes), dtype=np.float32)])
+            self.batcher(BatchKey(minutes, False), np.zeros((rows, minutes), dtype=np.float32))
+        self.batcher(BatchKey(minutes, True), np.zeros((1, minutes), dtype=np.float32))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 

@@ -97,8 +97,13 @@ class XGBoostHandler(Handler):
         return model
 
     def warm_up(self) -> None:
+        """Check the fast path, then one request's hooks on a CSV row of zeros, answered in the default type (ours
+        when the configured one is a user's output_fn's)."""
         self.fast = all(fast_predict.agrees(booster, self.model.num_features) for booster in self.model.boosters)
-        predict_raw(self.model, np.zeros((1, self.model.num_features)), self.fast)
+        accept = self.accept_default() if self.accept_default() in self.encoders else self.default_accept
+        request = Request(content_type=codecs.CSV, accept=accept)
+        row = b",".join([b"0"] * self.model.num_features) + b"\n"
+        self.output_fn(self.predict_fn(self.input_fn(row, request), self.model, request), request)
 
     def describe(self) -> dict:
         return self.model.describe() if isinstance(self.model, XGBoostModel) else {}

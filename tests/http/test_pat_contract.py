@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import torch
 
 from serve.app import create_app
 from serve.loading import build_handler
 from serve.pipeline import CUSTOM_ATTRIBUTES
+from serve.server import MODEL_UNSERVABLE
 from serve.settings import Settings
 from serve.process import ServeProcess
-from tests.pat_models import TASKS, at_once, build_artifact, forward, weeks
+from tests.pat_models import TASKS, FaultyPatHandler, at_once, build_artifact, cuda_error, forward, weeks
 
 TOLERANCE = 1e-5
 SECRET = 98765.4321
@@ -120,6 +122,47 @@ def test_an_empty_body_is_204_and_an_oversized_one_413(client):
     assert_error(client.post("/invocations", data=big, content_type="application/json"), 413, "limit")
 
 
+# --- device faults, injected on the CPU (tests.pat_models.FaultyRunner) -------------------------------------------
+
+
+@contextmanager
+def faulty_app(model_dir):
+    settings = Settings(handler="pat", model_dir=model_dir, max_payload_bytes=6 * 1024 * 1024)
+    handler = FaultyPatHandler(settings)
+    handler.load(model_dir)
+    try:
+        yield create_app(handler, settings).test_client(), handler.model.runner
+    finally:
+        handler.close()
+
+
+def test_out_of_memory_even_one_week_at_a_time_is_a_507_and_the_worker_keeps_serving(model_dir):
+    secret = weeks(2, seed=40)
+    secret[:, 7] = SECRET
+    with faulty_app(model_dir) as (client, runner):
+        runner.fault = lambda rows: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
+        assert_error(client.post("/invocations", data=json_body(secret), content_type="application/json"), 507,
+                     "did not fit")
+        assert client.get("/ping").status_code == 200
+        runner.fault = lambda rows: None
+        ok = client.post("/invocations", data=json_body(weeks(1)), content_type="application/json")
+        assert ok.status_code == 200, ok.data
+        assert client.get("/ping").status_code == 200
+
+
+def test_an_unusable_device_is_a_503_and_turns_ping_to_503(model_dir):
+    with faulty_app(model_dir) as (client, runner):
+        assert client.get("/ping").status_code == 200
+        runner.fault = lambda rows: cuda_error(700, "an illegal memory access was encountered")
+        assert_error(client.post("/invocations", data=json_body(weeks(1)), content_type="application/json"), 503,
+                     "CUDA error 700")
+        assert client.get("/ping").status_code == 503
+        runner.fault = lambda rows: None
+        assert_error(client.post("/invocations", data=json_body(weeks(1)), content_type="application/json"), 503,
+                     "cannot serve again")
+        assert client.get("/ping").status_code == 503
+
+
 # --- a real serve process ------------------------------------------------------------------------------------------
 
 
@@ -198,3 +241,26 @@ def test_sigterm_stops_the_pat_server_cleanly(model_dir, tmp_path):
         process.process.send_signal(signal.SIGTERM)
         assert process.process.wait(60) == 0
     assert process.stop() == 0
+
+
+def test_a_model_that_fails_its_warm_up_stops_start_up_with_exit_code_3(tmp_path):
+    model_dir = build_artifact(tmp_path / "model")
+    (model_dir / "code").mkdir()
+    (model_dir / "code" / "inference.py").write_text(
+        "from pathlib import Path\n"
+        "from models.pat.artifact import load_artifact\n\n"
+        "def model_fn(model_dir):\n"
+        "    artifact = load_artifact(Path(model_dir))\n"
+        "    def broken(*args, **kwargs):\n"
+        "        raise RuntimeError('weights do not fit this network')\n"
+        "    artifact.encoder.encode = broken\n"
+        "    return artifact\n")
+    process = ServeProcess({"SERVE_HANDLER": "pat", "SM_MODEL_DIR": str(model_dir)}, tmp_path / "serve.log")
+    try:
+        assert process.process.wait(120) == MODEL_UNSERVABLE
+    finally:
+        process.stop()
+    failures = [json.loads(line) for line in process.logs().splitlines() if '"cannot serve the model"' in line]
+    assert len(failures) == 1
+    assert failures[0]["reason"] == ("the model failed its warm-up prediction: RuntimeError: weights do not fit this "
+                                     "network")

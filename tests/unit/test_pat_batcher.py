@@ -208,3 +208,55 @@ def test_empty_submission_is_refused():
             batcher.submit("k", np.empty((0, 4)))
     finally:
         batcher.close()
+
+
+class Capacity(Recorder):
+    """A batch function with room for `rows` rows: a larger batch raises MemoryError, and so does any batch holding a
+    row that starts with `huge` (a row that does not fit even alone)."""
+
+    def __init__(self, rows: int, gate: threading.Event | None = None, huge: float = 1000.0):
+        super().__init__(gate)
+        self.room, self.huge, self.tried = rows, huge, []
+
+    def __call__(self, key, parts):
+        rows = np.concatenate(parts)
+        self.tried.append(len(rows))
+        if len(rows) > self.room or (rows[:, 0] >= self.huge).any():
+            self.started.set()
+            raise MemoryError("no room")
+        return super().__call__(key, parts)
+
+
+def test_a_batch_that_does_not_fit_runs_in_halves_and_each_caller_gets_its_own_rows():
+    gate = threading.Event()
+    capacity = Capacity(rows=2, gate=gate)
+    batcher = DynamicBatcher(capacity, max_rows=8, max_wait_s=0.05)
+    try:
+        blocker = batcher.submit("k", rows(0.0))
+        assert capacity.started.wait(5)
+        futures = [batcher.submit("k", rows(float(10 * i), n=i)) for i in (1, 2, 3)]  # one batch of 6 rows
+        gate.set()
+        blocker.result(5)
+        for i, future in zip((1, 2, 3), futures):
+            np.testing.assert_array_equal(future.result(5)["double"], rows(10.0 * i, n=i) * 2)
+        assert capacity.tried[1:] == [6, 3, 1, 2, 3, 1, 2]  # 6 -> 3 + 3 -> (1 + 2) + (1 + 2): no row runs twice
+        assert batcher.stats.split_batches == 3 and batcher.stats.rows == 7 and batcher.stats.retried_batches == 0
+    finally:
+        gate.set()
+        batcher.close()
+
+
+def test_a_row_that_does_not_fit_alone_fails_its_request_and_the_others_are_served():
+    capacity = Capacity(rows=4)
+    batcher = DynamicBatcher(capacity, max_rows=8, max_wait_s=0.2)
+    try:
+        futures = [batcher.submit("k", rows(value, n=2)) for value in (1.0, 1000.0, 3.0)]
+        with pytest.raises(MemoryError):
+            futures[1].result(5)
+        for value, future in zip((1.0, 3.0), futures[::2]):
+            np.testing.assert_array_equal(future.result(5)["double"], rows(value, n=2) * 2)
+        assert batcher.stats.split_batches >= 1  # halves first, down to the row that does not fit
+        assert batcher.stats.retried_batches == 1  # then each request alone
+        np.testing.assert_array_equal(batcher("k", rows(5.0, n=4), timeout=5)["sum"], rows(5.0, n=4).sum(axis=1))
+    finally:
+        batcher.close()

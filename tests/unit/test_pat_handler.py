@@ -4,6 +4,7 @@ request formats, the missing-minute rule, output selection, bad inputs, concurre
 from __future__ import annotations
 
 import io
+import threading
 from datetime import datetime
 
 import numpy as np
@@ -16,11 +17,11 @@ from models.pat.artifact import load_artifact
 from models.pat.runner import BatchKey, BatchRunner, choose_device
 from models.pat.settings import PatSettings
 from serve import codecs
-from serve.errors import BadRequest, ModelLoadError, NotReady
+from serve.errors import BadRequest, InsufficientMemory, ModelLoadError, NotReady, Unrecoverable
 from serve.handler import Request
 from serve.loading import build_handler
 from serve.settings import Settings
-from tests.pat_models import TASKS, WEEK, at_once, build_artifact, forward, weeks
+from tests.pat_models import TASKS, WEEK, FaultyPatHandler, at_once, build_artifact, cuda_error, forward, weeks
 
 TOLERANCE = 1e-5  # CPU float32, served vs in-process
 SECRET = 123456.789  # a value that must never appear in an error message
@@ -383,3 +384,129 @@ def test_loading_warms_up_the_week_shape_and_the_saliency_pass(model_dir, monkey
         assert calls == [(BatchKey(WEEK, False), [(1, WEEK)]), (BatchKey(WEEK, True), [(1, WEEK)])]
     finally:
         handler.close()
+
+
+def test_the_warm_up_runs_on_the_batchers_thread_where_requests_run(model_dir, monkeypatch):
+    threads = []
+    original = BatchRunner.__call__
+
+    def recording(self, key, parts):
+        threads.append(threading.current_thread().name)
+        return original(self, key, parts)
+
+    monkeypatch.setattr(BatchRunner, "__call__", recording)
+    handler = make_handler(model_dir)
+    try:
+        assert threads == ["pat-batcher", "pat-batcher"] and handler.model.batcher.stats.batches == 2
+    finally:
+        handler.close()
+
+
+def test_a_failing_warm_up_fails_the_load_and_releases_the_batcher(model_dir):
+    class BrokenOnLoad(FaultyPatHandler):
+        def serving(self, artifact):
+            model = super().serving(artifact)
+            model.runner.fault = lambda rows: RuntimeError("weights do not fit this network")
+            return model
+
+    handler = BrokenOnLoad(Settings(handler="pat", model_dir=model_dir))
+    with pytest.raises(ModelLoadError, match="failed its warm-up prediction: RuntimeError: weights do not fit"):
+        handler.load(model_dir)
+    assert not handler.ready and handler.model.batcher.closed
+
+
+# --- faults of the device, injected on the CPU (tests.pat_models.FaultyRunner) ------------------------------------
+
+
+def raised(call) -> BaseException:
+    try:
+        call()
+    except BaseException as error:  # the error itself is the value wanted
+        return error
+    raise AssertionError("expected an exception")
+
+
+OUT_OF_MEMORY = {  # what torch raises when an allocation fails, by allocator
+    "cuda-caching-allocator": lambda: torch.cuda.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 14.58 GiB of which 1.02 GiB "
+        "is free."),
+    "cuda-runtime": lambda: cuda_error(2, "out of memory"),
+    "cpu-allocator": lambda: raised(lambda: torch.empty(1 << 62, dtype=torch.uint8)),  # the real one
+    "python": lambda: MemoryError(),
+}
+UNRECOVERABLE = {
+    "illegal-memory-access": lambda: cuda_error(700, "an illegal memory access was encountered"),
+    "device-side-assert": lambda: cuda_error(710, "device-side assert triggered"),
+    "launch-failure-as-runtime-error": lambda: RuntimeError("CUDA error: unspecified launch failure\nCompile with "
+                                                            "`TORCH_USE_CUDA_DSA` to enable device-side assertions."),
+}
+
+
+@pytest.fixture(scope="module")
+def faulty(model_dir):
+    handler = FaultyPatHandler(Settings(handler="pat", model_dir=model_dir, family=PatSettings(batch_wait_ms=5.0)))
+    handler.load(model_dir)
+    yield handler
+    handler.close()
+
+
+@pytest.fixture
+def runner(faulty):
+    yield faulty.model.runner
+    faulty.model.runner.fault = lambda rows: None
+
+
+@pytest.mark.parametrize("kind", OUT_OF_MEMORY)
+def test_a_batch_out_of_memory_runs_in_halves_with_the_same_results(faulty, runner, model_dir, kind):
+    runner.fault = lambda rows: OUT_OF_MEMORY[kind]() if rows > 1 else None
+    splits = faulty.model.batcher.stats.split_batches
+    activity = weeks(3, seed=30)
+    predictions = invoke(faulty, {"instances": [row.tolist() for row in activity]})
+    np.testing.assert_allclose(column(predictions, "embedding"), forward(model_dir, activity)["embedding"], rtol=0,
+                               atol=TOLERANCE)
+    assert faulty.model.batcher.stats.split_batches - splits == 2  # 3 rows -> 1 + 2 -> 1 + 1
+
+
+@pytest.mark.parametrize("kind", OUT_OF_MEMORY)
+def test_a_request_that_does_not_fit_one_week_at_a_time_is_a_507_and_the_next_is_served(faulty, runner, model_dir,
+                                                                                         kind):
+    runner.fault = lambda rows: OUT_OF_MEMORY[kind]()
+    secret_week = weeks(2, seed=31)
+    secret_week[:, 100] = SECRET
+    with pytest.raises(InsufficientMemory) as error:
+        invoke(faulty, {"instances": [row.tolist() for row in secret_week]})
+    assert error.value.status == 507 and "did not fit" in error.value.message
+    assert "123456" not in error.value.message
+    runner.fault = lambda rows: None
+    activity = weeks(1, seed=32)
+    np.testing.assert_allclose(invoke(faulty, {"instances": [activity[0].tolist()]})[0]["embedding"],
+                               forward(model_dir, activity)["embedding"][0], rtol=0, atol=TOLERANCE)
+    assert faulty.ready
+
+
+@pytest.mark.parametrize("kind", UNRECOVERABLE)
+def test_an_unusable_device_fails_this_and_every_later_request_without_running_again(model_dir, kind):
+    handler = FaultyPatHandler(Settings(handler="pat", model_dir=model_dir))
+    handler.load(model_dir)
+    try:
+        handler.model.runner.fault = lambda rows: UNRECOVERABLE[kind]()
+        with pytest.raises(Unrecoverable, match=r"device failed \(CUDA error 7\d\d: ") as error:
+            invoke(handler, {"instances": [weeks(1)[0].tolist()]})
+        assert error.value.status == 503
+        handler.model.runner.fault = lambda rows: None
+        tried = handler.model.runner.forwards
+        with pytest.raises(Unrecoverable):
+            invoke(handler, {"instances": [weeks(1)[0].tolist()]})
+        assert handler.model.runner.forwards == tried  # the device is not touched again
+    finally:
+        handler.close()
+
+
+def test_other_cuda_errors_fail_their_request_and_leave_the_device_serving(faulty, runner, model_dir):
+    runner.fault = lambda rows: cuda_error(1, "invalid argument")
+    with pytest.raises(torch.AcceleratorError):  # a bug: the app answers 500 with a request id
+        invoke(faulty, {"instances": [weeks(1)[0].tolist()]})
+    runner.fault = lambda rows: None
+    activity = weeks(1, seed=33)
+    np.testing.assert_allclose(invoke(faulty, {"instances": [activity[0].tolist()]})[0]["embedding"],
+                               forward(model_dir, activity)["embedding"][0], rtol=0, atol=TOLERANCE)

@@ -89,10 +89,10 @@ def test_settings_are_frozen():
 def test_process_defaults_keep_operator_choice():
     env = {}
     apply_process_defaults(env)
-    assert env == {"OMP_NUM_THREADS": "1"}
-    env = {"OMP_NUM_THREADS": "4"}
+    assert env == {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {"OMP_NUM_THREADS": "4", "OMP_WAIT_POLICY": "ACTIVE"}
     apply_process_defaults(env)
-    assert env["OMP_NUM_THREADS"] == "4"
+    assert env == {"OMP_NUM_THREADS": "4", "OMP_WAIT_POLICY": "ACTIVE"}
 
 
 def test_only_settings_touches_the_environment():

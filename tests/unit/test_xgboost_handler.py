@@ -7,6 +7,7 @@ import pytest
 import xgboost as xgb
 
 from serve import codecs
+from serve.app import create_app
 from serve.errors import BadRequest, ModelLoadError
 from serve.handler import Request
 from serve.loading import build_handler
@@ -233,3 +234,36 @@ def test_handler_takes_settings_not_environment(risk_dir):
     assert not handler.ready
     handler.load(risk_dir)
     assert handler.ready and handler.describe()["objective"] == "binary:logistic"
+
+
+class CountingHandler(XGBoostHandler):
+    """Records, for each prediction, whether the handler was already ready (what /ping answers)."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.predictions: list[bool] = []
+
+    def predict_fn(self, data, model, request):
+        self.predictions.append(self.ready)
+        return super().predict_fn(data, model, request)
+
+
+def test_the_warm_up_runs_one_prediction_through_the_hooks_before_ping_answers_200(risk_dir):
+    settings = Settings(model_dir=risk_dir)
+    handler = CountingHandler(settings)
+    client = create_app(handler, settings).test_client()
+    assert client.get("/ping").status_code == 503
+    handler.load(risk_dir)
+    assert handler.predictions == [False]  # one prediction, while /ping still answered 503
+    assert client.get("/ping").status_code == 200
+
+
+def test_a_failing_warm_up_is_a_load_error_that_says_so(risk_dir):
+    class Failing(XGBoostHandler):
+        def output_fn(self, output, request):
+            raise ValueError("no encoder for this output")
+
+    handler = Failing(Settings(model_dir=risk_dir))
+    with pytest.raises(ModelLoadError, match="failed its warm-up prediction: ValueError: no encoder for this output"):
+        handler.load(risk_dir)
+    assert not handler.ready
