@@ -365,24 +365,10 @@ class ServeWorker(Worker):
     # stopping
 
     def stop(self) -> None:
-        """Stops taking connections, answers what has come, and exits within the graceful timeout: connections
-        already queued in the kernel are accepted (their clients have sent their requests: closing the listener
-        would reset them), idle kept-alive ones close after STOP_KEEPALIVE_LINGER."""
-        self.set_accept_enabled(False)
-        for listener in self.sockets:
-            while True:
-                try:
-                    if not self.accept(listener):
-                        break
-                except OSError:
-                    break
-            listener.close()
-        now = time.monotonic()
-        for conn in self.connections:
-            if not conn.buffer and conn not in self.closing:
-                linger = STOP_KEEPALIVE_LINGER if conn.served else STOP_SILENT_LINGER
-                conn.deadline = min(conn.deadline, now + linger)
-        graceful = now + self.cfg.graceful_timeout
+        """Stops taking connections, answers what has come, and exits within the graceful timeout."""
+        self.take_queued()
+        self.cap_idle(time.monotonic())
+        graceful = time.monotonic() + self.cfg.graceful_timeout
         while self.nr_conns > 0 and time.monotonic() < graceful:
             self.notify()
             self.dispatch_events(_SWEEP_S)
@@ -391,6 +377,26 @@ class ServeWorker(Worker):
             self.close(conn)
         self.tpool.shutdown(wait=False)
         self.poller.close()
+
+    def take_queued(self) -> None:
+        """Accepts every connection already established in the kernel's queue, then closes the listeners: their
+        clients have sent their requests, and closing the listener would reset them."""
+        self.set_accept_enabled(False)
+        for listener in self.sockets:
+            try:
+                while self.accept(listener):
+                    pass
+            except OSError:
+                pass
+            listener.close()
+
+    def cap_idle(self, now: float) -> None:
+        """Stopping: idle kept-alive connections close after STOP_KEEPALIVE_LINGER, new ones that have sent nothing
+        after STOP_SILENT_LINGER; a request being received keeps its read deadline."""
+        for conn in self.connections:
+            if not conn.buffer and conn not in self.closing:
+                linger = STOP_KEEPALIVE_LINGER if conn.served else STOP_SILENT_LINGER
+                conn.deadline = min(conn.deadline, now + linger)
 
 
 class InlineWorker(ServeWorker):
