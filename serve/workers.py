@@ -263,9 +263,9 @@ class ServeWorker(Worker):
         response, environ = wsgi.create(request, conn.sock, conn.client, conn.server, self.cfg)
         environ["wsgi.multithread"] = self.cfg.threads > 1
         self.nr += 1
-        if not self.alive or self.nr >= self.max_requests:
-            response.force_close()
         iterable = self.wsgi(environ, response.start_response)
+        if not self.alive or self.nr >= self.max_requests:  # stopping, also since the request came: say so
+            response.force_close()
         try:
             if isinstance(iterable, environ["wsgi.file_wrapper"]):
                 response.write_file(iterable)
