@@ -141,7 +141,7 @@ class Settings:
     threads: int = 1
     timeout_seconds: int = 60
     graceful_timeout_seconds: int = 25
-    read_timeout_seconds: float = 5.0  # a request's headers within this of its first byte; its body never pausing longer
+    read_timeout_seconds: float = 5.0  # headers due this long after their first byte; the body may not pause longer
     batch: bool = False
     max_payload_bytes: int = SAGEMAKER_MAX_PAYLOAD_BYTES
     default_accept: str | None = None  # None: the handler's own default

@@ -8,18 +8,15 @@ progress (a 408 when its headers were whole). The front that the official contai
   (a PAT process batching concurrent requests, a multi-model process).
 - `InlineWorker`: one thread per process (the XGBoost layout): the poller thread serves each request itself.
 
-gunicorn's HTTP errors (a request line over LIMIT_REQUEST_LINE bytes, more than LIMIT_REQUEST_FIELDS header fields or
-one over LIMIT_REQUEST_FIELD_SIZE bytes, a malformed request) are one line of JSON that echoes nothing sent.
+gunicorn's HTTP errors are one line of JSON that echoes nothing sent (serve.http_errors).
 """
 
 from __future__ import annotations
 
 import errno
-import http
 import logging
 import os
 import queue
-import re
 import selectors
 import socket
 import time
@@ -28,13 +25,11 @@ from collections import Counter
 from concurrent import futures
 from functools import partial
 
-import orjson
-from gunicorn.http import errors as http_errors
 from gunicorn.http import wsgi
 from gunicorn.workers.base import Worker
 
-from serve.connection import (CONTINUE, LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE,
-                              BodyTooLarge, Connection)
+from serve.connection import CONTINUE, BodyTooLarge, Connection
+from serve.http_errors import error_bytes, http_error
 
 log = logging.getLogger("serve")
 
@@ -42,36 +37,6 @@ STOP_KEEPALIVE_LINGER = 2.0  # seconds a stopping worker keeps an idle kept-aliv
 STOP_SILENT_LINGER = 5.0  # ... and a connection it took from the queue while stopping, for its first bytes
 CLOSE_LINGER = 2.0  # seconds a connection closed with unread bytes is drained, so that its response is not reset
 _SWEEP_S = 0.25  # how often deadlines are checked
-
-
-_HTTP_STATUS = (  # gunicorn's statuses for its own errors; any other ParseException is a 400, anything else a 500
-    (http_errors.LimitRequestLine, 414, f"the request line is longer than {LIMIT_REQUEST_LINE} bytes"),
-    (http_errors.LimitRequestHeaders, 431, f"the request has more than {LIMIT_REQUEST_FIELDS} header fields or one "
-                                           f"longer than {LIMIT_REQUEST_FIELD_SIZE} bytes"),
-    (http_errors.ExpectationFailed, 417, "only Expect: 100-continue is supported"),
-    (http_errors.UnsupportedTransferCoding, 501, "unsupported Transfer-Encoding; send chunked or Content-Length"),
-    (http_errors.ForbiddenProxyRequest, 403, "proxy requests are not accepted"),
-    ((http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName, http_errors.ConfigurationProblem),
-     500, "internal error"),
-)
-
-
-def http_error(error: Exception) -> tuple[int, str]:
-    """The status and message (naming what was wrong, never the bytes sent) for an error of gunicorn's HTTP parser."""
-    for kinds, status, message in _HTTP_STATUS:
-        if isinstance(error, kinds):
-            return status, message
-    if isinstance(error, http_errors.ParseException):
-        words = re.sub(r"(?<!^)(?=[A-Z][a-z])", " ", type(error).__name__).lower()
-        return 400, f"malformed HTTP request: {words}"
-    return 500, "internal error"
-
-
-def error_bytes(status: int, message: str) -> bytes:
-    """A whole HTTP response: one line of JSON, and the connection closes."""
-    body = orjson.dumps({"error": message, "code": status})
-    return (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode("latin1") + body
 
 
 def _honour_connection_close(app):

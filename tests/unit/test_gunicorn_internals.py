@@ -1,5 +1,6 @@
-"""The gunicorn that serve.workers, serve.connection and serve.server build on: the declared range holds the installed
-and the locked versions, and every gunicorn name the code uses exists in it (collected from the code itself)."""
+"""The gunicorn that serve.workers, serve.connection, serve.http_errors and serve.server build on: the declared range
+holds the installed and the locked versions, and every gunicorn name the code uses exists in it (collected from the
+code itself)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from packaging.requirements import Requirement
 
 from tests.conftest import ROOT
 
-MODULES = [ROOT / "serve" / name for name in ("workers.py", "connection.py", "server.py")]
+MODULES = [ROOT / "serve" / name for name in ("workers.py", "connection.py", "http_errors.py", "server.py")]
 
 
 def declared() -> Requirement:

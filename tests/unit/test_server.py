@@ -7,7 +7,8 @@ from gunicorn.http import errors
 
 from models.pat.settings import PatSettings
 from serve.server import close_handler, gunicorn_options, _loaded
-from serve.workers import InlineWorker, ServeWorker, http_error
+from serve.http_errors import http_error
+from serve.workers import InlineWorker, ServeWorker
 from serve.settings import Settings
 
 
