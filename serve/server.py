@@ -19,9 +19,9 @@ from gunicorn.errors import HaltServer
 from gunicorn.glogging import Logger
 
 from serve import logs
+from serve.connection import LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE
 from serve.settings import Settings
-from serve.workers import (LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE, InlineWorker,
-                           ServeWorker)
+from serve.workers import InlineWorker, ServeWorker
 
 log = logging.getLogger("serve")
 

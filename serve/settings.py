@@ -141,6 +141,7 @@ class Settings:
     threads: int = 1
     timeout_seconds: int = 60
     graceful_timeout_seconds: int = 25
+    read_timeout_seconds: float = 5.0  # headers due this long after their first byte; the body may not pause longer
     batch: bool = False
     max_payload_bytes: int = SAGEMAKER_MAX_PAYLOAD_BYTES
     default_accept: str | None = None  # None: the handler's own default
@@ -174,6 +175,7 @@ class Settings:
             threads=read_int(env, "SERVE_THREADS", 1),
             timeout_seconds=read_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", default_timeout),
             graceful_timeout_seconds=read_int(env, "SERVE_GRACEFUL_TIMEOUT", 25),
+            read_timeout_seconds=read_float(env, "SERVE_READ_TIMEOUT", 5.0, minimum=0.1),
             batch=batch,
             max_payload_bytes=_payload_limit(env),
             default_accept=read_media_type(env, "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"),

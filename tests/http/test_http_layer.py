@@ -106,3 +106,25 @@ def test_a_model_that_cannot_be_served_is_said_once_in_json_with_exit_code_3(tmp
     assert reasons[0]["message"] == "cannot serve the model" and "traceback" not in reasons[0]
     assert [line for line in lines if line["level"] not in ("info", "debug")] == reasons
     assert not any("Worker" in line["message"] and "exit" in line["message"] for line in lines)
+
+
+def test_a_chunked_body_in_pieces_after_100_continue_is_answered_once_whole(server):
+    """The worker buffers the request: told to continue once the headers are in, it serves the body only whole."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nExpect: 100-continue\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"4\r\n1,2,\r\n")
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # nothing is served before the last chunk
+            sock.recv(65536)
+        sock.settimeout(10)
+        sock.sendall(b"3\r\n3,4\r\n0\r\n\r\n")
+        response = b""
+        while b"\r\n\r\n" not in response or len(response.partition(b"\r\n\r\n")[2]) < int(
+                response.lower().split(b"content-length:")[1].split(b"\r")[0]):
+            response += sock.recv(65536)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"100 Continue" not in response
+    expected = requests.post(server.url + "/invocations", data=b"1,2,3,4", headers={"Content-Type": "text/csv"})
+    assert body == expected.content

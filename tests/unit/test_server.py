@@ -1,4 +1,4 @@
-import collections
+import selectors
 import socket
 import time
 
@@ -7,7 +7,8 @@ from gunicorn.http import errors
 
 from models.pat.settings import PatSettings
 from serve.server import close_handler, gunicorn_options, _loaded
-from serve.workers import InlineWorker, ServeWorker, http_error
+from serve.http_errors import http_error
+from serve.workers import InlineWorker, ServeWorker
 from serve.settings import Settings
 
 
@@ -55,50 +56,41 @@ def test_http_layer_errors_have_gunicorns_statuses_and_name_no_bytes():
         (4094, 100, 8190)
 
 
-def test_a_stopping_worker_serves_connections_already_queued_and_refuses_later_ones():
-    """Clients whose connection the kernel has queued have sent their request: a stopping worker takes them."""
+def stopping_worker(worker_class, listener):
+    """A worker without an arbiter: only what stopping needs."""
+    worker = worker_class.__new__(worker_class)
+    worker.alive, worker.accepting, worker.nr_conns = False, True, 0
+    worker.connections, worker.closing = set(), set()
+    worker.sockets, worker.cfg = [listener], type("Cfg", (), {"keepalive": 75})()
+    worker.poller = selectors.DefaultSelector()
+    worker.poller.register(listener, selectors.EVENT_READ)
+    return worker
+
+
+@pytest.mark.parametrize("worker_class", [ServeWorker, InlineWorker])
+def test_a_stopping_worker_takes_connections_already_queued_and_refuses_later_ones(worker_class):
+    """Clients whose connection the kernel has queued have sent their request: a stopping worker takes them into its
+    poller, where they are served."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=16)
     listener.setblocking(False)
     address = listener.getsockname()
     clients = [socket.create_connection(address) for _ in range(3)]
-    worker = ServeWorker.__new__(ServeWorker)  # no arbiter: only what stopping needs
-    worker.alive, worker._accepting, worker.nr_conns = False, True, 0
-    worker.sockets, worker.cfg, worker.poller = [listener], None, type("Poller", (), {"unregister": lambda self, listener: None})()
-    taken = []
-    worker.enqueue_req = taken.append
-    worker.set_accept_enabled(False)
-    assert worker.nr_conns == 3 and len(taken) == 3
+    worker = stopping_worker(worker_class, listener)
+    worker.take_queued()
+    assert worker.nr_conns == 3 and len(worker.connections) == 3
+    assert all(not conn.sock.getblocking() for conn in worker.connections)
+    assert {key.data.func.__name__ for key in worker.poller.get_map().values()} == {"on_readable"}
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=2)
-    for conn in [*taken]:
-        conn.sock.close()
-    for client in clients:
-        client.close()
-
-
-def test_a_stopping_one_thread_worker_takes_queued_connections_into_its_poller():
-    """InlineWorker never reads in accept: a queued connection waits in the poller, where the graceful stop serves it."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
-    listener.setblocking(False)
-    clients = [socket.create_connection(listener.getsockname()) for _ in range(2)]
-    registered = []
-    worker = InlineWorker.__new__(InlineWorker)
-    worker.alive, worker._accepting, worker.nr_conns = False, True, 0
-    worker.sockets, worker.pending_conns = [listener], collections.deque()
-    worker.cfg = type("Cfg", (), {"keepalive": 75})()
-    worker.poller = type("Poller", (), {"unregister": lambda self, sock: None,
-                                        "register": lambda self, sock, events, callback: registered.append(sock)})()
-    worker.set_accept_enabled(False)
-    assert worker.nr_conns == 2 and len(worker.pending_conns) == 2 and len(registered) == 2
-    assert all(not conn.sock.getblocking() for conn in worker.pending_conns)
-    for sock in [*registered, *clients]:
+    for sock in [*(conn.sock for conn in worker.connections), *clients]:
         sock.close()
 
 
-def test_a_stopping_one_thread_worker_gives_silent_connections_five_seconds():
-    worker = InlineWorker.__new__(InlineWorker)
+def test_a_stopping_worker_gives_idle_connections_two_seconds_and_silent_new_ones_five():
+    worker = ServeWorker.__new__(ServeWorker)
     now = time.monotonic()
-    late = [type("Conn", (), {"timeout": now + 75})() for _ in range(2)]
-    worker.keepalived_conns, worker.pending_conns = collections.deque(late[:1]), collections.deque(late[1:])
-    worker._cap_keepalive(now + 2)
-    assert late[0].timeout == now + 2 and now + 4 < late[1].timeout <= time.monotonic() + 5
+    kept, new, receiving = (type("Conn", (), {"deadline": now + 75, "served": served, "buffer": buffer})()
+                            for served, buffer in ((1, b""), (0, b""), (1, b"POST /inv")))
+    worker.connections, worker.closing = {kept, new, receiving}, set()
+    worker.cap_idle(now)
+    assert (kept.deadline, new.deadline, receiving.deadline) == (now + 2, now + 5, now + 75)

@@ -13,7 +13,7 @@ def test_defaults_follow_sagemaker():
     settings = Settings.from_env({})
     assert settings.model_dir == Path("/opt/ml/model")
     assert settings.port == 8080
-    assert settings.timeout_seconds == 60
+    assert settings.timeout_seconds == 60 and settings.read_timeout_seconds == 5
     assert settings.max_payload_bytes == 6 * MIB
     assert settings.workers >= 1
     assert settings.handler == "xgboost"
@@ -31,6 +31,7 @@ def test_values_are_read():
     assert (settings.port, settings.workers, settings.timeout_seconds) == (9000, 3, 120)
     assert settings.default_accept == "text/csv"
     assert settings.program == "serve.py" and settings.handler == "pat" and settings.multi_model
+    assert Settings.from_env({"SERVE_READ_TIMEOUT": "2.5"}).read_timeout_seconds == 2.5
 
 
 def test_each_family_reads_its_own_settings_from_the_mapping():
@@ -115,6 +116,7 @@ def test_payload_limit_rules():
     ({"SAGEMAKER_BIND_TO_PORT": "70000"}, "between 1 and 65535"),
     ({"SERVE_HANDLER": "pat", "SERVE_BATCH_WAIT_MS": "inf"}, "finite"),
     ({"SERVE_HANDLER": "pat", "SERVE_BATCH_WAIT_MS": "nan"}, "finite"),
+    ({"SERVE_READ_TIMEOUT": "0"}, "SERVE_READ_TIMEOUT must be a finite number of at least 0.1"),
 ])
 def test_out_of_range_values_fail(env, message):
     with pytest.raises(SettingsError, match=message):
