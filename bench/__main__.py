@@ -31,6 +31,7 @@ from bench.models import prepare
 ROOT = Path(__file__).resolve().parents[1]
 OWN_FILES = {"report.json", "report-busy.json"}
 KERAS_FILE = "pat-keras.json"  # what `python -m bench.pat --peer keras` writes; measured here too unless --no-keras
+FIRST_FILE = "first-request.json"  # what `python -m bench.first_request` writes; measured here too
 
 
 def measure_keras(plan: suite.Plan, out: Path) -> dict:
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "containers": containers,
         "pat_vs_keras": pat_vs_keras,
         "runs": runs,
-        "other_benchmarks": report.other_benchmarks(args.out, OWN_FILES | ({KERAS_FILE} if keras else set())),
+        "other_benchmarks": report.other_benchmarks(
+            args.out, OWN_FILES | ({KERAS_FILE} if keras else set()) | ({FIRST_FILE} if first else set())),
     }
     name = "report-busy" if args.busy else "report"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")

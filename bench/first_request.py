@@ -103,3 +103,38 @@ def summarize(runs: list[dict]) -> dict:
     return {"median": median, "min": min(ratios), "max": max(ratios), "n": len(ratios), "goal": GOAL,
             "met": median <= GOAL, "first_ms": [run["first_ms"] for run in runs],
             "steady_p50_ms": [run["steady"]["p50_ms"] for run in runs]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.first_request [--repeats 3] [--no-pat]`: this part of `python -m bench` alone, printed and
+    written to build/bench/first-request.json (folded into `python -m bench`'s report)."""
+    import argparse
+    import dataclasses
+    import json
+
+    from bench import suite
+    from bench.models import prepare
+
+    root = Path(__file__).resolve().parents[1] / "build" / "bench"
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-pat", action="store_true")
+    parser.add_argument("--out", type=Path, default=root / "first-request.json")
+    args = parser.parse_args(argv)
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    model = prepare(root / "models", ("example",))["example"]
+    plan = dataclasses.replace(suite.Plan(), repeats=args.repeats)
+    found = suite.first_requests(model, plan, root, root / "logs", pat=not args.no_pat)
+    for family, entry in found.items():
+        if "median" in entry:
+            print(f"{family}: first request {', '.join(f'{v:.1f}' for v in entry['first_ms'])} ms, steady p50 "
+                  f"{', '.join(f'{v:.2f}' for v in entry['steady_p50_ms'])} ms: {entry['median']:.2f}x "
+                  f"[{entry['min']:.2f}-{entry['max']:.2f}] (goal <= {GOAL}: {'met' if entry['met'] else 'NOT met'})")
+        else:
+            print(f"{family}: {entry.get('skipped')}")
+    args.out.write_text(json.dumps({"command": "python -m bench.first_request", **found}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -36,7 +36,7 @@ class Plan:
     def quick(cls) -> "Plan":
         return cls(repeats=1, models=("example",), sequential=500, load_seconds=2, large_requests=3, image_starts=1,
                    load_requests=5000, pat_starts=1, keras_variants=("PAT-S",), keras_budget_s=1.0,
-                   first_request_steady=(100, 10))
+                   first_request_steady=(200, 20))
 
 
 @dataclass
