@@ -121,3 +121,44 @@ def test_the_lean_baseline_answers_what_the_booster_predicts(tmp_path, monkeypat
     expected = booster.predict(xgb.DMatrix(rows)).tolist()
     assert protocols.CSV.scores(response.data).astype(np.float32).tolist() == expected
     assert lean.app.test_client().post("/invocations", data=b"{}", content_type="application/json").status_code == 415
+
+
+def test_the_first_request_is_timed_on_a_fresh_server_apart_from_the_steady_ones():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answered, stopped = [], []
+
+    class Cold(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            answered.append(self.headers["Content-Type"])
+            if len(answered) == 1:
+                threading.Event().wait(0.2)  # the cold first request
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"1\n")
+
+        def log_message(self, *args):
+            pass
+
+    class Fake:
+        def __init__(self):
+            self.http = ThreadingHTTPServer(("127.0.0.1", 0), Cold)
+            self.port, self.start_s = self.http.server_address[1], 0.01
+            threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+        def stop(self):
+            self.http.shutdown()
+            self.http.server_close()
+            stopped.append(True)
+
+    case = first_request.Case("xgboost", Fake, [b"1,2", b"3,4"], "text/csv", steady=20, warmup=2)
+    run = first_request.measure(case, workers=2)
+    assert stopped == [True] and len(answered) == 2 + 2 + 20 and set(answered) == {"text/csv"}
+    assert run["first_ms"] >= 200 and len(run["first_per_connection_ms"]) == 2
+    assert run["steady"]["count"] == 20 and run["steady"]["p50_ms"] < 200
+    assert run["ratio"] == run["first_ms"] / run["steady"]["p50_ms"]
