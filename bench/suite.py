@@ -179,17 +179,18 @@ def first_requests(model: BenchModel, plan: Plan, out: Path, log_dir: Path, pat:
     xgboost_steady, pat_steady = plan.first_request_steady
     cases = [first_request.xgboost_case(model.model_dir, csv_lines(rows(model, 500)), log_dir,
                                           xgboost_steady)]
-    found: dict = {"xgboost": {"model": model.name, "runs": []}}
-    if pat:
+    found: dict = {"xgboost": {"model": model.name, "goal": first_request.GOAL, "runs": []},
+                   "pat": {"model": first_request.PAT_VARIANT, "goal": first_request.GOAL}}
+    if not pat:
+        found["pat"]["skipped"] = "--no-pat"
+    else:
         try:
             pat_dir = first_request.pat_artifact(out / "models" / "pat-s")
         except ImportError as error:  # torch is in the pat extra
-            found["pat"] = {"skipped": f"PAT not installed: {error}"}
+            found["pat"]["skipped"] = f"PAT not installed: {error}"
         else:
             cases.append(first_request.pat_case(pat_dir, log_dir, pat_steady))
-            found["pat"] = {"model": first_request.PAT_VARIANT, "runs": []}
-    else:
-        found["pat"] = {"skipped": "--no-pat"}
+            found["pat"]["runs"] = []
     for repeat in range(plan.repeats):
         for case in cases:
             print(f"bench: repeat {repeat + 1}/{plan.repeats}, first request, {case.family}", flush=True)
