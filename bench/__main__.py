@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docker", action="store_true", help="skip the container figures")
     parser.add_argument("--no-peers", action="store_true", help="skip MLServer and Keras (no venv is made)")
     parser.add_argument("--no-keras", action="store_true", help="skip PAT against the authors' Keras encoder")
+    parser.add_argument("--no-naive", action="store_true",
+                        help="skip the first naive baseline (issue 20's goals are taken against the lean one)")
     parser.add_argument("--no-first-request", action="store_true",
                         help="skip the first request after /ping against the steady p50 (XGBoost and PAT)")
     parser.add_argument("--no-pat", action="store_true", help="measure the first request on XGBoost only")
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log_dir = args.out / "logs"
     log_dir.mkdir(exist_ok=True)
-    kinds = [systems.Ours, systems.Naive, systems.LeanNaive] + ([] if args.no_peers else [MLServer])
+    kinds = [systems.Ours, *([] if args.no_naive else [systems.Naive]), systems.LeanNaive] + (
+        [] if args.no_peers else [MLServer])
     keras = not (args.no_peers or args.no_keras)
     probe = machine.cpu_probe_s()
     first = not args.no_first_request
