@@ -1,9 +1,11 @@
-"""The benchmark's own tools: the bodies each protocol is sent, strace summaries, the CSV hard cases."""
+"""The benchmark's own tools: the bodies each protocol is sent, strace summaries, the CSV hard cases, the CPU record,
+issue 20's goals, the first-request and CPU-split measures and the lean baseline."""
 
 from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 
 from bench import first_request, machine, micro, protocols, report, syscalls
 
@@ -169,3 +171,17 @@ def test_the_first_request_is_timed_on_a_fresh_server_apart_from_the_steady_ones
     assert run["first_ms"] >= 200 and len(run["first_per_connection_ms"]) == 2
     assert run["steady"]["count"] == 20 and run["steady"]["p50_ms"] < 200
     assert run["ratio"] == run["first_ms"] / run["steady"]["p50_ms"]
+
+
+def test_the_app_cpu_split_runs_requests_through_our_wsgi_app(tmp_path):
+    import xgboost as xgb
+
+    from bench import cpu_split
+
+    x = np.random.default_rng(1).normal(size=(40, 4))
+    xgb.train({"max_depth": 2}, xgb.DMatrix(x, label=x[:, 0] > 0), num_boost_round=3).save_model(
+        tmp_path / "xgboost-model.ubj")
+    (tmp_path / "xgboost-model.ubj").rename(tmp_path / "xgboost-model")
+    assert 0 < cpu_split.app_cpu_s(tmp_path, [b"1,2,3,4", b"0.5,,1,2"], 50) < 0.1
+    with pytest.raises(RuntimeError, match="other than 200"):  # three features where the model takes four: a 400
+        cpu_split.app_cpu_s(tmp_path, [b"1,2,3"], 10)
