@@ -1,10 +1,13 @@
 """`python -m bench [--quick] [--busy]`: every benchmark, printed, in build/bench/report.json and report.png.
 
 Systems: ours (CSV and JSON), MLServer (REST V2; its venv is made under build/peers/ on first use), the naive
-bring-your-own baseline and the in-process floor, interleaved; then PAT against the authors' Keras encoder
-(bench.keras_peer; its venv is made on first use too). It prints how long it will take before starting, scaled by
-the load average per CPU. --busy keeps one core busy with a background process throughout. Needs wrk (`apt-get install wrk`), matplotlib and pandas (`pip install -e .[bench]`); Docker figures
-are skipped with a reason when no engine or image is there (`./build.sh build xgboost`).
+bring-your-own baseline, the lean naive one (bench/baselines/lean_byo.py) and the in-process floor, interleaved; then
+the first request after /ping 200 against the steady p50 (XGBoost and PAT-S, a fresh server per repeat:
+bench.first_request); then PAT against the authors' Keras encoder (bench.keras_peer; its venv is made on first use
+too). Issue 20's ratio goals are printed with the CPU model and its bfloat16 flags. It prints how long it will take
+before starting, scaled by the load average per CPU. --busy keeps one core busy with a background process throughout.
+Needs wrk (`apt-get install wrk`), matplotlib and pandas (`pip install -e .[bench]`); Docker figures are skipped with
+a reason when no engine or image is there (`./build.sh build xgboost`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from bench.models import prepare
 ROOT = Path(__file__).resolve().parents[1]
 OWN_FILES = {"report.json", "report-busy.json"}
 KERAS_FILE = "pat-keras.json"  # what `python -m bench.pat --peer keras` writes; measured here too unless --no-keras
+FIRST_FILE = "first-request.json"  # what `python -m bench.first_request` writes; measured here too
 
 
 def measure_keras(plan: suite.Plan, out: Path) -> dict:
@@ -50,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docker", action="store_true", help="skip the container figures")
     parser.add_argument("--no-peers", action="store_true", help="skip MLServer and Keras (no venv is made)")
     parser.add_argument("--no-keras", action="store_true", help="skip PAT against the authors' Keras encoder")
+    parser.add_argument("--no-naive", action="store_true",
+                        help="skip the first naive baseline (issue 20's goals are taken against the lean one)")
+    parser.add_argument("--no-first-request", action="store_true",
+                        help="skip the first request after /ping against the steady p50 (XGBoost and PAT)")
+    parser.add_argument("--no-pat", action="store_true", help="measure the first request on XGBoost only")
     parser.add_argument("--busy", action="store_true", help="keep one core busy with a background process")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     parser.add_argument("--xgboost-image", default="xgboost-inference:latest")
@@ -64,14 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log_dir = args.out / "logs"
     log_dir.mkdir(exist_ok=True)
-    kinds = [systems.Ours, systems.Naive] + ([] if args.no_peers else [MLServer])
+    kinds = [systems.Ours, *([] if args.no_naive else [systems.Naive]), systems.LeanNaive] + (
+        [] if args.no_peers else [MLServer])
     keras = not (args.no_peers or args.no_keras)
     probe = machine.cpu_probe_s()
-    estimate = suite.estimate_s(plan, kinds, not args.no_docker, keras, probe)
+    first = not args.no_first_request
+    estimate = suite.estimate_s(plan, kinds, not args.no_docker, keras, probe, first, first and not args.no_pat)
     print(f"bench: about {estimate / 60:.0f} minutes at the present load average ({os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs; {plan.repeats} repeats of "
           f"{', '.join(plan.models)}; {', '.join(kind.name for kind in kinds)}, floor"
-          f"{'' if args.no_docker else ', containers'}{', Keras: ' + ' '.join(plan.keras_variants) if keras else ''}"
+          f"{', first request' if first else ''}{'' if args.no_docker else ', containers'}"
+          f"{', Keras: ' + ' '.join(plan.keras_variants) if keras else ''}"
           f"), plus any one-time venv or model training", flush=True)
     started = time.perf_counter()
     background = machine.BusyCore() if args.busy else contextlib.nullcontext()
@@ -89,11 +101,14 @@ def main(argv: list[str] | None = None) -> int:
                 kinds.remove(MLServer)
         measured = time.perf_counter()
         runs = suite.interleaved(models, plan, log_dir, kinds)
+        primary = models["example"] if "example" in models else next(iter(models.values()))
+        first_request = {"skipped": "--no-first-request"}
+        if first:
+            first_request = suite.first_requests(primary, plan, args.out, log_dir, pat=not args.no_pat)
         containers = {"skipped": "--no-docker"}
         if not args.no_docker:
             pat_dir = ROOT / "build" / "models" / "pat"
-            containers = suite.containers(models["example"] if "example" in models else next(iter(models.values())),
-                                          plan, pat_dir if pat_dir.is_dir() else None,
+            containers = suite.containers(primary, plan, pat_dir if pat_dir.is_dir() else None,
                                           {"xgboost": args.xgboost_image, "pat": args.pat_image})
         pat_vs_keras = {"skipped": "--no-peers" if args.no_peers else "--no-keras"}
         if keras:
@@ -103,26 +118,31 @@ def main(argv: list[str] | None = None) -> int:
     import xgboost
 
     summary = report.summarize(runs)
+    cpu_info = machine.cpu_info()
     result = {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m bench" + " ".join(["", *(argv if argv is not None else sys.argv[1:])]).rstrip(),
         "duration_s": {"estimated": round(estimate), "measured": round(took), "cpu_probe_s": round(probe, 4),
                        "one_time_setup": round(measured - started)},
         "plan": dataclasses.asdict(plan),
-        "machine": {"cpu_model": machine.cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu_model": cpu_info["model"], "cpu_info": cpu_info, "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
                     "xgboost": xgboost.__version__, "background_busy_core": args.busy,
                     "load_average_before": load_before, "load_average_after": os.getloadavg(), "cpu": cpu,
-                    "summary": f"{os.cpu_count()} x {machine.cpu_model()}; other processes used "
+                    "summary": f"{os.cpu_count()} x {cpu_info['summary']}; other processes used "
                                f"{cpu['others_cores']:.2f} cores on average"
                                + (" (one of them a busy loop we started)" if args.busy else "")},
         "peers": peers,
         "models": {name: model.description for name, model in models.items()},
         "summary": summary,
         "targets": report.targets(summary, containers),
+        "goals": report.ratio_goals(summary, first_request if "skipped" not in first_request else None),
+        "first_request": first_request,
         "containers": containers,
         "pat_vs_keras": pat_vs_keras,
         "runs": runs,
-        "other_benchmarks": report.other_benchmarks(args.out, OWN_FILES | ({KERAS_FILE} if keras else set())),
+        "other_benchmarks": report.other_benchmarks(
+            args.out, OWN_FILES | ({KERAS_FILE} if keras else set()) | ({FIRST_FILE} if first else set())),
     }
     name = "report-busy" if args.busy else "report"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")

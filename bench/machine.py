@@ -10,12 +10,31 @@ import time
 from pathlib import Path
 
 
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # Intel AMX (Sapphire Rapids on) and AVX-512 BF16 (also AMD Zen 4)
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """The CPU's model name and bfloat16 flags, from the first processor of /proc/cpuinfo (the same ratios can differ
+    between CPU families: the issue's were measured on an Intel Xeon with AMX)."""
+    text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    model = fields.get("model name", "unknown")
+    return {"model": model, "vendor": fields.get("vendor_id", "unknown"),
+            **{flag: flag in flags for flag in BF16_FLAGS},
+            "summary": f"{model} ({', '.join(f for f in BF16_FLAGS if f in flags) or 'no bf16 flags'})"}
+
+
 def cpu_model() -> str:
-    """The CPU's model name as the kernel reports it (the same ratios can differ between CPU families)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return "unknown"
+    """The CPU's model name as the kernel reports it."""
+    return cpu_info()["model"]
 
 
 def cpu_probe_s() -> float:

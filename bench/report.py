@@ -106,6 +106,53 @@ def targets(summary: dict, containers: dict) -> list[dict]:
     return out
 
 
+# Issue 20's ratio goals: (goal, metric, entry of the summary, limit, higher is better, models it is a goal on).
+# Each is the median of ratios taken within each repeat; min and max show the spread. The issue sets them on the
+# example model and MLServer's on the large model too; on other models they are shown for information.
+RATIO_GOALS = (
+    ("single-row p50 / lean naive's", "single-row p50", "ours/lean", 0.3, False, ("example",)),
+    ("8-connection throughput / lean naive's", "c8 throughput", "ours/lean", 3.0, True, ("example",)),
+    ("10,000-row CSV / in-process floor", "10k / floor", "ours", 1.25, False, ("example",)),
+    ("10,000-row JSON / in-process floor", "10k / floor", "ours-json", 1.25, False, ("example",)),
+    ("single-row p50 / MLServer's", "single-row p50", "ours/mlserver", 0.5, False, ("example", "large")),
+)
+
+
+def _spread(entry: dict | None, absent: str) -> dict:
+    return {k: entry[k] for k in ("median", "min", "max", "n")} if entry else {"note": absent}
+
+
+def ratio_goals(summary: dict, first: dict | None = None) -> list[dict]:
+    """The ratio goals per model, then the first request / steady p50 per family (bench.first_request)."""
+    out = []
+    for model, metrics in summary.items():
+        for goal, metric, key, limit, higher, models in RATIO_GOALS:
+            entry = metrics.get(metric, {}).get(key)
+            met = None if entry is None or model not in models else (
+                entry["median"] >= limit if higher else entry["median"] <= limit)
+            figures = _spread(entry, f"{key.partition('/')[2] or key} not measured")
+            if entry and model not in models:
+                figures["note"] = f"for information: a goal on the {' and '.join(models)} model only"
+            out.append({"goal": goal, "model": model, "limit": limit, "higher_is_better": higher, "met": met,
+                        **figures})
+    for family, entry in (first or {}).items():
+        out.append({"goal": "first request after /ping 200 / steady p50", "model": f"{family} ({entry['model']})",
+                    "limit": entry["goal"], "higher_is_better": False, "met": entry.get("met"),
+                    **_spread(entry if "median" in entry else None, entry.get("skipped", "not measured"))})
+    return out
+
+
+def print_goals(goals: list[dict], cpu: dict) -> None:
+    print(f"\n== goals (issue 20): ratios taken within each repeat, median [min-max]; CPU {cpu['summary']}")
+    for goal in goals:
+        mark = {True: "MET", False: "NOT MET", None: "info" if "median" in goal else "n/a"}[goal["met"]]
+        sign = ">=" if goal["higher_is_better"] else "<="
+        value = (f"{goal['median']:.2f}x [{goal['min']:.2f}-{goal['max']:.2f}]" if "median" in goal
+                 else goal.get("note", "-"))
+        note = f"; {goal['note']}" if "median" in goal and "note" in goal else ""
+        print(f"  [{mark:>7}] {goal['model']}: {goal['goal']}: {value} (goal {sign} {goal['limit']}{note})")
+
+
 def _fmt(value) -> str:
     if value is None:
         return "-"
@@ -155,6 +202,7 @@ def print_report(report: dict) -> None:
         mark = {True: "MET", False: "NOT MET", None: "n/a"}[target["met"]]
         value = "-" if target["value"] is None else f"{target['value']:.3g}"
         print(f"  [{mark:>7}] {target['target']}: {value} (target {target['limit']}) {target['note']}")
+    print_goals(report["goals"], report["machine"]["cpu_info"])
     print_keras(report.get("pat_vs_keras") or {"skipped": "not measured"})
     if report["other_benchmarks"]:
         print("\n== other benchmarks joined into this report: " + ", ".join(report["other_benchmarks"]))
@@ -206,6 +254,7 @@ def plot(report: dict, path: Path) -> None:
               ("PSS per worker", "PSS per worker, MiB")]
     systems = [("ours", "ours (CSV)", "#1f77b4"), ("ours-json", "ours (JSON)", "#aec7e8"),
                ("mlserver", "MLServer (V2 JSON)", "#ff7f0e"), ("naive", "naive BYO", "#d62728"),
+               ("lean", "lean naive BYO", "#e377c2"),
                ("floor", "in-process floor", "#7f7f7f")]
     models = list(report["summary"])
     figure, axes = plt.subplots(2, 4, figsize=(18, 8))
@@ -239,8 +288,8 @@ def plot(report: dict, path: Path) -> None:
     if "xgboost" in images:
         axis.hlines(450, -0.4, 0.4, colors="black", linestyles="dashed")
     axis.set_title("image size, MB (dashed: xgboost target)", fontsize=10)
-    figure.suptitle(f"XGBoost serving: ours, MLServer, naive BYO, in-process floor; {report['machine']['summary']}",
-                    fontsize=11)
+    figure.suptitle(f"XGBoost serving: ours, MLServer, naive and lean naive BYO, in-process floor; "
+                    f"{report['machine']['summary']}", fontsize=11)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

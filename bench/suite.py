@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import load, machine, systems
+from bench import first_request, load, machine, systems
 from bench.baselines import floor
 from bench.client import Client, summary_ms
 from bench.models import BenchModel, body_under, csv_body, csv_lines, parse_exact, rows
@@ -30,11 +30,13 @@ class Plan:
     pat_starts: int = 2
     keras_variants: tuple[str, ...] = ("PAT-S", "PAT-M", "PAT-L")  # PAT against the authors' Keras encoder
     keras_budget_s: float = 3.0  # per side and figure (at least 3 calls)
+    first_request_steady: tuple[int, int] = (300, 30)  # XGBoost's and PAT's keep-alive requests for the steady p50
 
     @classmethod
     def quick(cls) -> "Plan":
         return cls(repeats=1, models=("example",), sequential=500, load_seconds=2, large_requests=3, image_starts=1,
-                   load_requests=5000, pat_starts=1, keras_variants=("PAT-S",), keras_budget_s=1.0)
+                   load_requests=5000, pat_starts=1, keras_variants=("PAT-S",), keras_budget_s=1.0,
+                   first_request_steady=(200, 20))
 
 
 @dataclass
@@ -171,6 +173,34 @@ def interleaved(models: dict[str, BenchModel], plan: Plan, log_dir: Path, kinds:
     return results
 
 
+def first_requests(model: BenchModel, plan: Plan, out: Path, log_dir: Path, pat: bool = True) -> dict:
+    """The first request after /ping 200 against the steady p50, on a fresh server per repeat (XGBoost on `model`,
+    then PAT-S on the CPU), interleaved."""
+    xgboost_steady, pat_steady = plan.first_request_steady
+    cases = [first_request.xgboost_case(model.model_dir, csv_lines(rows(model, 500)), log_dir,
+                                          xgboost_steady)]
+    found: dict = {"xgboost": {"model": model.name, "goal": first_request.GOAL, "runs": []},
+                   "pat": {"model": first_request.PAT_VARIANT, "goal": first_request.GOAL}}
+    if not pat:
+        found["pat"]["skipped"] = "--no-pat"
+    else:
+        try:
+            pat_dir = first_request.pat_artifact(out / "models" / "pat-s")
+        except ImportError as error:  # torch is in the pat extra
+            found["pat"]["skipped"] = f"PAT not installed: {error}"
+        else:
+            cases.append(first_request.pat_case(pat_dir, log_dir, pat_steady))
+            found["pat"]["runs"] = []
+    for repeat in range(plan.repeats):
+        for case in cases:
+            print(f"bench: repeat {repeat + 1}/{plan.repeats}, first request, {case.family}", flush=True)
+            found[case.family]["runs"].append(first_request.measure(case))
+    for entry in found.values():
+        if "runs" in entry:
+            entry.update(first_request.summarize(entry["runs"]))
+    return found
+
+
 def containers(model: BenchModel, plan: Plan, pat_model_dir: Path | None, images: dict[str, str]) -> dict:
     """Image sizes, `docker run` -> first /ping 200, memory per worker and the long load on the xgboost image."""
     if not systems.docker_available():
@@ -222,8 +252,11 @@ def median(values: list[float]) -> float:
 # where machine.cpu_probe_s() takes CALIBRATION_PROBE_S: estimates scale by the probe. Calibrated on the 2-vCPU
 # machine of bench/PERFORMANCE.md on 2026-12-01: probe 0.0354 s, `python -m bench` took 30.3 min.
 CALIBRATION_PROBE_S = 0.0266
-FIXED_S = {"ours": 4.0, "ours-json": 3.0, "naive": 4.0, "mlserver": 12.0}
-PER_REQUEST_S = {"ours": 0.0008, "ours-json": 0.001, "naive": 0.004, "mlserver": 0.004}
+FIXED_S = {"ours": 4.0, "ours-json": 3.0, "naive": 4.0, "lean": 4.0, "mlserver": 12.0}
+PER_REQUEST_S = {"ours": 0.0008, "ours-json": 0.001, "naive": 0.004, "lean": 0.003, "mlserver": 0.004}
+# Seconds per repeat of the first-request figures: a fresh XGBoost server, a fresh PAT-S server (torch's import and
+# the first forward passes dominate); estimates, not yet calibrated on a quiet machine.
+FIRST_REQUEST_S = {"xgboost": 5.0, "pat": 20.0}
 
 
 # Seconds per interleaved repeat of one PAT variant at batch 1 and 8 against Keras (both sides), and to start the
@@ -232,8 +265,8 @@ KERAS_S = {"PAT-S": 12.0, "PAT-M": 25.0, "PAT-L": 110.0}
 KERAS_FIXED_S = 20.0
 
 
-def estimate_s(plan: Plan, kinds: list, docker: bool, keras: bool = False, probe_s: float = CALIBRATION_PROBE_S
-               ) -> float:
+def estimate_s(plan: Plan, kinds: list, docker: bool, keras: bool = False, probe_s: float = CALIBRATION_PROBE_S,
+               first: bool = True, pat: bool = True) -> float:
     """How long `interleaved` (and `containers`, and the Keras comparison) will take on a machine whose
     machine.cpu_probe_s() is `probe_s`: printed before the run starts."""
     keys = [result_key(kind, protocol) for kind in kinds for protocol in kind.protocols]
@@ -241,6 +274,8 @@ def estimate_s(plan: Plan, kinds: list, docker: bool, keras: bool = False, probe
         k, 0.004) for k in keys) + plan.sequential * 0.0004 + 3
     weights = {"example": 1.0, "large": 2.0}
     total = plan.repeats * sum(per_model * weights.get(name, 1.0) for name in plan.models)
+    if first:
+        total += plan.repeats * (FIRST_REQUEST_S["xgboost"] + (FIRST_REQUEST_S["pat"] if pat else 0.0))
     if docker:
         total += plan.image_starts * 2 + plan.load_requests / 2000 + plan.pat_starts * 4 + 10
     if keras:

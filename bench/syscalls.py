@@ -1,6 +1,6 @@
 """Where a single-row request's time goes outside Python: system calls per request, counted with `strace -c`.
 
-    python -m bench.syscalls [--requests 400] [--systems ours naive mlserver]
+    python -m bench.syscalls [--requests 400] [--systems ours naive lean mlserver]
 
 Starts each server on the example model, sends 50 warm-up rows, then attaches `strace -f -c` to its workers for
 `--requests` sequential keep-alive single-row requests, and prints the calls per request by name, grouped by what
@@ -41,7 +41,7 @@ GROUPS = {
 def kinds() -> dict:
     from bench.mlserver_peer import MLServer
 
-    return {"ours": systems.Ours, "naive": systems.Naive, "mlserver": MLServer}
+    return {"ours": systems.Ours, "naive": systems.Naive, "lean": systems.LeanNaive, "mlserver": MLServer}
 
 
 def parse_summary(text: str, requests: int) -> dict[str, float]:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--systems", nargs="+", default=["ours", "naive", "mlserver"],
-                        choices=["ours", "naive", "mlserver"])
+                        choices=["ours", "naive", "lean", "mlserver"])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if shutil.which("strace") is None:

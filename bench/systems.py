@@ -3,6 +3,7 @@
 - `ours`: the real `serve` console script (gunicorn workers of one thread, serve.workers.InlineWorker), as
   serve/process.py starts it.
 - `naive`: bench/baselines/naive_byo.py under gunicorn sync workers, OMP_NUM_THREADS=1.
+- `lean`: bench/baselines/lean_byo.py, the same way.
 - `image`: `docker run IMAGE serve` with the model mounted read-only, published on a loopback port.
 """
 
@@ -108,35 +109,47 @@ class Server:
 class Ours(Server):
     name = "ours"
     protocols = (CSV, JSON)
+    env: dict[str, str] = {}
+    deadline_s = 60
 
     def __init__(self, model_dir: Path, log_dir: Path, workers: int = WORKERS):
         start = time.perf_counter()
         # 16 MiB, as for Batch Transform: 10,000 rows of the large model's 100 features are about 9 MB of CSV
         self.process = ServeProcess({"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers),
-                                     "SAGEMAKER_MAX_PAYLOAD_IN_MB": "16", "SERVE_LOG_LEVEL": "warning"},
-                                    log_dir / "ours.log")
+                                     "SAGEMAKER_MAX_PAYLOAD_IN_MB": "16", "SERVE_LOG_LEVEL": "warning", **self.env},
+                                    log_dir / f"{self.name}.log")
         self.port, self.pid = self.process.port, self.process.process.pid
-        wait_for_ping(self.port, 60, lambda: self.process.process.poll() is None)
+        wait_for_ping(self.port, self.deadline_s, lambda: self.process.process.poll() is None)
         self.start_s = time.perf_counter() - start
 
     def stop(self) -> None:
         self.process.stop()
 
 
-class Naive(Server):
-    """gunicorn sync workers serving bench/baselines/naive_byo.py: the model loads on each worker's first request."""
+class OursPat(Ours):
+    """The PAT handler on the CPU (gunicorn's socket accepts before a worker has loaded torch, so /ping may time out
+    at first: wait_for_ping retries)."""
 
-    name = "naive"
+    name = "ours-pat"
+    env = {"SERVE_HANDLER": "pat", "SERVE_DEVICE": "cpu"}
+    deadline_s = 180
+
+
+class FlaskBaseline(Server):
+    """gunicorn sync workers serving one of bench/baselines/'s Flask apps (OMP_NUM_THREADS=1)."""
+
+    app: str  # module:app
+    model_variable: str  # the environment variable the app reads the booster's path from
 
     def __init__(self, model_dir: Path, log_dir: Path, workers: int = WORKERS):
         self.port = free_port()
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1",
-               "NAIVE_MODEL_PATH": str(model_dir / "xgboost-model"), "PYTHONPATH": str(ROOT)}
-        self.log = open(log_dir / "naive.log", "wb")
+               self.model_variable: str(model_dir / "xgboost-model"), "PYTHONPATH": str(ROOT)}
+        self.log = open(log_dir / f"{self.name}.log", "wb")
         start = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-k", "sync", "-w", str(workers), "-b", f"127.0.0.1:{self.port}",
-             "--timeout", "60", "bench.baselines.naive_byo:app"],
+             "--timeout", "60", self.app],
             env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid = self.process.pid
         wait_for_ping(self.port, 60, lambda: self.process.poll() is None)
@@ -145,6 +158,22 @@ class Naive(Server):
     def stop(self) -> None:
         stop_process(self.process)
         self.log.close()
+
+
+class Naive(FlaskBaseline):
+    """bench/baselines/naive_byo.py: the model loads on each worker's first request, answers written by pandas."""
+
+    name = "naive"
+    app = "bench.baselines.naive_byo:app"
+    model_variable = "NAIVE_MODEL_PATH"
+
+
+class LeanNaive(FlaskBaseline):
+    """bench/baselines/lean_byo.py: loaded at import, `DMatrix(data.values, nthread=1)`, answers joined with str."""
+
+    name = "lean"
+    app = "bench.baselines.lean_byo:app"
+    model_variable = "LEAN_MODEL_PATH"
 
 
 def stop_process(process: subprocess.Popen) -> None:

@@ -61,9 +61,11 @@ def predict(booster: xgb.Booster, matrix) -> np.ndarray | None:
     shape, dims, scores = ctypes.POINTER(c_bst_ulong)(), c_bst_ulong(), ctypes.POINTER(ctypes.c_float)()
     _check_call(_LIB.XGBoosterPredictFromDense(booster.handle, interface, _ARGS, _proxy(), ctypes.byref(shape),
                                                ctypes.byref(dims), ctypes.byref(scores)))
-    out_shape = tuple(shape[i] for i in range(dims.value))
-    # The scores live in the booster's per-thread buffer until its next call: copy them out.
-    return np.ctypeslib.as_array(scores, shape=(int(np.prod(out_shape)),)).copy().reshape(out_shape)
+    out = np.empty(tuple(shape[i] for i in range(dims.value)), dtype=np.float32)
+    # The scores live in the booster's per-thread buffer until its next call: copy them out (a plain memmove; numpy's
+    # ctypeslib.as_array builds a ctypes array type per call, three times as long for a single row).
+    ctypes.memmove(out.ctypes.data, scores, out.nbytes)
+    return out
 
 
 def agrees(booster: xgb.Booster, num_features: int) -> bool:

@@ -1,0 +1,140 @@
+"""The first request after /ping turns 200, against the steady single-row p50: a fresh server per repeat, for XGBoost
+and PAT.
+
+SageMaker routes traffic to a container as soon as /ping answers 200, so a worker that loads lazily, or runs its first
+prediction cold, makes the first clients wait. Each repeat starts a new server and waits for /ping 200; then one
+request per worker, each on a new connection (the first of them is "the first request"); then `warmup` + `steady`
+requests on one keep-alive connection, whose p50 is the steady p50. Goal: first / steady p50 at most 2.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import orjson
+
+from bench import systems
+from bench.client import Client, summary_ms
+
+GOAL = 2.0
+PAT_VARIANT = "PAT-S"  # the smallest encoder: what is measured is the serving path's cold start, not the encoder
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str
+    start: Callable[[], systems.Server]  # a fresh server, /ping already 200
+    bodies: list[bytes]  # the first request sends the first; the steady ones cycle through them
+    content_type: str  # sent as Content-Type and Accept
+    steady: int  # keep-alive requests timed for the steady p50
+    warmup: int = 20
+
+
+def _post(port: int, case: Case, body: bytes) -> float:
+    """Seconds for one request on a new connection (connect included, as for a new client); any non-200 raises."""
+    client = Client(port, case.content_type, case.content_type)
+    try:
+        start = time.perf_counter()
+        status, _ = client.post(body)
+        elapsed = time.perf_counter() - start
+    finally:
+        client.close()
+    if status != 200:
+        raise RuntimeError(f"{case.family}: the first requests answered {status}")
+    return elapsed
+
+
+def measure(case: Case, workers: int = systems.WORKERS) -> dict:
+    """One repeat: a fresh server, its first `workers` requests, then the steady p50."""
+    server = case.start()
+    try:
+        firsts = [_post(server.port, case, case.bodies[i % len(case.bodies)]) for i in range(workers)]
+        client = Client(server.port, case.content_type, case.content_type)
+        try:
+            steady = summary_ms(client.timed(case.bodies, case.steady, warmup=case.warmup))
+        finally:
+            client.close()
+    finally:
+        server.stop()
+    first_ms = [t * 1e3 for t in firsts]
+    return {"start_s": server.start_s, "first_ms": first_ms[0], "first_per_connection_ms": first_ms,
+            "steady": steady, "ratio": first_ms[0] / steady["p50_ms"]}
+
+
+def xgboost_case(model_dir: Path, bodies: list[bytes], log_dir: Path, steady: int) -> Case:
+    return Case("xgboost", lambda: systems.Ours(model_dir, log_dir), bodies, "text/csv", steady)
+
+
+def pat_artifact(model_dir: Path, variant: str = PAT_VARIANT) -> Path:
+    """A PAT artifact with random weights and heads (made once; torch is imported only here)."""
+    if not (model_dir / "config.json").exists():
+        from bench.pat import artifact
+        from models.pat.artifact import ArtifactConfig, save_artifact
+
+        model = artifact(variant)
+        save_artifact(model_dir, model.encoder, model.heads, ArtifactConfig(variant=variant))
+    return model_dir
+
+
+def pat_body(seed: int = 5) -> bytes:
+    """One week of activity counts as the JSON clients send (every output: embedding, scores, saliency, metrics)."""
+    from models.pat.runner import WEEK_MINUTES
+
+    rng = np.random.default_rng(seed)
+    week = np.round(rng.gamma(1.2, 120.0, WEEK_MINUTES) * (rng.random(WEEK_MINUTES) > 0.2))
+    return orjson.dumps({"instances": [week.tolist()]})
+
+
+def pat_case(model_dir: Path, log_dir: Path, steady: int) -> Case:
+    return Case("pat", lambda: systems.OursPat(model_dir, log_dir), [pat_body()], "application/json", steady,
+                warmup=5)
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Median [min-max] of the per-repeat ratios, and whether the median meets the goal."""
+    ratios = [run["ratio"] for run in runs]
+    if not ratios:
+        return {"goal": GOAL, "met": None}
+    median = float(np.median(ratios))
+    return {"median": median, "min": min(ratios), "max": max(ratios), "n": len(ratios), "goal": GOAL,
+            "met": median <= GOAL, "first_ms": [run["first_ms"] for run in runs],
+            "steady_p50_ms": [run["steady"]["p50_ms"] for run in runs]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.first_request [--repeats 3] [--no-pat]`: this part of `python -m bench` alone, printed and
+    written to build/bench/first-request.json (folded into `python -m bench`'s report)."""
+    import argparse
+    import dataclasses
+    import json
+
+    from bench import suite
+    from bench.models import prepare
+
+    root = Path(__file__).resolve().parents[1] / "build" / "bench"
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-pat", action="store_true")
+    parser.add_argument("--out", type=Path, default=root / "first-request.json")
+    args = parser.parse_args(argv)
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    model = prepare(root / "models", ("example",))["example"]
+    plan = dataclasses.replace(suite.Plan(), repeats=args.repeats)
+    found = suite.first_requests(model, plan, root, root / "logs", pat=not args.no_pat)
+    for family, entry in found.items():
+        if "median" in entry:
+            print(f"{family}: first request {', '.join(f'{v:.1f}' for v in entry['first_ms'])} ms, steady p50 "
+                  f"{', '.join(f'{v:.2f}' for v in entry['steady_p50_ms'])} ms: {entry['median']:.2f}x "
+                  f"[{entry['min']:.2f}-{entry['max']:.2f}] (goal <= {GOAL}: {'met' if entry['met'] else 'NOT met'})")
+        else:
+            print(f"{family}: {entry.get('skipped')}")
+    args.out.write_text(json.dumps({"command": "python -m bench.first_request", **found}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
