@@ -268,8 +268,8 @@ FAILURES = {
     "trail in one region": (set_in(["cloudtrail", "get_trail", "Trail", "IsMultiRegionTrail"], False),
                             f"trail {TRAIL}", "not multi-region"),
     "trail without a key to an unencrypted bucket": (
-        lambda r: (set_in(["cloudtrail", "get_trail", "Trail", "KmsKeyId"], None)(r),
-                   replace("s3", "get_bucket_encryption", "ServerSideEncryptionConfigurationNotFoundError", index=4)(r)),
+        lambda r: (set_in(["cloudtrail", "get_trail", "Trail", "KmsKeyId"], None)(r), replace(
+            "s3", "get_bucket_encryption", "ServerSideEncryptionConfigurationNotFoundError", index=4)(r)),
         f"trail bucket {TRAIL_BUCKET}", "default encryption None"),
     "stack deployed before the trail": (
         lambda r: r["cloudformation"][0]["Stacks"][0].update(Outputs=[
