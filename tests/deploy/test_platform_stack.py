@@ -9,6 +9,7 @@ the key's policies as CloudFormation resolves them: the calls the deploy makes a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,8 +27,11 @@ from cfnlint.decode import decode
 from .conftest import ACCOUNT, DEPLOY_CONFIGS, REGION, ROOT, BuildSh, build_sh_env
 
 sys.path.insert(0, str(DEPLOY_CONFIGS))
-from sagemaker_deploy import DeployError, alarms, artifacts, config as configs, endpoints, stack  # noqa: E402
+from sagemaker_deploy import DeployError, alarms, artifacts, config as configs, endpoints, stack, verify  # noqa: E402
 from sagemaker_deploy.aws import Aws  # noqa: E402
+
+from .access import engine, stack as access_stack  # noqa: E402 (it imports sagemaker_deploy)
+from .access.stack import StackPolicies  # noqa: E402
 
 TEMPLATE = ROOT / "containers" / "infra" / "platform.yaml"
 BODY, _ = decode(str(TEMPLATE))
@@ -144,40 +148,6 @@ def test_cloudtrail_may_use_the_key_only_for_this_stages_trail():
         "arn:${AWS::Partition}:cloudtrail:*:${AWS::AccountId}:trail/*"
 
 
-@pytest.mark.parametrize("bucket", KMS_BUCKETS)
-def test_each_data_bucket_is_versioned_private_kms_encrypted_with_a_bucket_key_and_refuses_http_and_plain_puts(
-        bucket):
-    settings = properties(bucket)
-    assert settings["VersioningConfiguration"] == {"Status": "Enabled"}
-    assert settings["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [{
-        "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": THE_KEY},
-        "BucketKeyEnabled": True}]
-    assert settings["PublicAccessBlockConfiguration"] == {
-        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
-    assert settings["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
-    assert settings["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": "AccessLogBucket"}
-    policy = properties(f"{bucket}Policy")
-    assert policy["Bucket"] == {"Ref": bucket}
-    denials = [s for s in statements(policy["PolicyDocument"]) if s["Effect"] == "Deny" and s["Principal"] == "*"]
-    conditions = [statement["Condition"] for statement in denials]
-    assert {"Bool": {"aws:SecureTransport": "false"}} in conditions
-    assert {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}} in conditions
-    assert {"StringNotEqualsIfExists": {
-        "s3:x-amz-server-side-encryption-aws-kms-key-id": THE_KEY}} in conditions
-    assert all(statement["Effect"] == "Deny" for statement in statements(policy["PolicyDocument"]))
-
-
-def test_the_access_log_bucket_is_private_sse_s3_as_s3_requires_and_expires_with_the_log_retention():
-    settings = properties("AccessLogBucket")
-    algorithm = settings["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
-    assert algorithm == {"SSEAlgorithm": "AES256"}  # S3 delivers server access logs only to SSE-S3 buckets
-    assert all(settings["PublicAccessBlockConfiguration"].values())
-    assert settings["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == {"Ref": "LogRetentionDays"}
-    allowed = [s for s in statements(properties("AccessLogBucketPolicy")["PolicyDocument"]) if s["Effect"] == "Allow"]
-    assert [s["Principal"] for s in allowed] == [{"Service": "logging.s3.amazonaws.com"}]
-    assert allowed[0]["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
-
-
 @pytest.mark.parametrize("table", sorted(TABLE_KEYS))
 def test_each_table_has_the_guides_keys_on_demand_point_in_time_recovery_and_the_key(table):
     name, keys = TABLE_KEYS[table]
@@ -191,27 +161,6 @@ def test_each_table_has_the_guides_keys_on_demand_point_in_time_recovery_and_the
     assert settings["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS",
                                             "KMSMasterKeyId": THE_KEY}
     assert settings["DeletionProtectionEnabled"] is True
-    expected_ttl = {"AttributeName": "expires_at", "Enabled": True} if table == "XgboostPredictionsTable" else None
-    assert settings.get("TimeToLiveSpecification") == expected_ttl
-
-
-def test_predictions_expire_after_xgboost_prediction_ttl_days_which_the_stack_outputs():
-    assert BODY["Parameters"]["PredictionTtlDays"]["Default"] == 90
-    assert BODY["Outputs"]["XgboostPredictionTtlDays"]["Value"] == {"Ref": "PredictionTtlDays"}
-    assert BODY["Outputs"]["XgboostPredictionTtlAttribute"]["Value"] == "expires_at"
-    assert stack.env_name("XgboostPredictionTtlDays") == "XGBOOST_PREDICTION_TTL_DAYS"
-
-
-def test_each_endpoint_and_the_build_log_to_a_group_of_at_least_90_days_encrypted_with_the_key():
-    retention = BODY["Parameters"]["LogRetentionDays"]
-    assert retention["MinValue"] == 90 and min(retention["AllowedValues"]) == 90 and retention["Default"] >= 90
-    assert BODY["Resources"]["Fn::ForEach::EndpointLogs"][:2] == ["EndpointName", {"Ref": "EndpointNames"}]
-    groups = [LOOPS["EndpointLogs"]["EndpointLogGroup&{EndpointName}"], RESOURCES["BuildLogGroup"]]
-    assert [sub_text(group["Properties"]["LogGroupName"]) for group in groups] == [
-        "/aws/sagemaker/Endpoints/${EndpointName}", "/aws/codebuild/clinical-inference-${Stage}-build"]
-    for group in groups:
-        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
-        assert group["Properties"]["KmsKeyId"] == THE_KEY
 
 
 def test_no_policy_grants_a_star_that_could_be_narrowed():
@@ -238,14 +187,6 @@ def test_no_policy_grants_a_star_that_could_be_narrowed():
         "StringEquals": {"aws:RequestTag/stage": {"Ref": "Stage"}}}
 
 
-@pytest.mark.parametrize("role, service", [("ExecutionRole", "sagemaker.amazonaws.com"),
-                                           ("CodeBuildRole", "codebuild.amazonaws.com")])
-def test_each_role_is_assumed_by_its_one_service_of_this_account(role, service):
-    trust = statements(properties(role)["AssumeRolePolicyDocument"])
-    assert trust == [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole",
-                      "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]
-
-
 def test_the_codebuild_project_is_privileged_runs_the_buildspec_as_its_own_role_and_reports():
     project = properties("CodeBuildProject")
     assert project["Environment"]["PrivilegedMode"] is True
@@ -260,15 +201,6 @@ def test_the_codebuild_project_is_privileged_runs_the_buildspec_as_its_own_role_
     assert set(reports["Action"]) >= {"codebuild:CreateReportGroup", "codebuild:CreateReport",
                                       "codebuild:UpdateReport", "codebuild:BatchPutTestCases"}
     assert sub_text(reports["Resource"]).endswith(":report-group/clinical-inference-${Stage}-build-*")
-
-
-def test_alerts_go_to_an_encrypted_topic_that_only_this_accounts_alarms_publish_to():
-    assert properties("AlertTopic")["KmsMasterKeyId"] == THE_KEY
-    publish = statements(properties("AlertTopicPolicy")["PolicyDocument"])[0]
-    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and publish["Action"] == "sns:Publish"
-    assert publish["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
-    alarm = properties("BuildFailedAlarm")
-    assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}] and alarm["MetricName"] == "FailedBuilds"
 
 
 def test_every_name_carries_the_stage():
@@ -326,30 +258,342 @@ def test_the_codebuild_project_uses_the_buildspecs_artifact_name():
     assert properties("CodeBuildProject")["Artifacts"].get("OverrideArtifactName") is True
 
 
-def test_the_trail_is_multi_region_validated_encrypted_and_its_bucket_takes_only_cloudtrails_writes():
-    """"Amazon S3 bucket policy for CloudTrail",
-    https://docs.aws.amazon.com/awscloudtrail/latest/userguide/create-s3-bucket-policy-for-cloudtrail.html;
-    "Creating a trail for all Regions" (IsMultiRegionTrail),
-    https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-create-and-update-a-trail.html"""
-    trail = RESOURCES["Trail"]
-    assert trail["Condition"] == "CreatesTheTrail" and trail["DependsOn"] == "TrailBucketPolicy"
-    settings = trail["Properties"]
-    assert settings["IsMultiRegionTrail"] is settings["IsLogging"] is settings["EnableLogFileValidation"] is True
-    assert settings["KMSKeyId"] == THE_KEY and settings["S3BucketName"] == {"Ref": "TrailBucket"}
-    bucket = properties("TrailBucket")
-    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
-    default = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
-    assert default == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": THE_KEY}
-    by_sid = {s["Sid"]: s for s in statements(properties("TrailBucketPolicy")["PolicyDocument"])}
-    assert by_sid["DenyInsecureTransport"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    trail_arn = "arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/clinical-inference-${Stage}"
-    for sid, action in (("CloudTrailChecksTheBucketAcl", "s3:GetBucketAcl"),
-                        ("CloudTrailWritesTheAccountsLogs", "s3:PutObject")):
-        assert by_sid[sid]["Principal"] == {"Service": "cloudtrail.amazonaws.com"} and by_sid[sid]["Action"] == action
-        assert sub_text(by_sid[sid]["Condition"]["StringEquals"]["aws:SourceArn"]) == trail_arn
-    assert sub_text(by_sid["CloudTrailWritesTheAccountsLogs"]["Resource"]).endswith("/AWSLogs/${AWS::AccountId}/*")
-    assert BODY["Outputs"]["TrailArn"]["Value"] == {
-        "Fn::If": ["CreatesTheTrail", {"Fn::GetAtt": ["Trail", "Arn"]}, {"Ref": "ExistingTrailArn"}]}
+# --- The stack as CloudFormation creates it: behaviour, judged by the access check's engine ---------------------
+# access.stack.load expands the template for a stage config and resolves every Ref, Fn::Sub, Fn::GetAtt and Fn::If
+# with the account, region and a key id; engine.evaluate asks principalmapper (not this project's code) whether a
+# request is allowed by the role's trust policy, the bucket's, topic's or key's policy. Each check below takes that
+# stack, so that test_each_check_fails_on_a_template_broken_the_way_it_guards can hand it a broken copy.
+
+KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
+OTHER_ACCOUNT = "210987654321"
+# Service principals offered each role; only its own service of this account may assume it.
+SERVICES = ["sagemaker.amazonaws.com", "codebuild.amazonaws.com", "lambda.amazonaws.com", "ec2.amazonaws.com",
+            "ecs-tasks.amazonaws.com", "cloudformation.amazonaws.com", "glue.amazonaws.com"]
+ASSUMED_BY = {"ExecutionRole": "sagemaker.amazonaws.com", "CodeBuildRole": "codebuild.amazonaws.com"}
+# The attribute the services write each prediction's expiry into (README, "The platform stack": TTL attribute
+# `expires_at`); platform.env hands it to them as XGBOOST_PREDICTION_TTL_ATTRIBUTE.
+WRITTEN_TTL_ATTRIBUTE = "expires_at"
+
+
+def deployed(template: Path = TEMPLATE, **platform) -> StackPolicies:
+    """The stack that ./build.sh infra creates for dev.json (with these platform settings), resolved."""
+    config = configs.load(DEPLOY_CONFIGS / "dev.json")
+    config["platform"].update(platform)
+    return access_stack.load(config, ACCOUNT, REGION, KEY_ID, template)
+
+
+@functools.cache
+def shipped(**platform) -> StackPolicies:
+    return deployed(**platform)
+
+
+def allowed(stack_: StackPolicies, principal: str, action: str, resource: str, context: dict, policy_of: str) -> bool:
+    return engine.evaluate(principal, action, resource, context, stack_, stack_.resource[policy_of]).allowed
+
+
+def of_type(stack_: StackPolicies, kind: str) -> dict[str, dict]:
+    return {logical: resource for logical, resource in stack_.resources.items() if resource["Type"] == kind}
+
+
+def check_trust(stack_: StackPolicies) -> None:
+    """Who may assume each role: its one service, only on behalf of this account ("The confused deputy problem",
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/confused-deputy.html)."""
+    assert sorted(of_type(stack_, "AWS::IAM::Role")) == sorted(ASSUMED_BY), "the stack's roles"
+    for role, service in ASSUMED_BY.items():
+        arn = stack_.role_arn(role)
+
+        def assumes(principal: str, context: dict) -> bool:
+            return allowed(stack_, principal, "sts:AssumeRole", arn, context, arn)
+
+        assert [principal for principal in SERVICES if assumes(principal, {"aws:SourceAccount": ACCOUNT})] == [
+            service], f"{role}: the services that may assume it"
+        assert not assumes(service, {"aws:SourceAccount": OTHER_ACCOUNT}), \
+            f"{role}: {service} acting for another account may assume it"
+        assert not assumes(service, {}), f"{role}: {service} may assume it without naming the account"
+
+
+def check_ttl(stack_: StackPolicies, days: int) -> None:
+    """Predictions expire through DynamoDB TTL on the attribute the services write, after the configured days
+    ("Using time to live (TTL) in DynamoDB", https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/TTL.html:
+    the attribute holds a Number, epoch seconds)."""
+    tables = of_type(stack_, "AWS::DynamoDB::Table")
+    expiring = {logical: table["TimeToLiveSpecification"] for logical, table in tables.items()
+                if table.get("TimeToLiveSpecification", {}).get("Enabled") is True}
+    assert list(expiring) == ["XgboostPredictionsTable"], "the tables whose items expire"
+    attribute = expiring["XgboostPredictionsTable"]["AttributeName"]
+    assert attribute == WRITTEN_TTL_ATTRIBUTE == stack_.outputs["XgboostPredictionTtlAttribute"], \
+        "the TTL attribute is not the one the services write"
+    keys = {key["AttributeName"] for key in tables["XgboostPredictionsTable"]["KeySchema"]}
+    assert attribute not in keys, "the TTL attribute is a key attribute (a string, never a TTL)"
+    assert stack_.outputs["XgboostPredictionTtlDays"] == str(days), "the services are not told the configured days"
+
+
+def check_alerts(stack_: StackPolicies) -> None:
+    """The alarms (the stack's and those ./build.sh deploy puts, which the configs send to {platform.AlertTopicArn})
+    publish to one topic encrypted with the stage's key; CloudWatch of this account may publish and use the key
+    ("Encrypting Amazon SNS topics for CloudWatch alarms",
+    https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/AlarmThatSendsEmail.html#alarms-and-encryption)."""
+    topics = of_type(stack_, "AWS::SNS::Topic")
+    assert list(topics) == ["AlertTopic"], "the stack's topics"
+    topic = topics["AlertTopic"]["Arn"]
+    assert topics["AlertTopic"].get("KmsMasterKeyId") == stack_.key_arn, "the alert topic is not encrypted with the key"
+    config = configs.load(DEPLOY_CONFIGS / "dev.json")
+    assert configs.fill(config, ACCOUNT, REGION, "dev", stack_.outputs)["alarms"]["topic_arn"] == topic, \
+        "the deploy's alarms do not go to the alert topic"
+    actions = {logical: alarm.get("AlarmActions")
+               for logical, alarm in of_type(stack_, "AWS::CloudWatch::Alarm").items()}
+    assert actions and all(value == [topic] for value in actions.values()), f"alarm actions {actions}"
+    source = {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:x"}
+    assert allowed(stack_, "cloudwatch.amazonaws.com", "sns:Publish", topic, source, topic), \
+        "this account's alarms may not publish"
+    other = {"aws:SourceAccount": OTHER_ACCOUNT,
+             "aws:SourceArn": f"arn:aws:cloudwatch:{REGION}:{OTHER_ACCOUNT}:alarm:x"}
+    assert not allowed(stack_, "cloudwatch.amazonaws.com", "sns:Publish", topic, other, topic), \
+        "another account's alarms may publish"
+    for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+        assert allowed(stack_, "cloudwatch.amazonaws.com", action, stack_.key_arn, source, stack_.key_arn), \
+            f"CloudWatch may not {action} with the topic's key"
+    assert not allowed(stack_, engine.DEPLOYER, "sns:Publish", topic, {"aws:SecureTransport": "false"}, topic), \
+        "the topic takes plain HTTP"
+
+
+def check_access_logs(stack_: StackPolicies, days: int) -> None:
+    """Every other bucket logs its accesses to the access-log bucket, which S3's log delivery may write for this
+    account's buckets only ("Permissions for log delivery",
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/enable-server-access-logging.html), SSE-S3 as log delivery
+    requires, TLS only, and kept for the log retention."""
+    buckets = of_type(stack_, "AWS::S3::Bucket")
+    logs = buckets.pop("AccessLogBucket")
+    assert set(buckets) >= set(KMS_BUCKETS) | {"TrailBucket"}, "the stack's buckets"
+    for logical, bucket in buckets.items():
+        assert bucket.get("LoggingConfiguration", {}).get("DestinationBucketName") == logs["BucketName"], \
+            f"{logical} does not log to the access-log bucket"
+        prefix = bucket["LoggingConfiguration"].get("LogFilePrefix", "")
+        source = {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": bucket["Arn"], "aws:SecureTransport": "true"}
+        assert allowed(stack_, "logging.s3.amazonaws.com", "s3:PutObject", f"{logs['Arn']}/{prefix}2026-12-01-x",
+                       source, logs["Arn"]), f"S3 may not deliver the access logs of {logical}"
+    # Bucket ARNs name no account: another account's bucket may be called clinical-inference-dev-anything.
+    other = {"aws:SourceAccount": OTHER_ACCOUNT, "aws:SourceArn": "arn:aws:s3:::clinical-inference-dev-squatted",
+             "aws:SecureTransport": "true"}
+    assert not allowed(stack_, "logging.s3.amazonaws.com", "s3:PutObject", f"{logs['Arn']}/x", other, logs["Arn"]), \
+        "another account's buckets may deliver logs"
+    rules = logs["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert [rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] for rule in rules] == ["AES256"], \
+        "the access-log bucket is not SSE-S3"
+    for action, resource in (("s3:GetObject", f"{logs['Arn']}/x"), ("s3:ListBucket", logs["Arn"])):
+        assert not allowed(stack_, engine.DEPLOYER, action, resource, {"aws:SecureTransport": "false"}, logs["Arn"]), \
+            "the access-log bucket takes plain HTTP"
+        assert allowed(stack_, engine.DEPLOYER, action, resource, {"aws:SecureTransport": "true"}, logs["Arn"])
+    expiring = [rule for rule in logs["LifecycleConfiguration"]["Rules"] if rule["Status"] == "Enabled"]
+    assert [str(rule.get("ExpirationInDays")) for rule in expiring] == [str(days)], \
+        "the access logs are not kept for the log retention"
+
+
+def check_data_buckets(stack_: StackPolicies) -> None:
+    """The model, capture and batch buckets: versioned, SSE-KMS with a bucket key, and a put is refused over plain
+    HTTP, with SSE-S3 or another key ("Requiring server-side encryption",
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html#require-sse-kms)."""
+    for logical in KMS_BUCKETS:
+        bucket = stack_.resources[logical]
+        assert bucket["VersioningConfiguration"]["Status"] == "Enabled", f"{logical} is not versioned"
+        assert all(bucket["PublicAccessBlockConfiguration"].values()), f"{logical} may be made public"
+        rule, = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": stack_.key_arn} \
+            and rule.get("BucketKeyEnabled") is True, f"{logical} is not SSE-KMS with the key and a bucket key"
+        arn, item = bucket["Arn"], f"{bucket['Arn']}/x"
+        sent = {"aws:SecureTransport": "true", "s3:x-amz-server-side-encryption": "aws:kms",
+                "s3:x-amz-server-side-encryption-aws-kms-key-id": stack_.key_arn}
+        assert allowed(stack_, engine.DEPLOYER, "s3:PutObject", item, sent, arn), f"{logical}: a put with the key"
+        for change, what in (({"aws:SecureTransport": "false"}, "over plain HTTP"),
+                             ({"s3:x-amz-server-side-encryption": "AES256"}, "with SSE-S3"),
+                             ({"s3:x-amz-server-side-encryption-aws-kms-key-id":
+                               stack_.key_arn.replace(KEY_ID, "99999999-12ab-34cd-56ef-1234567890ab")}, "another key")):
+            assert not allowed(stack_, engine.DEPLOYER, "s3:PutObject", item, {**sent, **change}, arn), \
+                f"{logical} takes a put {what}"
+
+
+def check_trail(stack_: StackPolicies) -> None:
+    """The stack's trail: multi-region, logging, validated, encrypted with the key; its bucket takes CloudTrail's
+    writes for this trail only ("Amazon S3 bucket policy for CloudTrail",
+    https://docs.aws.amazon.com/awscloudtrail/latest/userguide/create-s3-bucket-policy-for-cloudtrail.html)."""
+    trail = stack_.resources["Trail"]
+    assert stack_.outputs["TrailArn"] == trail["Arn"], "TrailArn is not the stack's trail"
+    assert trail["IsMultiRegionTrail"] is trail["IsLogging"] is trail["EnableLogFileValidation"] is True, \
+        "the trail is not multi-region, logging and validated"
+    assert trail["KMSKeyId"] == stack_.key_arn, "the trail's log files are not encrypted with the key"
+    bucket = stack_.resources["TrailBucket"]
+    assert trail["S3BucketName"] == bucket["BucketName"], "the trail writes elsewhere"
+    item = f"{bucket['Arn']}/AWSLogs/{ACCOUNT}/CloudTrail/x.json.gz"
+    writes = {"aws:SourceAccount": ACCOUNT, "aws:SourceArn": trail["Arn"], "aws:SecureTransport": "true",
+              "s3:x-amz-acl": "bucket-owner-full-control"}
+    for action, resource in (("s3:GetBucketAcl", bucket["Arn"]), ("s3:PutObject", item)):
+        assert allowed(stack_, "cloudtrail.amazonaws.com", action, resource, writes, bucket["Arn"]), \
+            f"CloudTrail may not {action} for the trail"
+        another = {**writes, "aws:SourceArn": trail["Arn"].replace("clinical-inference-dev", "another")}
+        assert not allowed(stack_, "cloudtrail.amazonaws.com", action, resource, another, bucket["Arn"]), \
+            f"another trail may {action}"
+
+
+def check_log_groups(stack_: StackPolicies, days: int) -> None:
+    """The groups the stack makes are those the services write to and verify reads (SageMaker's per endpoint and
+    for batch jobs, CodeBuild's), each kept the configured days and encrypted with the key, which CloudWatch Logs may
+    use for those groups only ("Encrypt log data in CloudWatch Logs using AWS KMS",
+    https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/encrypt-log-data-kms.html)."""
+    groups = {group["LogGroupName"]: group for group in of_type(stack_, "AWS::Logs::LogGroup").values()}
+    config = configs.load(DEPLOY_CONFIGS / "dev.json")
+    assert sorted(groups) == sorted(verify.log_group_names(config, stack_.outputs)), "the stack's log groups"
+    for name, group in groups.items():
+        assert group.get("RetentionInDays") == str(days), f"{name} is not kept the configured days"
+        assert group.get("KmsKeyId") == stack_.key_arn, f"{name} is not encrypted with the key"
+    logs = f"logs.{REGION}.amazonaws.com"
+    for name in [*groups, "/aws/lambda/another"]:
+        context = {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}"}
+        assert allowed(stack_, logs, "kms:GenerateDataKey", stack_.key_arn, context, stack_.key_arn) == (
+            name in groups), f"CloudWatch Logs {'may not' if name in groups else 'may'} encrypt {name}"
+
+
+def test_each_endpoint_batch_and_the_build_log_to_a_group_of_the_configured_days_encrypted_with_the_key():
+    check_log_groups(shipped(), 365)
+    check_log_groups(shipped(log_retention_days=731), 731)
+
+
+def test_each_role_is_assumed_by_its_one_service_acting_for_this_account():
+    check_trust(shipped())
+
+
+def test_predictions_expire_on_the_attribute_the_services_write_after_the_configured_days():
+    check_ttl(shipped(), 90)
+    check_ttl(shipped(prediction_ttl_days=30), 30)
+
+
+def test_alerts_go_to_an_encrypted_topic_that_only_this_accounts_alarms_publish_to():
+    check_alerts(shipped())
+
+
+def test_every_bucket_logs_to_the_access_log_bucket_which_takes_only_this_accounts_logs_over_tls():
+    check_access_logs(shipped(), 365)
+    check_access_logs(shipped(log_retention_days=731), 731)
+
+
+def test_each_data_bucket_is_versioned_kms_encrypted_with_a_bucket_key_and_refuses_http_and_other_keys():
+    check_data_buckets(shipped())
+
+
+def test_the_trail_is_multi_region_validated_encrypted_and_its_bucket_takes_only_its_writes():
+    check_trail(shipped())
+
+
+EXECUTION_TRUST = """            Principal: {Service: sagemaker.amazonaws.com}
+            Action: sts:AssumeRole
+            Condition:
+              StringEquals: {aws:SourceAccount: !Ref AWS::AccountId}"""
+# (check, the text of the template replaced (its first occurrence), by what, the assertion message expected)
+BREAKS = {
+    "trust without the account condition": (
+        check_trust, EXECUTION_TRUST, EXECUTION_TRUST.rsplit("\n", 2)[0],
+        "ExecutionRole: sagemaker.amazonaws.com acting for another account may assume it"),
+    "trust with the condition only if present": (
+        check_trust, EXECUTION_TRUST, EXECUTION_TRUST.replace("StringEquals:", "StringEqualsIfExists:"),
+        "ExecutionRole: sagemaker.amazonaws.com may assume it without naming the account"),
+    "trust of a second service": (
+        check_trust, "Principal: {Service: codebuild.amazonaws.com}",
+        "Principal: {Service: [codebuild.amazonaws.com, lambda.amazonaws.com]}",
+        "CodeBuildRole: the services that may assume it"),
+    "endpoint logs kept a fixed time": (
+        check_log_groups, "RetentionInDays: !Ref LogRetentionDays", "RetentionInDays: 365",
+        "/aws/sagemaker/Endpoints/xgboost-endpoint is not kept the configured days"),
+    "build logs without the key": (
+        check_log_groups, "      LogGroupName: !Sub /aws/codebuild/clinical-inference-${Stage}-build\n"
+                          "      RetentionInDays: !Ref LogRetentionDays\n      KmsKeyId: !GetAtt Key.Arn\n",
+        "      LogGroupName: !Sub /aws/codebuild/clinical-inference-${Stage}-build\n"
+        "      RetentionInDays: !Ref LogRetentionDays\n",
+        "/aws/codebuild/clinical-inference-dev-build is not encrypted with the key"),
+    "the key closed to the batch logs": (
+        check_log_groups, "\n                  - !Sub \"arn:${AWS::Partition}:logs:${AWS::Region}:"
+                          "${AWS::AccountId}:log-group:/aws/sagemaker/TransformJobs\"", "",
+        "CloudWatch Logs may not encrypt /aws/sagemaker/TransformJobs"),
+    "no batch log group": (
+        check_log_groups,
+        "  TransformJobsLogGroup:\n    Type: AWS::Logs::LogGroup\n    Condition: CreatesTheTransformLogGroup",
+        "  TransformJobsLogGroup:\n    Type: AWS::Logs::LogGroup\n    Condition: HasAlertEmail",
+        "the stack's log groups"),
+    "TTL on another attribute": (
+        check_ttl, "TimeToLiveSpecification: {AttributeName: expires_at, Enabled: true}",
+        "TimeToLiveSpecification: {AttributeName: ttl, Enabled: true}",
+        "the TTL attribute is not the one the services write"),
+    "TTL disabled": (
+        check_ttl, "TimeToLiveSpecification: {AttributeName: expires_at, Enabled: true}",
+        "TimeToLiveSpecification: {AttributeName: expires_at, Enabled: false}", "the tables whose items expire"),
+    "TTL days not output": (
+        check_ttl, "    Value: !Ref PredictionTtlDays", "    Value: 90",
+        "the services are not told the configured days"),
+    "topic unencrypted": (
+        check_alerts, "      KmsMasterKeyId: !GetAtt Key.Arn\n\n  AlertTopicPolicy:", "\n  AlertTopicPolicy:",
+        "the alert topic is not encrypted with the key"),
+    "alarm to another topic": (
+        check_alerts, "AlarmActions: [!Ref AlertTopic]",
+        "AlarmActions: [!Sub \"arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:elsewhere\"]",
+        "alarm actions"),
+    "topic open to any account's alarms": (
+        check_alerts, "            Resource: !Ref AlertTopic\n            Condition:\n"
+                      "              StringEquals: {aws:SourceAccount: !Ref AWS::AccountId}\n              ArnLike:\n"
+                      "                aws:SourceArn: !Sub \"arn:${AWS::Partition}:cloudwatch:${AWS::Region}:"
+                      "${AWS::AccountId}:alarm:*\"", "            Resource: !Ref AlertTopic",
+        "another account's alarms may publish"),
+    "CloudWatch without the key": (
+        check_alerts,
+        "Principal: {Service: cloudwatch.amazonaws.com}\n            Action: [kms:Decrypt, kms:GenerateDataKey*]",
+        "Principal: {Service: cloudwatch.amazonaws.com}\n            Action: [kms:Decrypt]",
+        "CloudWatch may not kms:GenerateDataKey with the topic's key"),
+    "a bucket that logs nowhere": (
+        check_access_logs, "      LoggingConfiguration:\n        DestinationBucketName: !Ref AccessLogBucket\n"
+                           "        LogFilePrefix: models/\n", "", "ModelBucket does not log to the access-log bucket"),
+    "access logs of any account": (
+        check_access_logs,
+        "              StringEquals: {aws:SourceAccount: !Ref AWS::AccountId}\n              ArnLike:\n"
+        "                aws:SourceArn: !Sub \"arn:${AWS::Partition}:s3:::",
+        "              ArnLike:\n                aws:SourceArn: !Sub \"arn:${AWS::Partition}:s3:::",
+        "another account's buckets may deliver logs"),
+    "access-log bucket on SSE-KMS": (
+        check_access_logs, "          - ServerSideEncryptionByDefault: {SSEAlgorithm: AES256}",
+        "          - ServerSideEncryptionByDefault: {SSEAlgorithm: \"aws:kms\", KMSMasterKeyID: !GetAtt Key.Arn}",
+        "the access-log bucket is not SSE-S3"),
+    "access-log bucket over HTTP": (
+        check_access_logs, "Action: s3:*\n            Resource: [!GetAtt AccessLogBucket.Arn",
+        "Action: s3:DeleteBucket\n            Resource: [!GetAtt AccessLogBucket.Arn",
+        "the access-log bucket takes plain HTTP"),
+    "access logs kept a fixed time": (
+        check_access_logs, "ExpirationInDays: !Ref LogRetentionDays", "ExpirationInDays: 365",
+        "the access logs are not kept for the log retention"),
+    "a data bucket that takes another key": (
+        check_data_buckets,
+        "StringNotEqualsIfExists: {s3:x-amz-server-side-encryption-aws-kms-key-id: !GetAtt Key.Arn}",
+        "StringNotLikeIfExists: {s3:x-amz-server-side-encryption-aws-kms-key-id: \"arn:aws:kms:*\"}",
+        "ModelBucket takes a put another key"),
+    "a data bucket over HTTP": (
+        check_data_buckets, "Action: s3:*\n            Resource: [!GetAtt ModelBucket.Arn",
+        "Action: s3:DeleteBucket\n            Resource: [!GetAtt ModelBucket.Arn",
+        "ModelBucket takes a put over plain HTTP"),
+    "the trail's bucket open to any trail": (
+        check_trail, "                s3:x-amz-acl: bucket-owner-full-control\n                aws:SourceArn: !Sub "
+                     "\"arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/clinical-inference-"
+                     "${Stage}\"", "                s3:x-amz-acl: bucket-owner-full-control",
+        "another trail may s3:PutObject"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKS))
+def test_each_check_fails_on_a_template_broken_the_way_it_guards(case, tmp_path):
+    check, old, new, message = BREAKS[case]
+    text = TEMPLATE.read_text()
+    assert old in text, f"{case}: the template no longer has the text this case breaks"
+    broken = tmp_path / "platform.yaml"
+    broken.write_text(text.replace(old, new, 1))
+    stack_ = deployed(broken, prediction_ttl_days=30, log_retention_days=731)
+    days = {check_ttl: 30, check_access_logs: 731, check_log_groups: 731}
+    with pytest.raises(AssertionError) as failure:
+        check(stack_, days[check]) if check in days else check(stack_)
+    assert message in str(failure.value).splitlines()[0], str(failure.value)
 
 
 # --- The deploy config and the stack's outputs -----------------------------------------------------------------

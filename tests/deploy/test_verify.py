@@ -30,7 +30,9 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import re
 import sys
+from pathlib import Path
 from urllib.parse import quote
 
 import boto3
@@ -45,14 +47,18 @@ from sagemaker_deploy import __main__ as cli, stack  # noqa: E402
 NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 TRAIL = f"arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/clinical-inference-dev"
-TABLES = {"XgboostPredictionsTable": "clinical-inference-dev-xgboost-predictions",
-          "PatAnalysesTable": "clinical-inference-dev-pat-analyses"}
+TRAIL_BUCKET = f"clinical-inference-dev-trail-{ACCOUNT}-{REGION}"  # the stack's TrailBucket, when it makes the trail
+# The stack's outputs, one for each output of containers/infra/platform.yaml (checked below): its seven tables...
+TABLES = {output: "clinical-inference-dev-" + re.sub(r"(?<!^)(?=[A-Z])", "-", output.removesuffix("Table")).lower()
+          for output in stack.output_names() if output.endswith("Table")}
 BUCKETS = {name: f"clinical-inference-dev-{kind}-{ACCOUNT}-{REGION}" for name, kind in (
     ("ModelBucket", "models"), ("CaptureBucket", "capture"), ("BatchBucket", "batch"), ("AccessLogBucket", "logs"))}
 ROLES = {"ExecutionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/clinical-inference-dev-sagemaker",
          "CodebuildRoleArn": f"arn:aws:iam::{ACCOUNT}:role/clinical-inference-dev-codebuild"}
-OUTPUTS = {"KeyArn": KEY, **TABLES, **BUCKETS, **ROLES, "TrailArn": TRAIL,
-           "CodebuildProject": "clinical-inference-dev-build"}
+OUTPUTS = {"KeyArn": KEY, "KeyAliasArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-dev",
+           **TABLES, **BUCKETS, **ROLES, "TrailArn": TRAIL, "CodebuildProject": "clinical-inference-dev-build",
+           "AlertTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:clinical-inference-dev-alerts", "LogRetentionDays": "365",
+           "XgboostPredictionTtlAttribute": "expires_at", "XgboostPredictionTtlDays": "90"}
 LOG_GROUPS = ["/aws/sagemaker/Endpoints/xgboost-endpoint", "/aws/sagemaker/Endpoints/pat-endpoint",
               "/aws/sagemaker/TransformJobs", "/aws/codebuild/clinical-inference-dev-build"]
 ENDPOINTS = {"xgboost-endpoint": ["xgboost-v1"], "pat-endpoint": ["pat-v1"]}
@@ -65,11 +71,14 @@ def tls_only(bucket: str) -> str:
          "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})
 
 
-def role_policy(statements: list[dict]) -> dict:
-    return {"PolicyName": "inline", "PolicyDocument": quote(json.dumps({"Version": "2012-10-17",
-                                                                        "Statement": statements}))}
+def role_policy(statements: list[dict], name: str = "inline") -> dict:
+    return {"PolicyName": name, "PolicyDocument": quote(json.dumps({"Version": "2012-10-17",
+                                                                      "Statement": statements}))}
 
 
+# The inline policies the stack gives each role (AWS::IAM::Policy resources are listed in RolePolicyList too).
+POLICY_NAMES = {"ExecutionRoleArn": ["sagemaker-execution", *(f"endpoint-{name}" for name in ENDPOINTS)],
+                "CodebuildRoleArn": ["codebuild"]}
 READ_MODELS = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKETS['ModelBucket']}/*"}
 ECR_LOGIN = {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"}
 
@@ -85,7 +94,7 @@ def compliant() -> dict[str, list]:
     for key, bucket in BUCKETS.items():
         s3 += [sse_s3 if key == "AccessLogBucket" else copy.deepcopy(encrypted), {"Policy": tls_only(bucket)},
                {"Status": "Enabled", "MFADelete": "Disabled"}]
-    s3.append(sse_s3)  # the trail's bucket
+    s3.append(copy.deepcopy(encrypted))  # the trail's bucket
     return {
         "cloudformation": [{"Stacks": [{"StackName": "clinical-inference-dev", "CreationTime": NOW,
                                         "StackStatus": "UPDATE_COMPLETE",
@@ -99,7 +108,8 @@ def compliant() -> dict[str, list]:
         "kms": [{"KeyMetadata": {"KeyId": KEY.split("/")[-1], "Arn": KEY, "Enabled": True, "KeyState": "Enabled",
                                  "KeyManager": "CUSTOMER"}}, {"KeyRotationEnabled": True, "RotationPeriodInDays": 365}],
         "cloudtrail": [{"Trail": {"Name": "clinical-inference-dev", "TrailARN": TRAIL, "IsMultiRegionTrail": True,
-                                  "S3BucketName": "clinical-inference-dev-trail", "LogFileValidationEnabled": True}},
+                                  "S3BucketName": TRAIL_BUCKET, "KmsKeyId": KEY,
+                                  "LogFileValidationEnabled": True}},
                        {"IsLogging": True}],
         "logs": [{"logGroups": [{"logGroupName": name, "retentionInDays": 365, "kmsKeyId": KEY,
                                  "arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*"}]}
@@ -116,8 +126,9 @@ def compliant() -> dict[str, list]:
                "VpcConfig": {"Subnets": ["subnet-0123456789abcdef0"], "SecurityGroupIds": ["sg-0123456789abcdef0"]}}
               for model in models))],
         "iam": [{"IsTruncated": False, "RoleDetailList": [
-            {"RoleName": arn.split("/")[-1], "Arn": arn, "RolePolicyList": [role_policy([READ_MODELS, ECR_LOGIN])],
-             "AttachedManagedPolicies": []} for arn in ROLES.values()]}],
+            {"RoleName": arn.split("/")[-1], "Arn": arn, "AttachedManagedPolicies": [],
+             "RolePolicyList": [role_policy([READ_MODELS, ECR_LOGIN], name) for name in POLICY_NAMES[output]]}
+            for output, arn in ROLES.items()]}],
     }
 
 
@@ -159,12 +170,16 @@ class StubbedAws:
         return self.clients[service]
 
 
-def run_verify(monkeypatch, capsys, responses: dict[str, list],
-               operations: dict[str, list] | None = None) -> tuple[int, list[str], StubbedAws]:
-    aws = StubbedAws(responses, operations)
-    monkeypatch.setattr(cli, "Aws", lambda region, dry_run=False: aws)
-    code = cli.main(["--config", str(DEPLOY_CONFIGS / "dev.json"), "verify"])
+def run_verify(monkeypatch, capsys, responses: dict[str, list], operations: dict[str, list] | None = None,
+               config: Path = DEPLOY_CONFIGS / "dev.json") -> tuple[int, list[str], StubbedAws]:
+    aws = StubbedAws(copy.deepcopy(responses), operations)  # botocore decodes the stubbed answers in place
+    monkeypatch.setattr(cli, "Aws", lambda region, **options: aws)
+    code = cli.main(["--config", str(config), "verify"])
     return code, capsys.readouterr().out.splitlines(), aws
+
+
+def test_the_stubbed_stack_has_the_templates_outputs():
+    assert sorted(OUTPUTS) == sorted(stack.output_names())
 
 
 def test_a_compliant_stage_passes_every_check_and_lists_what_only_a_person_can_check(monkeypatch, capsys):
@@ -176,7 +191,7 @@ def test_a_compliant_stage_passes_every_check_and_lists_what_only_a_person_can_c
     assert set(statuses) == {"PASS", "MANUAL"}
     checks = [line.split(": ")[0].split(None, 1)[1] for line in lines if line.startswith("PASS")]
     assert checks == [*(f"table {name}" for name in TABLES.values()), *(f"bucket {name}" for name in BUCKETS.values()),
-                      f"key {KEY}", f"trail {TRAIL}", "trail bucket clinical-inference-dev-trail",
+                      f"key {KEY}", f"trail {TRAIL}", f"trail bucket {TRAIL_BUCKET}",
                       *(f"log group {name}" for name in LOG_GROUPS),
                       "endpoint xgboost-endpoint model xgboost-v1", "endpoint pat-endpoint model pat-v1",
                       *(f"role {arn}" for arn in ROLES.values())]
@@ -252,9 +267,14 @@ FAILURES = {
                       "not logging"),
     "trail in one region": (set_in(["cloudtrail", "get_trail", "Trail", "IsMultiRegionTrail"], False),
                             f"trail {TRAIL}", "not multi-region"),
-    "trail bucket unencrypted": (replace("s3", "get_bucket_encryption",
-                                         "ServerSideEncryptionConfigurationNotFoundError", index=4),
-                                 "trail bucket clinical-inference-dev-trail", "default encryption None"),
+    "trail without a key to an unencrypted bucket": (
+        lambda r: (set_in(["cloudtrail", "get_trail", "Trail", "KmsKeyId"], None)(r), replace(
+            "s3", "get_bucket_encryption", "ServerSideEncryptionConfigurationNotFoundError", index=4)(r)),
+        f"trail bucket {TRAIL_BUCKET}", "default encryption None"),
+    "stack deployed before the trail": (
+        lambda r: r["cloudformation"][0]["Stacks"][0].update(Outputs=[
+            output for output in r["cloudformation"][0]["Stacks"][0]["Outputs"] if output["OutputKey"] != "TrailArn"]),
+        "trail", "the platform stack has no TrailArn output"),
     "log group kept 30 days": (set_in(["logs", "describe_log_groups", "logGroups", 0, "retentionInDays"], 30),
                                f"log group {LOG_GROUPS[0]}", "keeps 30 days, under 90"),
     "log group without a key": (set_in(["logs", "describe_log_groups", "logGroups", 0, "kmsKeyId"], None),
@@ -324,12 +344,38 @@ def test_a_stack_rolled_back_on_creation_is_one_line_naming_the_fix_and_nothing_
                                                  "StackStatus": "ROLLBACK_COMPLETE"}]}]}
     aws = StubbedAws(responses)
     aws.clients.update({service: None for service in OPERATIONS if service != "cloudformation"})
-    monkeypatch.setattr(cli, "Aws", lambda region, dry_run=False: aws)
+    monkeypatch.setattr(cli, "Aws", lambda region, **options: aws)
     code = cli.main(["--config", str(DEPLOY_CONFIGS / "dev.json"), "verify"])
     captured = capsys.readouterr()
     assert code == 1 and captured.out == ""
-    errors = captured.err.strip().splitlines()
-    assert len(errors) == 1 and "./build.sh infra" in errors[0], errors
+    # The refusal of every command that reads the stack (stack.py's), not a wording of verify's own.
+    assert captured.err == f"sagemaker_deploy: error: {stack.rolled_back('clinical-inference-dev')}\n"
+
+
+def test_a_transform_log_group_made_by_another_stages_stack_may_carry_that_stages_key(monkeypatch, capsys, tmp_path):
+    """TransformLogGroup existing: /aws/sagemaker/TransformJobs is the region's one group, which the first stage's
+    stack made with its own key; the other stages' verify accepts that key but still requires one."""
+    config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
+    config["$schema"] = str(DEPLOY_CONFIGS / "config.schema.json")
+    config["platform"]["transform_log_group"] = "existing"
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(config))
+    prod_key = KEY.replace("1234abcd", "99999999")
+    responses = compliant()
+    responses["logs"][2]["logGroups"][0]["kmsKeyId"] = prod_key
+    code, lines, _ = run_verify(monkeypatch, capsys, responses, config=path)
+    assert code == 0, lines
+    assert f"PASS   log group {LOG_GROUPS[2]}: keeps 365 days, encrypted with {prod_key} (the stack that made it)" \
+        in lines
+    del responses["logs"][2]["logGroups"][0]["kmsKeyId"]
+    code, lines, _ = run_verify(monkeypatch, capsys, responses, config=path)
+    assert code == 1 and f"FAIL   log group {LOG_GROUPS[2]}: no KMS key" in lines
+    # The stage's own groups still need the stage's key.
+    responses = compliant()
+    responses["logs"][0]["logGroups"][0]["kmsKeyId"] = prod_key
+    code, lines, _ = run_verify(monkeypatch, capsys, responses, config=path)
+    assert code == 1 and [line for line in lines if line.startswith("FAIL")] == [
+        f"FAIL   log group {LOG_GROUPS[0]}: encrypted with {prod_key}, not the stage's key"]
 
 
 # --- On moto ---------------------------------------------------------------------------------------------------
@@ -358,6 +404,10 @@ def test_on_moto_verify_reads_the_deployed_stage_and_fails_on_what_moto_drops(mo
     # What moto keeps from the template passes: the key and its rotation, and cloudsplaining on the roles'
     # policies as IAM holds them (the template's own policies: no `*` action, no unconstrained risk).
     assert found[f"key {outputs['KeyArn']}"] == "PASS enabled, automatic rotation on"
+    # The stack's own trail, multi-region and logging, its log files encrypted with the stage's key.
+    bucket = f"clinical-inference-dev-trail-{ACCOUNT}-{REGION}"
+    assert found[f"trail {outputs['TrailArn']}"] == f"PASS logging, multi-region, to s3://{bucket}"
+    assert found[f"trail bucket {bucket}"] == f"PASS the trail encrypts its log files with {outputs['KeyArn']}"
     assert found[f"role {outputs['ExecutionRoleArn']}"].startswith("PASS cloudsplaining finds no")
     assert found[f"role {outputs['CodebuildRoleArn']}"].startswith("PASS cloudsplaining finds no")
     # What moto drops fails, with the reason: table keys and point-in-time recovery, versioning, bucket policies,
@@ -377,8 +427,7 @@ def test_on_moto_verify_reads_the_deployed_stage_and_fails_on_what_moto_drops(mo
     operations = {op for op in moto.operations() if not op.startswith("/")}
     assert operations == {"DescribeStacks", "DescribeTable", "DescribeContinuousBackups", "DescribeKey",
                           "GetKeyRotationStatus", "DescribeLogGroups", "DescribeEndpoint",
-                          "GetAccountAuthorizationDetails"} | ({"GetTrail", "GetTrailStatus"} if "TrailArn" in outputs
-                                                              else set()), operations
+                          "GetAccountAuthorizationDetails", "GetTrail", "GetTrailStatus"}, operations
     moto.client("dynamodb").update_continuous_backups(TableName=outputs["XgboostPredictionsTable"],
                                                       PointInTimeRecoverySpecification={
                                                           "PointInTimeRecoveryEnabled": True})
@@ -398,8 +447,7 @@ def test_the_dry_run_prints_every_read_and_sends_none(moto, tmp_path):
     assert calls == (["describe-table", "describe-continuous-backups"] * 7
                      + ["get-bucket-encryption", "get-bucket-policy", "get-bucket-versioning"] * 4
                      + ["describe-key", "get-key-rotation-status"]
-                     + (["get-trail", "get-trail-status", "get-bucket-encryption"]
-                        if "TrailArn" in stack.output_names() else [])
+                     + ["get-trail", "get-trail-status", "get-bucket-encryption"]
                      + ["describe-log-groups"] * 4
                      + ["describe-endpoint", "describe-endpoint-config", "describe-model"] * 2
                      + ["get-account-authorization-details"])
@@ -410,5 +458,5 @@ def test_the_dry_run_prints_every_read_and_sends_none(moto, tmp_path):
 def test_without_the_stack_verify_asks_for_infra_and_reads_nothing_else(moto, tmp_path):
     result = BuildSh(build_sh_env(moto, tmp_path, "127.0.0.1:1"))("verify", check=False)
     assert result.returncode == 1 and result.stdout == ""
-    assert "run ./build.sh infra first" in result.stderr
+    assert result.stderr.splitlines()[-1] == f"sagemaker_deploy: error: {stack.not_deployed('dev', REGION)}"
     assert moto.operations() == ["DescribeStacks"]

@@ -308,7 +308,8 @@ def cmd_verify(stage: Stage) -> None:
         print(result.line() if judged else f"{'-':<6} {result.check}: not judged (dry run)")
     failed = [result for result in results if result.status == "FAIL"]
     if failed and not stage.dry_run:
-        raise DeployError(f"{len(failed)} of {len(results)} checks failed (the FAIL lines above)")
+        raise DeployError(f"the stage does not pass the HIPAA compliance verification: {len(failed)} of "
+                          f"{len(results)} checks failed (the FAIL lines above)")
 
 
 def cmd_infra_render(stage: Stage) -> None:

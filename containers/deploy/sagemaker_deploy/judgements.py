@@ -108,7 +108,8 @@ def judge_trail_bucket(name: str, encryption: dict, trail_key: str | None) -> Re
     return judged(f"trail bucket {name}", problems, f"default encryption {algorithm}")
 
 
-def judge_log_group(name: str, groups: dict, key_arn: str) -> Result:
+def judge_log_group(name: str, groups: dict, key_arn: str | None) -> Result:
+    """key_arn None: a group that another stage's stack made (TransformLogGroup existing), under its own key."""
     group = next((group for group in groups.get("logGroups", []) if group.get("logGroupName") == name), None)
     if group is None:
         return Result("FAIL", f"log group {name}", "does not exist: the service would create it with neither the "
@@ -116,10 +117,13 @@ def judge_log_group(name: str, groups: dict, key_arn: str) -> Result:
     days = group.get("retentionInDays")  # absent: never expires
     problems = [] if days is None or days >= MIN_LOG_RETENTION_DAYS else [
         f"keeps {days} days, under {MIN_LOG_RETENTION_DAYS}"]
-    if not is_key(group.get("kmsKeyId"), key_arn):
+    if key_arn is None and not group.get("kmsKeyId"):
+        problems.append("no KMS key")
+    elif key_arn is not None and not is_key(group.get("kmsKeyId"), key_arn):
         problems.append(f"encrypted with {group.get('kmsKeyId', 'no KMS key')}, not the stage's key")
     kept = "never expires" if days is None else f"keeps {days} days"
-    return judged(f"log group {name}", problems, f"{kept}, encrypted with the stage's key")
+    whose = "the stage's key" if key_arn is not None else f"{group.get('kmsKeyId')} (the stack that made it)"
+    return judged(f"log group {name}", problems, f"{kept}, encrypted with {whose}")
 
 
 def judge_model(endpoint: str, model: dict) -> Result:

@@ -103,10 +103,9 @@ def outputs(aws, stage: str) -> dict[str, str]:
         return {name: f"<platform.{name}>" for name in output_names()}
     stack = _describe(aws.client("cloudformation"), stack_name(stage))
     if stack is not None and stack["StackStatus"] == "ROLLBACK_COMPLETE":
-        raise DeployError(_rolled_back(stack_name(stage)))
+        raise DeployError(rolled_back(stack_name(stage)))
     if stack is None or stack["StackStatus"] == "REVIEW_IN_PROGRESS":
-        raise DeployError(f"the config uses the outputs of the platform stack {stack_name(stage)}, which is not "
-                          f"deployed in {aws.region}: run ./build.sh infra first (STAGE={stage})")
+        raise DeployError(not_deployed(stage, aws.region))
     return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
 
 
@@ -145,7 +144,7 @@ def deploy(stage) -> None:
     current = None if aws.dry_run else _describe(cloudformation, name)
     status = current["StackStatus"] if current else None
     if status == "ROLLBACK_COMPLETE":
-        raise DeployError(_rolled_back(name))
+        raise DeployError(rolled_back(name))
     if status and status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
         raise DeployError(f"stack {name} is {status}: wait until it settles, then run ./build.sh infra again")
     kind = "UPDATE" if status and status != "REVIEW_IN_PROGRESS" else "CREATE"
@@ -196,7 +195,12 @@ def _log_groups_in_the_way(logs, cloudformation, name: str, values: dict, exists
         found["logGroupName"] == group for found in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"])]
 
 
-def _rolled_back(name: str) -> str:
+def not_deployed(stage: str, region: str) -> str:
+    return (f"the config uses the outputs of the platform stack {stack_name(stage)}, which is not deployed in "
+            f"{region}: run ./build.sh infra first (STAGE={stage})")
+
+
+def rolled_back(name: str) -> str:
     # RetainExceptOnCreate: the rollback of a failed create deleted what it had created, so nothing named is left
     # to collide with ("DeletionPolicy attribute",
     # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-deletionpolicy.html).

@@ -98,14 +98,17 @@ def log_group_names(config: dict, outputs: dict) -> list[str]:
     """Where the logs go: SageMaker's /aws/sagemaker/Endpoints/NAME per endpoint and /aws/sagemaker/TransformJobs
     for batch jobs, CodeBuild's /aws/codebuild/PROJECT."""
     names = [f"/aws/sagemaker/Endpoints/{name}" for name in stack.endpoint_names(config)]
-    names += ["/aws/sagemaker/TransformJobs"] if "batch" in config else []
+    names += [stack.TRANSFORM_LOG_GROUP] if "batch" in config else []
     return names + [f"/aws/codebuild/{outputs['CodebuildProject']}"]
 
 
 def log_groups(aws, config: dict, outputs: dict, key_arn: str) -> list[Result]:
+    """With platform.transform_log_group "existing" (the stack's TransformLogGroup parameter), the region's
+    TransformJobs group is the one another stage's stack made, with that stage's key: any customer key will do."""
     logs = aws.client("logs")
+    shared = stack.TRANSFORM_LOG_GROUP if stack.parameters(config).get("TransformLogGroup") == "existing" else None
     return [checked(f"log group {name}", lambda name=name: judge_log_group(
-        name, logs.describe_log_groups(logGroupNamePrefix=name), key_arn))
+        name, logs.describe_log_groups(logGroupNamePrefix=name), None if name == shared else key_arn))
         for name in log_group_names(config, outputs)]
 
 

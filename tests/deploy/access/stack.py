@@ -48,6 +48,7 @@ class StackPolicies:
     resource: dict[str, Policy] = field(default_factory=dict)  # bucket/key/topic/role ARN -> its policy
     resources: dict = field(default_factory=dict)  # logical id -> the resolved resource
     topic_keys: dict[str, str] = field(default_factory=dict)  # topic ARN -> its KMS key
+    outputs: dict[str, str] = field(default_factory=dict)  # the stack's outputs, resolved
 
     def role_arn(self, logical_id: str) -> str:
         return self.resources[logical_id]["Arn"]
@@ -166,6 +167,7 @@ def load(config: dict, account: str, region: str, key_id: str, template: Path = 
     key_arn = resources[key_logical]["Arn"]
     policies = StackPolicies(account, region, key_arn, {})
     policies.resources = resources
+    policies.outputs = {name: str(resolver.value(output["Value"])) for name, output in rendered["Outputs"].items()}
     for logical, resource in resources.items():
         kind = resource["Type"]
         if kind == "AWS::KMS::Key":
