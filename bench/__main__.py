@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import load, machine, mlserver_peer, report, suite, systems, venvs
+from bench import first_request as first_request_bench, load, machine, mlserver_peer, report, suite, systems, venvs
 from bench.mlserver_peer import MLServer
 from bench.models import prepare
 
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         primary = models["example"] if "example" in models else next(iter(models.values()))
         first_request = {"skipped": "--no-first-request"}
         if first:
-            first_request = suite.first_requests(primary, plan, args.out, log_dir, pat=not args.no_pat)
+            first_request = first_request_bench.run(primary, plan.repeats, plan.first_request_steady, args.out, log_dir,
+                                                     pat=not args.no_pat)
         containers = {"skipped": "--no-docker"}
         if not args.no_docker:
             pat_dir = ROOT / "build" / "models" / "pat"

@@ -19,9 +19,11 @@ import orjson
 
 from bench import systems
 from bench.client import Client, summary_ms
+from bench.models import BenchModel, csv_lines, rows
 
 GOAL = 2.0
 PAT_VARIANT = "PAT-S"  # the smallest encoder: what is measured is the serving path's cold start, not the encoder
+STEADY = (300, 30)  # keep-alive requests for the steady p50: XGBoost's, PAT's
 
 
 @dataclass(frozen=True)
@@ -105,14 +107,39 @@ def summarize(runs: list[dict]) -> dict:
             "steady_p50_ms": [run["steady"]["p50_ms"] for run in runs]}
 
 
+def run(model: BenchModel, repeats: int, steady: tuple[int, int], out: Path, log_dir: Path, pat: bool = True) -> dict:
+    """The first request after /ping 200 against the steady p50, on a fresh server per repeat (XGBoost on `model`,
+    then PAT-S on the CPU), interleaved."""
+    xgboost_steady, pat_steady = steady
+    cases = [xgboost_case(model.model_dir, csv_lines(rows(model, 500)), log_dir, xgboost_steady)]
+    found: dict = {"xgboost": {"model": model.name, "goal": GOAL, "runs": []},
+                   "pat": {"model": PAT_VARIANT, "goal": GOAL}}
+    if not pat:
+        found["pat"]["skipped"] = "--no-pat"
+    else:
+        try:
+            pat_dir = pat_artifact(out / "models" / "pat-s")
+        except ImportError as error:  # torch is in the pat extra
+            found["pat"]["skipped"] = f"PAT not installed: {error}"
+        else:
+            cases.append(pat_case(pat_dir, log_dir, pat_steady))
+            found["pat"]["runs"] = []
+    for repeat in range(repeats):
+        for case in cases:
+            print(f"bench: repeat {repeat + 1}/{repeats}, first request, {case.family}", flush=True)
+            found[case.family]["runs"].append(measure(case))
+    for entry in found.values():
+        if "runs" in entry:
+            entry.update(summarize(entry["runs"]))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.first_request [--repeats 3] [--no-pat]`: this part of `python -m bench` alone, printed and
     written to build/bench/first-request.json (folded into `python -m bench`'s report)."""
     import argparse
-    import dataclasses
     import json
 
-    from bench import suite
     from bench.models import prepare
 
     root = Path(__file__).resolve().parents[1] / "build" / "bench"
@@ -123,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     (root / "logs").mkdir(parents=True, exist_ok=True)
     model = prepare(root / "models", ("example",))["example"]
-    plan = dataclasses.replace(suite.Plan(), repeats=args.repeats)
-    found = suite.first_requests(model, plan, root, root / "logs", pat=not args.no_pat)
+    found = run(model, args.repeats, STEADY, root, root / "logs", pat=not args.no_pat)
     for family, entry in found.items():
         if "median" in entry:
             print(f"{family}: first request {', '.join(f'{v:.1f}' for v in entry['first_ms'])} ms, steady p50 "

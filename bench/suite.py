@@ -30,7 +30,7 @@ class Plan:
     pat_starts: int = 2
     keras_variants: tuple[str, ...] = ("PAT-S", "PAT-M", "PAT-L")  # PAT against the authors' Keras encoder
     keras_budget_s: float = 3.0  # per side and figure (at least 3 calls)
-    first_request_steady: tuple[int, int] = (300, 30)  # XGBoost's and PAT's keep-alive requests for the steady p50
+    first_request_steady: tuple[int, int] = first_request.STEADY  # keep-alive requests for the steady p50
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -171,34 +171,6 @@ def interleaved(models: dict[str, BenchModel], plan: Plan, log_dir: Path, kinds:
                     server.stop()
             results[name]["floor"].append(measure_floor(model, payloads[name], plan))
     return results
-
-
-def first_requests(model: BenchModel, plan: Plan, out: Path, log_dir: Path, pat: bool = True) -> dict:
-    """The first request after /ping 200 against the steady p50, on a fresh server per repeat (XGBoost on `model`,
-    then PAT-S on the CPU), interleaved."""
-    xgboost_steady, pat_steady = plan.first_request_steady
-    cases = [first_request.xgboost_case(model.model_dir, csv_lines(rows(model, 500)), log_dir,
-                                          xgboost_steady)]
-    found: dict = {"xgboost": {"model": model.name, "goal": first_request.GOAL, "runs": []},
-                   "pat": {"model": first_request.PAT_VARIANT, "goal": first_request.GOAL}}
-    if not pat:
-        found["pat"]["skipped"] = "--no-pat"
-    else:
-        try:
-            pat_dir = first_request.pat_artifact(out / "models" / "pat-s")
-        except ImportError as error:  # torch is in the pat extra
-            found["pat"]["skipped"] = f"PAT not installed: {error}"
-        else:
-            cases.append(first_request.pat_case(pat_dir, log_dir, pat_steady))
-            found["pat"]["runs"] = []
-    for repeat in range(plan.repeats):
-        for case in cases:
-            print(f"bench: repeat {repeat + 1}/{plan.repeats}, first request, {case.family}", flush=True)
-            found[case.family]["runs"].append(first_request.measure(case))
-    for entry in found.values():
-        if "runs" in entry:
-            entry.update(first_request.summarize(entry["runs"]))
-    return found
 
 
 def containers(model: BenchModel, plan: Plan, pat_model_dir: Path | None, images: dict[str, str]) -> dict:
