@@ -219,6 +219,8 @@ class Settings:
         batch = read_bool(env, "SAGEMAKER_BATCH", False)
         default_timeout = BATCH_TIMEOUT_SECONDS if batch else 60
         handler = read_choice(env, "SERVE_HANDLER", families.DEFAULT, tuple(families.FAMILIES))
+        dimensions = tuple((dimension, value) for variable, dimension in METRIC_DIMENSIONS.items()
+                           if (value := read_dimension(env, variable)) is not None)
         return cls(
             handler=handler,
             model_dir=Path(read_text(env, "SM_MODEL_DIR", "/opt/ml/model")),
@@ -240,9 +242,8 @@ class Settings:
             image_revision=read_label(env, "SERVE_IMAGE_REVISION"),
             metrics=read_bool(env, "SERVE_METRICS", True),
             metrics_namespace=read_namespace(env, "SERVE_METRICS_NAMESPACE"),
-            metric_dimensions=tuple((dimension, value) for variable, dimension in METRIC_DIMENSIONS.items()
-                                    if (value := read_dimension(env, variable)) is not None),
-            model_name=read_dimension(env, "SERVE_METRICS_MODEL"),
+            metric_dimensions=dimensions,
+            model_name=dict(dimensions).get("ModelName"),
             family=family_settings_class(handler).from_env(env),
         )
 
