@@ -5,7 +5,8 @@ SageMaker ships a container's stdout to CloudWatch Logs, which turns a line with
 agent and no API call ("Specification: Embedded metric format",
 https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html).
 The same line is the request's log record (request id, status, latency, model, version, image), so that an invocation
-costs one write. With SERVE_METRICS=false the line is written without `_aws` and the metric values.
+costs one write. With SERVE_METRICS=false the line is written without `_aws` and the metric values, and only at log
+level info or debug.
 
 Written here rather than with aws-embedded-metrics: that library reads its own AWS_EMF_* environment, probes the EC2
 metadata endpoint or an agent socket unless told otherwise, adds LogGroup/ServiceName/ServiceType dimensions, and
@@ -88,16 +89,17 @@ class Recorder:
         self.definitions = {name: {"Name": name, "Unit": unit} for name, unit in UNITS.items()}
         self._prefix = secrets.token_hex(8)  # per worker process: ids unique across workers without a syscall each
         self._counter = itertools.count(1)
-        self._second, self._stamp = -1, ""
+        self._clock = (-1, "")  # the last second seen and its text, one tuple so that threads never mix two
 
     def request_id(self) -> str:
         return f"{self._prefix}{next(self._counter):016x}"
 
     def _time(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:
-            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        second, stamp = self._clock
+        if int(now) != second:
+            second = int(now)
+            self._clock = second, (stamp := time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return f"{stamp}.{int((now - second) * 1000):03d}Z"
 
     def line(self, invocation: Invocation | None, status: int, identity, request_id: str) -> dict:
         now = time.time()
