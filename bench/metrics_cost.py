@@ -87,7 +87,8 @@ def measure(rounds: int, count: int, warmup: int) -> dict:
     ratios = [on / off for on, off in zip(round_p50["on"], round_p50["off"])]
     ratio = statistics.median(ratios)
     return {
-        "what": "single-row p50 with SERVE_METRICS=true over false (example model, 1 worker each, keep-alive, arms alternating every 50 requests)",
+        "what": "single-row p50 with SERVE_METRICS=true over false (example model, 1 worker each, keep-alive, "
+                "the arms alternating every 50 requests)",
         "machine": {"cpu": machine.cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(), **load},
         "rounds": rounds, "requests_per_round": count,
         "on": summary_ms(times["on"]), "off": summary_ms(times["off"]),

@@ -139,7 +139,8 @@ def read_dimension(env: Mapping[str, str], name: str) -> str | None:
     """A CloudWatch dimension value, unset when absent. "Dimension values must contain only ASCII characters and must
     include at least one non-whitespace character. ASCII control characters are not supported", 1 to 1024 characters
     (Amazon CloudWatch API Reference, Dimension:
-    https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_Dimension.html). Used as it is, never trimmed."""
+    https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_Dimension.html).
+    Used as it is, never trimmed."""
     value = env.get(name)
     if value is None:
         return None

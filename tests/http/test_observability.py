@@ -193,7 +193,8 @@ def test_pat_answers_and_lines_carry_queue_wait_and_batch_size(pat):
 # --- settings -------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variable, value", [("SERVE_METRICS_ENDPOINT", "  "), ("SERVE_METRICS_VARIANT", "Vari\u00e4nt"),
+@pytest.mark.parametrize("variable, value", [("SERVE_METRICS_ENDPOINT", "  "),
+                                             ("SERVE_METRICS_VARIANT", "Vari\u00e4nt"),
                                              ("SERVE_METRICS_MODEL", "a\tb"), ("SERVE_METRICS_NAMESPACE", "AWS/Mine")])
 def test_a_bad_dimension_value_stops_start_up_with_one_line_and_exit_code_2(tmp_path, risk_dir, variable, value):
     server = ServeProcess({"SM_MODEL_DIR": str(risk_dir), variable: value}, tmp_path / "serve.log")
