@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import logging
 import traceback
-import uuid
 from contextlib import AbstractContextManager
 from typing import Protocol
 
 import orjson
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from serve import provenance
 from serve.errors import PayloadTooLarge, ServeError, Unrecoverable
 from serve.handler import Handler
+from serve.metrics import Invocation, Recorder
 from serve.pipeline import invoke
 from serve.settings import Settings
 
 log = logging.getLogger("serve.app")
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 FAILED = "serve.failed"  # app.extensions key, set by an Unrecoverable error: /ping answers 503 from then on
+RECORDER = "serve.recorder"  # app.extensions key: the worker's serve.metrics.Recorder
+ENDPOINT = "serve.endpoint"  # app.extensions key: the identity an answer carries when no loaded model made it
 
 
 class Models(Protocol):
@@ -43,6 +46,25 @@ def close_if_body_unread(response: Response) -> Response:
     return response
 
 
+def request_id() -> str:
+    """The current request's id: the one its log line carries (serve.metrics.Recorder)."""
+    if "request_id" not in g:
+        g.request_id = current_app.extensions[RECORDER].request_id()
+    return g.request_id
+
+
+def record_invocation(response: Response) -> Response:
+    """Every invocation's answer, errors included, names the model and image that made it (serve.provenance), and
+    its line is written (serve.metrics). A request that named no loaded model gets the endpoint's identity."""
+    invocation = g.pop("invocation", None)
+    if invocation is None and request.path != "/invocations":
+        return response
+    identity = (invocation and invocation.identity) or current_app.extensions[ENDPOINT]
+    response.headers.extend(identity.headers)
+    current_app.extensions[RECORDER].write(invocation, response.status_code, identity, request_id())
+    return response
+
+
 def register_errors(app: Flask) -> None:
     @app.errorhandler(ServeError)
     def serve_error(error: ServeError):
@@ -50,10 +72,9 @@ def register_errors(app: Flask) -> None:
             app.extensions[FAILED] = True
             log.critical("this worker can no longer serve; /ping answers 503", extra={"reason": error.message})
         if error.status >= 500:
-            request_id = uuid.uuid4().hex
-            log.error("request failed", extra={"request_id": request_id, "status": error.status,
+            log.error("request failed", extra={"request_id": request_id(), "status": error.status,
                                                "path": request.path, "reason": error.message})
-            return error_response(error.status, error.message, request_id=request_id)
+            return error_response(error.status, error.message, request_id=request_id())
         return error_response(error.status, error.message)
 
     @app.errorhandler(RequestEntityTooLarge)
@@ -67,11 +88,10 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(Exception)
     def internal_error(error: Exception):
         # The exception's message is not logged: a library or user hook may quote the request's values in it.
-        request_id = uuid.uuid4().hex
-        log.error("internal error", extra={"request_id": request_id, "path": request.path,
+        log.error("internal error", extra={"request_id": request_id(), "path": request.path,
                                            "exception": type(error).__qualname__,
                                            "stack": "".join(traceback.format_tb(error.__traceback__))})
-        return error_response(500, "internal error; see the server log for this request id", request_id=request_id)
+        return error_response(500, "internal error; see the server log for this request id", request_id=request_id())
 
 
 def create_app(handler: Handler | None, settings: Settings, registry: Models | None = None,
@@ -80,8 +100,12 @@ def create_app(handler: Handler | None, settings: Settings, registry: Models | N
     (serve.model_api: the registry's management API)."""
     app = Flask("serve")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+    app.extensions[RECORDER] = Recorder(settings)
+    app.extensions[ENDPOINT] = handler.identity if handler is not None and handler.identity else \
+        provenance.endpoint(settings)
     register_errors(app)
     app.after_request(close_if_body_unread)
+    app.after_request(record_invocation)
 
     @app.get("/ping")
     def ping():
@@ -98,10 +122,11 @@ def create_app(handler: Handler | None, settings: Settings, registry: Models | N
 
     @app.post("/invocations")
     def invocations():
+        g.invocation = Invocation()
         if registry is None:
-            return invoke(handler, settings)
+            return invoke(handler, settings, g.invocation)
         with registry.lease(request.headers.get(TARGET_MODEL)) as target:
-            return invoke(target, settings)
+            return invoke(target, settings, g.invocation)
 
     if routes is not None:
         app.register_blueprint(routes)

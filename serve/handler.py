@@ -36,6 +36,7 @@ class Handler:
         self.settings = settings
         self.model: Any = None
         self.ready = False
+        self.identity = None  # serve.provenance.Identity: the model's name and version, set once it has loaded
 
     def load(self, model_dir: Path) -> None:
         """Load the model and warm it up; raise ModelLoadError with a clear message when it cannot be served."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serve import codecs, families
+from serve import codecs, families, provenance
 from serve.errors import ModelLoadError
 from serve.handler import Handler
 from serve.settings import Settings
@@ -16,8 +16,9 @@ def handler_class(name: str) -> type[Handler]:
     return families.load(families.FAMILIES[name].handler)
 
 
-def build_handler(settings: Settings, model_dir: Path | None = None) -> Handler:
-    """The handler SERVE_HANDLER names, with a user's inference.py hooks when the model dir has one, loaded."""
+def build_handler(settings: Settings, model_dir: Path | None = None, target: str | None = None) -> Handler:
+    """The handler SERVE_HANDLER names, with a user's inference.py hooks when the model dir has one, loaded, with its
+    identity (serve.provenance; `target`: its name on a multi-model endpoint)."""
     model_dir = Path(model_dir or settings.model_dir)
     handler = with_user_hooks(handler_class(settings.handler)(settings), model_dir, settings.program)
     default = handler.accept_default()
@@ -25,4 +26,5 @@ def build_handler(settings: Settings, model_dir: Path | None = None) -> Handler:
         raise ModelLoadError(f"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT={default} is not a type this model answers; "
                              f"choose one of {', '.join(handler.encoders)}")
     handler.load(model_dir)
+    handler.identity = provenance.loaded(settings, model_dir, target)
     return handler

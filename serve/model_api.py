@@ -23,9 +23,10 @@ multi-model-server gave, since SageMaker and existing clients read those; errors
 from __future__ import annotations
 
 import orjson
-from flask import Blueprint, request
+from flask import Blueprint, g, request
 
 from serve.errors import BadRequest
+from serve.metrics import Invocation
 from serve.multimodel import ModelRegistry, check_name
 from serve.pipeline import invoke, read_body
 from serve.settings import Settings
@@ -68,7 +69,8 @@ def routes(registry: ModelRegistry, settings: Settings) -> Blueprint:
 
     @api.post("/models/<name>/invoke")
     def invoke_model(name: str):
+        g.invocation = Invocation()
         with registry.lease(name) as handler:
-            return invoke(handler, settings)
+            return invoke(handler, settings, g.invocation)
 
     return api

@@ -289,7 +289,7 @@ class ModelRegistry:
         """The model's handler, the bytes it keeps, and the seconds it took to load."""
         started = time.perf_counter()
         try:
-            handler = build_handler(self.settings, model.url)
+            handler = build_handler(self.settings, model.url, target=model.name)
         except MemoryError:
             raise InsufficientMemory(f"not enough memory to load model {_shown(model.name)}") from None
         except ModelLoadError as error:

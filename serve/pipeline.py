@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from serve import negotiation
 from serve.errors import BadRequest, PayloadTooLarge
+from serve.metrics import Invocation, rows_of
 from serve.settings import Settings
 
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
@@ -34,6 +35,9 @@ class Request:
     attributes: Mapping[str, str] = field(default_factory=dict)
     content_type_header: str = ""
     accept_header: str = ""
+    # This invocation's measurements by metric name (serve.metrics.UNITS): a handler may add its own (PAT: queue wait,
+    # batch size, device memory). Never a request's value.
+    metrics: dict = field(default_factory=dict)
 
 
 def parse_attributes(header: str) -> dict[str, str]:
@@ -56,12 +60,16 @@ def read_body() -> bytes:
     return body
 
 
-def invoke(handler, settings: Settings) -> Response:
-    """One invocation of a serve.handler.Handler on the current HTTP request."""
+def invoke(handler, settings: Settings, invocation: Invocation | None = None) -> Response:
+    """One invocation of a serve.handler.Handler on the current HTTP request, timed stage by stage into `invocation`
+    (serve.metrics), which also learns which model answered."""
+    invocation = invocation or Invocation()
+    invocation.identity = handler.identity
     length = request.content_length
     if length is not None and length > settings.max_payload_bytes:
         raise PayloadTooLarge(f"body of {length} bytes exceeds the {settings.max_payload_bytes}-byte limit")
     body = read_body()
+    invocation.lap("ReadTime")
     if not body:
         return Response(status=204)
     content_type, params = negotiation.choose_decoder(request.headers.get("Content-Type"), handler.decoders)
@@ -74,9 +82,17 @@ def invoke(handler, settings: Settings) -> Response:
         attributes=parse_attributes(attributes_header),
         content_type_header=request.headers.get("Content-Type", ""),
         accept_header=request.headers.get("Accept", ""),
+        metrics=invocation.values,
     )
     data = handler.input_fn(body, context)
-    output: Output = handler.output_fn(handler.predict_fn(data, handler.model, context), context)
+    invocation.lap("DecodeTime")
+    prediction = handler.predict_fn(data, handler.model, context)
+    invocation.lap("PredictTime")
+    rows = rows_of(prediction)
+    if rows is not None:
+        invocation.values["Rows"] = rows
+    output: Output = handler.output_fn(prediction, context)
+    invocation.lap("EncodeTime")
     output, accept = output if isinstance(output, tuple) else (output, accept)
     response = Response(output, status=200, content_type=accept)
     if attributes_header:

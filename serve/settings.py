@@ -20,6 +20,11 @@ SAGEMAKER_MAX_PAYLOAD_BYTES = 6 * MIB
 BATCH_TIMEOUT_SECONDS = 600  # SageMaker Batch Transform's default invocation timeout
 BATCH_MAX_PAYLOAD_MB = 100  # Batch Transform: MaxConcurrentTransforms x MaxPayloadInMB may not exceed it
 MULTI_MODEL_MEMORY_SHARE = 0.75  # default multi-model budget: this share of the container's memory
+METRICS_NAMESPACE = "ClinicalInference"
+# The metric dimensions the deploy sets (serve.metrics): environment variable -> CloudWatch dimension name.
+METRIC_DIMENSIONS = {"SERVE_METRICS_ENDPOINT": "EndpointName", "SERVE_METRICS_VARIANT": "VariantName",
+                     "SERVE_METRICS_MODEL": "ModelName"}
+NAMESPACE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/#: ")
 
 def cpu_count() -> int:
     """CPUs this process may run on (a container's cpuset, not the host's count)."""
@@ -130,6 +135,49 @@ def read_media_type(env: Mapping[str, str], name: str) -> str | None:
     return value.split(";")[0].strip().lower()
 
 
+def read_dimension(env: Mapping[str, str], name: str) -> str | None:
+    """A CloudWatch dimension value, unset when absent. "Dimension values must contain only ASCII characters and must
+    include at least one non-whitespace character. ASCII control characters are not supported", 1 to 1024 characters
+    (Amazon CloudWatch API Reference, Dimension:
+    https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_Dimension.html).
+    Used as it is, never trimmed."""
+    value = env.get(name)
+    if value is None:
+        return None
+    if not value.strip():
+        raise SettingsError(f"{name} must include at least one non-whitespace character (a CloudWatch dimension value)")
+    if len(value) > 1024:
+        raise SettingsError(f"{name} must be at most 1024 characters (a CloudWatch dimension value), got {len(value)}")
+    if not value.isascii() or not value.isprintable():
+        raise SettingsError(f"{name} must hold printable ASCII characters only (a CloudWatch dimension value)")
+    return value
+
+
+def read_namespace(env: Mapping[str, str], name: str) -> str:
+    """A CloudWatch namespace: 1 to 255 characters of 0-9A-Za-z . - _ / # : and space, at least one not a space
+    (Amazon CloudWatch User Guide, Metrics concepts, Namespaces:
+    https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/cloudwatch_concepts.html#Namespace), and not
+    beginning with "AWS/", which is reserved for AWS services (API Reference, PutMetricData, Namespace:
+    https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html)."""
+    value = env.get(name)
+    if value is None:
+        return METRICS_NAMESPACE
+    if not value.strip() or len(value) > 255 or not set(value) <= NAMESPACE_CHARACTERS:
+        raise SettingsError(f"{name} must be 1 to 255 characters of A-Z a-z 0-9 . - _ / # : and space "
+                            "(a CloudWatch namespace)")
+    if value.startswith("AWS/"):
+        raise SettingsError(f"{name} must not begin with AWS/ (reserved for AWS services)")
+    return value
+
+
+def read_label(env: Mapping[str, str], name: str) -> str:
+    """An image label the container knows at run time (a response header's value): printable ASCII."""
+    value = read_text(env, name, "unknown")
+    if len(value) > 200 or not value.isascii() or not value.isprintable():
+        raise SettingsError(f"{name} must be at most 200 printable ASCII characters")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     handler: str = families.DEFAULT
@@ -149,6 +197,13 @@ class Settings:
     log_level: str = "info"
     # Multi-model endpoints: memory budget for loaded models (bytes, 0 = none).
     model_memory_budget_bytes: int = 0
+    # Observability (serve.provenance, serve.metrics): the image's labels, and the metric records' set-up.
+    image_version: str = "unknown"
+    image_revision: str = "unknown"
+    metrics: bool = True
+    metrics_namespace: str = METRICS_NAMESPACE
+    metric_dimensions: tuple[tuple[str, str], ...] = ()  # (CloudWatch dimension name, value), those the deploy set
+    model_name: str | None = None  # SERVE_METRICS_MODEL: the model's name in headers, logs and the ModelName dimension
     family: FamilySettings = None  # the handler's family's own settings; its defaults when not given
 
     def __post_init__(self):
@@ -165,6 +220,8 @@ class Settings:
         batch = read_bool(env, "SAGEMAKER_BATCH", False)
         default_timeout = BATCH_TIMEOUT_SECONDS if batch else 60
         handler = read_choice(env, "SERVE_HANDLER", families.DEFAULT, tuple(families.FAMILIES))
+        dimensions = tuple((dimension, value) for variable, dimension in METRIC_DIMENSIONS.items()
+                           if (value := read_dimension(env, variable)) is not None)
         return cls(
             handler=handler,
             model_dir=Path(read_text(env, "SM_MODEL_DIR", "/opt/ml/model")),
@@ -182,6 +239,12 @@ class Settings:
             program=read_text(env, "SAGEMAKER_PROGRAM"),
             log_level=read_choice(env, "SERVE_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             model_memory_budget_bytes=_memory_budget(env),
+            image_version=read_label(env, "SERVE_IMAGE_VERSION"),
+            image_revision=read_label(env, "SERVE_IMAGE_REVISION"),
+            metrics=read_bool(env, "SERVE_METRICS", True),
+            metrics_namespace=read_namespace(env, "SERVE_METRICS_NAMESPACE"),
+            metric_dimensions=dimensions,
+            model_name=dict(dimensions).get("ModelName"),
             family=family_settings_class(handler).from_env(env),
         )
 

@@ -33,12 +33,23 @@ class BatcherClosed(RuntimeError):
     """The batcher is shutting down and takes no more work."""
 
 
+class JobFuture(Future):
+    """A job's Future, which also tells how its rows ran: seconds from submit until its last piece's batch started,
+    and the rows of the largest batch that ran them (for the request's metrics)."""
+
+    def __init__(self):
+        super().__init__()
+        self.queue_wait_s = 0.0
+        self.batch_rows = 0
+
+
 @dataclass(eq=False)
 class _Job:
     key: Hashable
-    future: Future
+    future: JobFuture
     pieces_left: int
     parts: list = field(default_factory=list)  # per piece: its outputs, in piece order
+    submitted: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
@@ -71,13 +82,13 @@ class DynamicBatcher:
 
     # --- callers ---------------------------------------------------------------------------------------------------
 
-    def submit(self, key: Hashable, rows: np.ndarray) -> Future:
+    def submit(self, key: Hashable, rows: np.ndarray) -> JobFuture:
         """Queue rows (n >= 1 along the first axis); the Future gives {name: (n, ...) array} or the job's error."""
         if rows.ndim < 1 or rows.shape[0] == 0:
             raise ValueError("submit needs at least one row")
         limit = max(1, int(self._max_rows(key)))
         starts = range(0, rows.shape[0], limit)
-        job = _Job(key, Future(), pieces_left=len(starts), parts=[None] * len(starts))
+        job = _Job(key, JobFuture(), pieces_left=len(starts), parts=[None] * len(starts))
         with self._ready:
             if self._closed:
                 raise BatcherClosed("the model is shutting down")
@@ -153,6 +164,10 @@ class DynamicBatcher:
 
     def _run(self, key: Hashable, pieces: list[_Piece]) -> None:
         jobs = list(dict.fromkeys(piece.job for piece in pieces))
+        started, rows = time.monotonic(), sum(len(piece.rows) for piece in pieces)
+        for job in jobs:
+            job.future.queue_wait_s = started - job.submitted
+            job.future.batch_rows = max(job.future.batch_rows, rows)
         try:
             outputs = self._call(key, pieces)
         except Exception as error:

@@ -94,6 +94,7 @@ class PatHandler(Handler):
         metrics = [instance_metrics(instance, number, data) for number, instance in enumerate(data.instances, 1)] \
             if "metrics" in outputs else None
         results = collect(pending, len(data.instances), self.settings.timeout_seconds)
+        measure(pending, model, request.metrics)
         if embeddings_only:
             return results["embedding"]
         return records(data.instances, outputs, results, metrics, model)
@@ -154,6 +155,17 @@ def collect(pending: list, count: int, timeout_s: float) -> dict[str, np.ndarray
                 results[name] = np.empty((count, *value.shape[1:]), dtype=value.dtype)
             results[name][indices] = value
     return results
+
+
+def measure(pending: list, model: PatModel, into: dict) -> None:
+    """The request's metrics (serve.metrics): how long its recordings queued, the largest batch that ran them, and
+    the device memory in use (CUDA)."""
+    if pending:
+        into["QueueWait"] = max(future.queue_wait_s for _, _, future in pending) * 1000.0
+        into["BatchSize"] = max(future.batch_rows for _, _, future in pending)
+    memory = model.device_memory_bytes()
+    if memory is not None:
+        into["DeviceMemoryBytes"] = memory
 
 
 def instance_metrics(instance: Instance, number: int, data: PatRequest) -> dict:

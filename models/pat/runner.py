@@ -228,6 +228,13 @@ class PatModel:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def device_memory_bytes(self) -> int | None:
+        """Device memory the caching allocator holds on CUDA (what the device has given this process for tensors);
+        None on the CPU, whose memory the instance metrics show."""
+        if self.device.type != "cuda":
+            return None
+        return torch.cuda.memory_reserved(self.device)
+
     def describe(self) -> dict:
         artifact = self.artifact
         return {

@@ -3,7 +3,7 @@
 Every content type (well-formed, mutated and random bodies), Content-Type and Accept form (the mark planted in their
 types and parameters too), custom-attributes form, header size, and the multi-model API. Every response must be 2xx,
 or 4xx with a one-line JSON error; no 5xx; no worker restarts; /ping 200 throughout (polled from another thread); no
-request value in any log line.
+request value in any log line, nor in any metric record (each one checked against the EMF specification).
 
 Profiles: FUZZ_CASES (default 3000, a minute or two here; the long profile is FUZZ_CASES=50000) is the number of cases
 over all generators, FUZZ_SEED (default 20261201) seeds them. Figures go to build/reliability/generative.json.
@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings, strategies as 
 
 from serve import recordio
 from tests.conftest import FEATURES, ROOT, train_model
+from tests.http.emf_spec import check_line
 from serve.process import ServeProcess
 
 CASES = int(os.environ.get("FUZZ_CASES", "3000"))
@@ -361,9 +362,14 @@ def assert_logs_clean(server: ServeProcess, workers: int) -> dict:
     for line in lines:
         json.loads(line)
     assert MARK_TEXT not in logs and "86420" not in logs, "a request value reached the log"
+    records = [line for line in lines if '"_aws"' in line]
+    assert records, "no metric record was written"
+    for line in records:
+        assert MARK_TEXT not in line.lower() and "86420" not in line, "a request value reached a metric record"
+        check_line(line)
     booted = sum("Booting worker" in line for line in lines)
     assert booted == workers, f"workers booted {booted} times for {workers} workers: a worker restarted"
-    return {"log_lines": len(lines), "worker_boots": booted}
+    return {"log_lines": len(lines), "metric_records": len(records), "worker_boots": booted}
 
 
 def write_report(name: str, figures: dict) -> None:

@@ -99,3 +99,11 @@ def test_cpu_setting_keeps_the_model_off_the_gpu(model_dir):
                                    forward(model_dir, weeks(1, seed=35))["embedding"][0], rtol=0, atol=1e-5)
     finally:
         handler.close()
+
+
+def test_a_request_s_metrics_tell_the_device_memory_in_use(handler):
+    body = orjson.dumps({"instances": [{"activity": row.tolist()} for row in weeks(2)]})
+    request = Request(content_type=codecs.JSON, accept=codecs.JSON)
+    handler.predict_fn(handler.input_fn(body, request), handler.model, request)
+    assert request.metrics["DeviceMemoryBytes"] >= torch.cuda.memory_allocated() > 0
+    assert request.metrics["BatchSize"] >= 2 and request.metrics["QueueWait"] >= 0
