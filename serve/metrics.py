@@ -85,7 +85,11 @@ class Recorder:
         self.enabled = settings.metrics or settings.log_level in ("debug", "info")
         self.dimensions = dict(settings.metric_dimensions)
         self.namespace = settings.metrics_namespace
+        # Every dimension the deploy set, and the same without the model: the stage's dashboards read per endpoint
+        # and variant, as SageMaker's own metrics are keyed.
         self.dimension_set = [list(self.dimensions)]
+        if "ModelName" in self.dimensions and len(self.dimensions) > 1:
+            self.dimension_set.append([name for name in self.dimensions if name != "ModelName"])
         self.definitions = {name: {"Name": name, "Unit": unit} for name, unit in UNITS.items()}
         self._prefix = secrets.token_hex(8)  # per worker process: ids unique across workers without a syscall each
         self._counter = itertools.count(1)

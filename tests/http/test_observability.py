@@ -76,7 +76,8 @@ def assert_line(line: dict, response: requests.Response, dimensions: dict = DIME
     record = check_line(json.dumps(line))
     directive, = record["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == "ClinicalInference"
-    assert directive["Dimensions"] == [list(dimensions)] and all(line[k] == v for k, v in dimensions.items())
+    rollup = [[name for name in dimensions if name != "ModelName"]] if "ModelName" in dimensions else []
+    assert directive["Dimensions"] == [list(dimensions)] + rollup and all(line[k] == v for k, v in dimensions.items())
     names = [metric["Name"] for metric in directive["Metrics"]]
     assert set(names) <= set(metrics.METRICS) and line["Requests"] == 1
     status_class = f"Status{response.status_code // 100}xx"

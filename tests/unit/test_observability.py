@@ -130,3 +130,13 @@ def test_the_batcher_tells_each_job_its_queue_wait_and_batch_size():
         batcher.close()
     assert [future.batch_rows for future in futures] == [5, 5]
     assert all(0 <= future.queue_wait_s < 5 for future in futures)
+
+
+def test_with_a_model_dimension_the_metrics_are_also_kept_per_endpoint_and_variant_for_the_dashboards():
+    settings = Settings(metric_dimensions=(("EndpointName", "ep"), ("VariantName", "AllTraffic"),
+                                           ("ModelName", "risk")))
+    lines = written_lines(settings, lambda recorder: recorder.write(metrics.Invocation(), 200,
+                                                                    provenance.endpoint(settings),
+                                                                    recorder.request_id()))
+    directive, = check_line(lines[0])["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["EndpointName", "VariantName", "ModelName"], ["EndpointName", "VariantName"]]
