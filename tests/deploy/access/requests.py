@@ -214,6 +214,62 @@ class Requests:
         if key:
             self._grant(label, principal, key)
 
+    # build.sh monitor. What each job then does as its role (RoleArn) is asked of that role here: the baseline job
+    # reads the baseline and writes its results; the hourly job reads the captures and those results and writes
+    # the report ("Amazon SageMaker Model Monitor" permissions of the execution role, "How to use SageMaker AI
+    # execution roles", https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html).
+    def _sagemaker_CreateProcessingJob(self, label, principal, params):
+        job = self.arn("sagemaker", f"processing-job/{params['ProcessingJobName'].lower()}")
+        self.add(label, principal, "sagemaker:CreateProcessingJob", job, **self.tags(params.get("Tags")))
+        self._tagging(label, principal, job, params)
+        self._passes(label, principal, params["RoleArn"])
+        key = params["ProcessingResources"]["ClusterConfig"].get("VolumeKmsKeyId")
+        if key:
+            self._grant(label, principal, key)
+        role, job_label = params["RoleArn"], "SageMaker, monitor's baseline job"  # one label: names carry hashes
+        for source in params["ProcessingInputs"]:
+            bucket, key_name = s3_location(source["S3Input"]["S3Uri"])
+            self.s3_get(f"{job_label}: reads its input", role, bucket, key_name)
+        output = params["ProcessingOutputConfig"]
+        for target in output["Outputs"]:
+            bucket, prefix = s3_location(target["S3Output"]["S3Uri"])
+            self.s3_put(f"{job_label}: writes its results", role, bucket, f"{prefix}/statistics.json",
+                        "aws:kms", output.get("KmsKeyId"), bucket_key=False)
+
+    def _sagemaker_CreateDataQualityJobDefinition(self, label, principal, params):
+        definition = self.arn("sagemaker", f"data-quality-job-definition/{params['JobDefinitionName'].lower()}")
+        self.add(label, principal, "sagemaker:CreateDataQualityJobDefinition", definition,
+                 **self.tags(params.get("Tags")))
+        self._tagging(label, principal, definition, params)
+        self._passes(label, principal, params["RoleArn"])
+        role, job_label = params["RoleArn"], "SageMaker, monitor's hourly data-quality job"
+        endpoint = params["DataQualityJobInput"]["EndpointInput"]["EndpointName"]
+        for config in self.endpoint_configs.values():
+            capture = config.get("DataCaptureConfig")
+            if capture and capture["DestinationS3Uri"]:
+                bucket, prefix = s3_location(capture["DestinationS3Uri"])
+                self.add(f"{job_label}: lists the hour's captures", role, "s3:ListBucket", f"arn:aws:s3:::{bucket}")
+                self.s3_get(f"{job_label}: reads the hour's captures", role, bucket,
+                            f"{prefix.rstrip('/')}/{endpoint}/AllTraffic/2026/12/06/05/capture.jsonl".lstrip("/"))
+                break
+        for resource in params["DataQualityBaselineConfig"].values():
+            bucket, key_name = s3_location(resource["S3Uri"])
+            self.s3_get(f"{job_label}: reads the baseline's results", role, bucket, key_name)
+        output = params["DataQualityJobOutputConfig"]
+        for target in output["MonitoringOutputs"]:
+            bucket, prefix = s3_location(target["S3Output"]["S3Uri"])
+            self.s3_put(f"{job_label}: writes the report", role, bucket, f"{prefix}/constraint_violations.json",
+                        "aws:kms", output.get("KmsKeyId"), bucket_key=False)
+
+    def _sagemaker_CreateMonitoringSchedule(self, label, principal, params):
+        schedule = self.arn("sagemaker", f"monitoring-schedule/{params['MonitoringScheduleName'].lower()}")
+        self.add(label, principal, "sagemaker:CreateMonitoringSchedule", schedule, **self.tags(params.get("Tags")))
+        self._tagging(label, principal, schedule, params)
+
+    def _passes(self, label, principal, role):
+        self.add(label + " (its role)", principal, "iam:PassRole", role,
+                 **{"iam:PassedToService": "sagemaker.amazonaws.com"})
+
     def _tagging(self, label, principal, resource, params):
         # A Create* with Tags is also authorized as sagemaker:AddTags ("Add tags when creating a resource",
         # https://docs.aws.amazon.com/sagemaker/latest/dg/security_iam_id-based-policy-examples.html).
@@ -277,6 +333,14 @@ _SIMPLE = {
     ("sagemaker", "DeleteEndpoint"): ("sagemaker:DeleteEndpoint", _sagemaker("endpoint", "EndpointName")),
     ("sagemaker", "DescribeTransformJob"): ("sagemaker:DescribeTransformJob",
                                             _sagemaker("transform-job", "TransformJobName")),
+    ("sagemaker", "DescribeProcessingJob"): ("sagemaker:DescribeProcessingJob",
+                                             _sagemaker("processing-job", "ProcessingJobName")),
+    ("sagemaker", "DescribeDataQualityJobDefinition"): ("sagemaker:DescribeDataQualityJobDefinition",
+                                                        _sagemaker("data-quality-job-definition", "JobDefinitionName")),
+    ("sagemaker", "DescribeMonitoringSchedule"): ("sagemaker:DescribeMonitoringSchedule",
+                                                  _sagemaker("monitoring-schedule", "MonitoringScheduleName")),
+    ("sagemaker", "UpdateMonitoringSchedule"): ("sagemaker:UpdateMonitoringSchedule",
+                                                _sagemaker("monitoring-schedule", "MonitoringScheduleName")),
     ("sagemaker", "ListModels"): ("sagemaker:ListModels", "*"),
     ("sagemaker", "ListEndpointConfigs"): ("sagemaker:ListEndpointConfigs", "*"),
     ("sagemaker", "ListEndpoints"): ("sagemaker:ListEndpoints", "*"),
