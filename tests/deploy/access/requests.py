@@ -226,15 +226,11 @@ class Requests:
         key = params["ProcessingResources"]["ClusterConfig"].get("VolumeKmsKeyId")
         if key:
             self._grant(label, principal, key)
-        role, job_label = params["RoleArn"], "SageMaker, monitor's baseline job"  # one label: names carry hashes
-        for source in params["ProcessingInputs"]:
-            bucket, key_name = s3_location(source["S3Input"]["S3Uri"])
-            self.s3_get(f"{job_label}: reads its input", role, bucket, key_name)
         output = params["ProcessingOutputConfig"]
-        for target in output["Outputs"]:
-            bucket, prefix = s3_location(target["S3Output"]["S3Uri"])
-            self.s3_put(f"{job_label}: writes its results", role, bucket, f"{prefix}/statistics.json",
-                        "aws:kms", output.get("KmsKeyId"), bucket_key=False)
+        self._job_data("SageMaker, monitor's baseline job", params["RoleArn"], output.get("KmsKeyId"),
+                       reads=[("its input", source["S3Input"]["S3Uri"]) for source in params["ProcessingInputs"]],
+                       writes=[("its results", f"{target['S3Output']['S3Uri']}/statistics.json")
+                               for target in output["Outputs"]])
 
     def _sagemaker_CreateDataQualityJobDefinition(self, label, principal, params):
         definition = self.arn("sagemaker", f"data-quality-job-definition/{params['JobDefinitionName'].lower()}")
@@ -244,27 +240,32 @@ class Requests:
         self._passes(label, principal, params["RoleArn"])
         role, job_label = params["RoleArn"], "SageMaker, monitor's hourly data-quality job"
         endpoint = params["DataQualityJobInput"]["EndpointInput"]["EndpointName"]
+        reads = [("the baseline's results", resource["S3Uri"])
+                 for resource in params["DataQualityBaselineConfig"].values()]
         for config in self.endpoint_configs.values():
             capture = config.get("DataCaptureConfig")
             if capture and capture["DestinationS3Uri"]:
-                bucket, prefix = s3_location(capture["DestinationS3Uri"])
+                bucket = s3_location(capture["DestinationS3Uri"])[0]
                 self.add(f"{job_label}: lists the hour's captures", role, "s3:ListBucket", f"arn:aws:s3:::{bucket}")
-                self.s3_get(f"{job_label}: reads the hour's captures", role, bucket,
-                            f"{prefix.rstrip('/')}/{endpoint}/AllTraffic/2026/12/06/05/capture.jsonl".lstrip("/"))
+                reads.append(("the hour's captures", f"{capture['DestinationS3Uri'].rstrip('/')}/{endpoint}/"
+                                                     "AllTraffic/2026/12/06/05/capture.jsonl"))
                 break
-        for resource in params["DataQualityBaselineConfig"].values():
-            bucket, key_name = s3_location(resource["S3Uri"])
-            self.s3_get(f"{job_label}: reads the baseline's results", role, bucket, key_name)
         output = params["DataQualityJobOutputConfig"]
-        for target in output["MonitoringOutputs"]:
-            bucket, prefix = s3_location(target["S3Output"]["S3Uri"])
-            self.s3_put(f"{job_label}: writes the report", role, bucket, f"{prefix}/constraint_violations.json",
-                        "aws:kms", output.get("KmsKeyId"), bucket_key=False)
+        self._job_data(job_label, role, output.get("KmsKeyId"), reads=reads,
+                       writes=[("the report", f"{target['S3Output']['S3Uri']}/constraint_violations.json")
+                               for target in output["MonitoringOutputs"]])
 
     def _sagemaker_CreateMonitoringSchedule(self, label, principal, params):
         schedule = self.arn("sagemaker", f"monitoring-schedule/{params['MonitoringScheduleName'].lower()}")
         self.add(label, principal, "sagemaker:CreateMonitoringSchedule", schedule, **self.tags(params.get("Tags")))
         self._tagging(label, principal, schedule, params)
+
+    def _job_data(self, job_label, role, key, reads, writes):
+        """What a monitoring job reads and writes (SSE-KMS with the output key) as its role."""
+        for what, uri in reads:
+            self.s3_get(f"{job_label}: reads {what}", role, *s3_location(uri))
+        for what, uri in writes:
+            self.s3_put(f"{job_label}: writes {what}", role, *s3_location(uri), "aws:kms", key, bucket_key=False)
 
     def _passes(self, label, principal, role):
         self.add(label + " (its role)", principal, "iam:PassRole", role,
