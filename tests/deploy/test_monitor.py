@@ -18,7 +18,7 @@ import xgboost as xgb
 from .conftest import ACCOUNT, DEPLOY_CONFIGS, REGION, ROOT, platform_outputs
 
 sys.path.insert(0, str(DEPLOY_CONFIGS))
-from sagemaker_deploy import DeployError, config as configs, monitor  # noqa: E402
+from sagemaker_deploy import DeployError, config as configs, monitor, teardown  # noqa: E402
 from sagemaker_deploy.plan import CAPTURE_CONTENT_TYPES  # noqa: E402
 
 XGBOOST_ENDPOINTS = ["xgboost-risk-endpoint", "xgboost-treatment-endpoint", "xgboost-outcome-endpoint"]
@@ -186,6 +186,13 @@ def test_monitor_starts_the_baseline_and_creates_the_schedule_and_the_alarms_of_
     jobs = sagemaker.list_processing_jobs()["ProcessingJobSummaries"]
     assert monitor.run(aws, config, dry_run=False) == {**{e: {**d, "action": "updated"} for e, d in summary.items()}}
     assert sagemaker.list_processing_jobs()["ProcessingJobSummaries"] == jobs
+
+    # destroy deletes the drift alarms with the endpoints' other alarms.
+    removed = teardown.destroy(sagemaker, moto.client("application-autoscaling"), aws.client("cloudwatch"),
+                               config)
+    assert sorted(removed["alarms"]) == sorted(f"{endpoint}-data-drift-{index}" for endpoint in XGBOOST_ENDPOINTS
+                                               for index in range(1, 5))
+    assert aws.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
 
 
 def test_a_missing_baseline_is_one_line_that_says_to_train(tmp_path, trained):

@@ -244,6 +244,15 @@ def alarms(config: dict, target: Target, names: list[str]) -> list[dict]:
     return requests
 
 
+def delete_alarms(cloudwatch, endpoint_name: str) -> list[str]:
+    """The endpoint's drift alarms (destroy); returns the names deleted."""
+    pages = cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{endpoint_name}-data-drift-")
+    names = [alarm["AlarmName"] for page in pages for alarm in page.get("MetricAlarms", [])]
+    if names:
+        cloudwatch.delete_alarms(AlarmNames=names)
+    return names
+
+
 def _absent(describe, **params) -> bool:
     """SageMaker answers a Describe* of a missing monitoring resource with ResourceNotFound (the API reference's
     errors of DescribeProcessingJob, DescribeDataQualityJobDefinition, DescribeMonitoringSchedule)."""
