@@ -37,7 +37,8 @@ Commands:
   engine [--install]          start a Docker engine when none answers (--install: apt-get install docker.io first)
   lock [xgboost|pat|pat-cuda|all]
                               regenerate the hashed lock files from containers/**/*.in (needs pip-tools)
-  train                       train the example models of the config's families into build/models/ (synthetic data)
+  train                       train the example models of the config's families into build/models/ (synthetic data),
+                              with each XGBoost model's baseline CSV for monitor (NAME.baseline.csv beside it)
   package                     package each model's source directory as a reproducible model.tar.gz
                               (build/deploy/STAGE/artifacts/NAME/model.tar.gz)
   upload                      package, then upload each artifact SSE-KMS to the model bucket as
@@ -56,6 +57,10 @@ Commands:
                               (never the bucket, the KMS key, the tables, the log groups or the ECR images)
   batch --model NAME [--input S3] [--output S3] [--wait]
                               start a Batch Transform job on one model of the config (MultiRecord, lines)
+  monitor                     Model Monitor data quality for every captured SingleModel endpoint whose family has a
+                              data_quality block: upload the model's baseline CSV (train writes it), run the
+                              analyzer's baseline job, create the hourly monitoring schedule (reports to the capture
+                              bucket, the stage's key and role) and the drift alarms (the stage's topic)
   infra [check]               create or update the stage's platform stack (containers/infra/platform.yaml: KMS key,
                               buckets, tables, log groups, alert topic, execution role, CodeBuild project) through
                               a change set printed before it is executed; writes build/deploy/STAGE/platform.json
@@ -718,6 +723,8 @@ main() {
         lock) cmd_lock "${args[@]}" ;;
         train|package|upload|push|register|deploy|smoke|destroy) cmd_steps "$command" "${args[@]}" ;;
         batch) cmd_batch "${args[@]}" ;;
+        monitor) ((${#args[@]} == 0)) || die "monitor takes no arguments, got: ${args[*]}"
+                 deploy_py monitor >/dev/null || die "monitoring was not set up (the reason is above)" ;;
         infra) cmd_infra "${args[@]}" ;;
         verify) ((${#args[@]} == 0)) || die "verify takes no arguments, got: ${args[*]}"
                 deploy_py verify ;;  # its one error line says whether checks failed or the stage could not be read

@@ -5,8 +5,9 @@
 writes, per model (risk: binary 30-day readmission; treatment: 3-class therapy choice; outcome: length of stay),
 a model directory `<out>/<name>/` holding `xgboost-model` (UBJSON, as the built-in algorithm writes it) and
 `metadata.json` (feature names, class labels, model version), plus `<out>/<name>.tar.gz` for `ModelDataUrl`, and
-`<out>/<name>.sample.csv` and `<out>/<name>.sample.json` (five rows to send, as CSV and as named-feature JSON). The data
-are random: no real patient is in them.
+`<out>/<name>.sample.csv` and `<out>/<name>.sample.json` (five rows to send, as CSV and as named-feature JSON), and
+`<out>/<name>.baseline.csv`, the training rows' feature columns with a header (Model Monitor's data-quality baseline,
+build.sh monitor). The data are random: no real patient is in them.
 """
 
 from __future__ import annotations
@@ -44,8 +45,12 @@ def _signal(x: np.ndarray, seed: int) -> np.ndarray:
     return z @ weights / np.sqrt(x.shape[1]) + 0.5 * np.sin(z[:, 0] * z[:, 1])
 
 
+def training_features(rows: int = 4000, seed: int = 7) -> np.ndarray:
+    return synthetic_patients(rows, seed)
+
+
 def train(name: str, rows: int = 4000, rounds: int = 200, depth: int = 6, seed: int = 7) -> tuple[xgb.Booster, dict]:
-    x = synthetic_patients(rows, seed)
+    x = training_features(rows, seed)
     signal = _signal(x, seed + 1)
     rng = np.random.default_rng(seed + 2)
     params = {"max_depth": depth, "eta": 0.1, "nthread": 2, "seed": seed}
@@ -78,7 +83,14 @@ def package(booster: xgb.Booster, metadata: dict, out: Path, name: str) -> Path:
         for path in sorted(model_dir.iterdir()):
             tar.add(path, arcname=path.name)
     write_samples(out, name)
+    write_baseline(out / f"{name}.baseline.csv", training_features())
     return model_dir
+
+
+def write_baseline(path: Path, x: np.ndarray) -> None:
+    """Feature columns only, a header of the feature names, a missing value as an empty field."""
+    lines = [",".join(FEATURES)] + [",".join("" if np.isnan(value) else f"{value:.6g}" for value in row) for row in x]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def write_samples(out: Path, name: str) -> None:

@@ -172,6 +172,12 @@ def test_a_pat_batch_job_on_a_gpu_instance_keeps_kms_on_the_output_only_and_sets
     (lambda c: c["families"]["xgboost"]["models"][1].update(environment={"A": "1"}), "share one container"),
     (lambda c: c["deployment"].update(traffic="CANARY"), "'canary_percent' is a required property"),
     (lambda c: c["vpc"].update(subnets=["subnet-1"]), "vpc.subnets.0"),
+    # Metric dimensions the runtime would refuse at start-up.
+    (lambda c: c["families"]["pat"]["environment"].update(SERVE_METRICS_MODEL="x"),
+     "families.pat.environment.SERVE_METRICS_MODEL: register sets the metric variables"),
+    (lambda c: c["families"]["pat"]["models"][0].update(metrics={"endpoint": ":pat"}),
+     "families.pat.models.0.metrics.endpoint: ':pat' does not match"),
+    (lambda c: c.update(metrics={"namespace": "AWS/SageMaker"}), "metrics.namespace: 'AWS/SageMaker' does not match"),
 ])
 def test_config_mistakes_are_reported_with_their_place(tmp_path, change, message):
     config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
@@ -273,3 +279,28 @@ def test_register_refuses_a_cpu_pat_image_on_a_gpu_instance_before_any_aws_call(
     status = main(["--config", str(DEPLOY_CONFIGS / "dev.json"), "--state-dir", str(tmp_path), "register"])
     assert status == 1
     assert "families.pat: image pat-inference:0.1.0-abcdef0-cpu is a CPU build" in capsys.readouterr().err
+
+
+METRIC_VARIABLES = ("SERVE_METRICS_NAMESPACE", "SERVE_METRICS_ENDPOINT", "SERVE_METRICS_VARIANT", "SERVE_METRICS_MODEL")
+
+
+def test_every_model_container_gets_its_endpoints_metric_dimensions_from_the_config():
+    config = filled("prod")
+    single = build(config)
+    environments = {model.request["PrimaryContainer"]["ModelDataUrl"].split("/")[4]:
+                    model.request["PrimaryContainer"]["Environment"] for model in single.models}
+    assert {name: {key: env[key] for key in METRIC_VARIABLES} for name, env in environments.items()} == {
+        name: {"SERVE_METRICS_NAMESPACE": "ClinicalInference", "SERVE_METRICS_ENDPOINT": f"{name}-endpoint",
+               "SERVE_METRICS_VARIANT": "AllTraffic", "SERVE_METRICS_MODEL": name}
+        for name in ("xgboost-risk", "xgboost-treatment", "xgboost-outcome", "pat")}
+    # The variant dimension is the endpoint config's variant, the one SageMaker's own metrics carry.
+    assert {endpoint.config_request["ProductionVariants"][0]["VariantName"] for endpoint in single.endpoints} == \
+        {environments["pat"]["SERVE_METRICS_VARIANT"]}
+    # The config's values win over the names; a multi-model endpoint's container names the endpoint.
+    config["metrics"] = {"namespace": "Clinical/Dev"}
+    config["families"]["xgboost"]["models"][0]["metrics"] = {"endpoint": "risk", "model": "risk-v2"}
+    risk = build(config).models[0].request["PrimaryContainer"]["Environment"]
+    assert (risk["SERVE_METRICS_NAMESPACE"], risk["SERVE_METRICS_ENDPOINT"], risk["SERVE_METRICS_MODEL"]) == \
+        ("Clinical/Dev", "risk", "risk-v2")
+    multi = build(filled("dev")).models[0].request["PrimaryContainer"]["Environment"]
+    assert (multi["SERVE_METRICS_ENDPOINT"], multi["SERVE_METRICS_MODEL"]) == ("xgboost-endpoint", "xgboost")

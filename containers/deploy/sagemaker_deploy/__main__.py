@@ -15,8 +15,8 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import DeployError, alarms, artifacts, batch, config as configs, endpoints, gpu_hosts, plan as plans, \
-    pushes, say, smoke, stack, teardown, verify
+from . import DeployError, alarms, artifacts, batch, config as configs, endpoints, gpu_hosts, monitor, \
+    plan as plans, pushes, say, smoke, stack, teardown, verify
 from . import register as registration
 from .aws import Aws
 from .registry import ecr_host, ensure_repository, login_password, manifest_digest
@@ -300,6 +300,12 @@ def cmd_batch(stage: Stage) -> None:
     print(json.dumps({"job": request["TransformJobName"], "model": model.name, "status": status}))
 
 
+def cmd_monitor(stage: Stage) -> None:
+    """Model Monitor data quality on every captured SingleModel endpoint (monitor.py); writes monitoring.json."""
+    summary = monitor.run(stage.aws, stage.filled(), stage.dry_run)
+    print(stage.write("monitoring.json", {"stage": stage.name, "endpoints": summary}))
+
+
 def cmd_verify(stage: Stage) -> None:
     """The stage's HIPAA compliance verification: one line per check; fails when a check fails."""
     results = verify.run(stage.aws, stage.config, stage.name)
@@ -323,7 +329,7 @@ def cmd_infra_render(stage: Stage) -> None:
 COMMANDS = {"check": cmd_check, "targets": cmd_targets, "trainable": cmd_trainable, "check-images": cmd_check_images,
             "push-plan": cmd_push_plan, "push-tag": cmd_push_tag, "record-push": cmd_record_push,
             "package": cmd_package, "upload": cmd_upload, "register": cmd_register, "deploy": cmd_deploy,
-            "smoke": cmd_smoke, "destroy": cmd_destroy, "batch": cmd_batch, "infra": stack.deploy,
+            "smoke": cmd_smoke, "destroy": cmd_destroy, "batch": cmd_batch, "monitor": cmd_monitor, "infra": stack.deploy,
             "infra-render": cmd_infra_render, "verify": cmd_verify}
 
 

@@ -26,6 +26,9 @@ _ABSENT = {
     "DescribeEndpointConfig": "ValidationException",
     "DescribeEndpoint": "ValidationException",
     "HeadObject": "404",
+    "DescribeProcessingJob": "ValidationException",
+    "DescribeDataQualityJobDefinition": "ValidationException",
+    "DescribeMonitoringSchedule": "ValidationException",
 }
 _CANNED: dict[str, Callable[[dict], dict]] = {
     "GetCallerIdentity": lambda _: {"Account": DRY_RUN_ACCOUNT},

@@ -20,6 +20,7 @@ PLATFORM = "platform."  # {platform.NAME}: an output of the stage's platform sta
 # buckets' policies name the key ARN: "Using server-side encryption with AWS KMS keys (SSE-KMS)", "Requiring
 # SSE-KMS",
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html#require-sse-kms
+METRICS_VARIABLES = "SERVE_METRICS_"  # plan.metrics_environment sets them
 KEY_ALIAS = re.compile(r"^arn:aws[a-z-]*:kms:[^:]*:[^:]*:alias/|^\{platform\.KeyAliasArn\}$")
 
 
@@ -128,6 +129,11 @@ def _rule_problems(config: dict) -> list[str]:
             if multi is not None and "environment" in model:
                 problems.append(f"{model_where}.environment: the models of a multi-model endpoint share one "
                                 "container; set the variables in the family's environment")
+        for where_env, environment in [(f"{where}.environment", family.get("environment", {})), *(
+                (f"{where}.models.{index}.environment", model.get("environment", {}))
+                for index, model in enumerate(family["models"]))]:
+            problems += [f"{where_env}.{name}: register sets the metric variables from the \"metrics\" blocks; "
+                         "set the dimensions there" for name in environment if name.startswith(METRICS_VARIABLES)]
         scaling = family.get("autoscaling")
         if scaling and not scaling["min_capacity"] <= family["instance_count"] <= scaling["max_capacity"]:
             problems.append(f"{where}: instance_count {family['instance_count']} is outside the autoscaling bounds "

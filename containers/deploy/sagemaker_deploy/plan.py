@@ -18,6 +18,7 @@ from .gpu_hosts import BATCH, ENDPOINT, choose, is_gpu  # noqa: F401  (is_gpu: p
 MAX_NAME = 63
 HASH_LENGTH = 10
 VARIANT = "AllTraffic"
+METRICS_NAMESPACE = "ClinicalInference"  # the runtime's default too
 CAPTURE_CONTENT_TYPES = {"CsvContentTypes": ["text/csv"], "JsonContentTypes": ["application/json"]}
 # Instance types with local NVMe storage (hardware-encrypted) reject a KMS key for the ML storage volume.
 _LOCAL_STORAGE_FAMILIES = {"g5", "g6", "g6e", "gr6", "p5", "p5e", "p5en", "trn1", "trn1n"}
@@ -91,7 +92,8 @@ def build(config: dict, images: dict) -> Plan:
         if family["mode"] == "MultiModel":
             multi = family["multi_model_endpoint"]
             model = _model(config, family_name, images[family_name], version, multi["name"],
-                           multi["model_data_prefix"], {"SAGEMAKER_MULTI_MODEL": "true"}, "MultiModel")
+                           multi["model_data_prefix"], {"SAGEMAKER_MULTI_MODEL": "true",
+                                                        **metrics_environment(config, multi)}, "MultiModel")
             env = {}
             for member in family["models"]:
                 env[member["env_name"]] = multi["endpoint_name"]
@@ -110,7 +112,17 @@ def build(config: dict, images: dict) -> Plan:
 def single_model(config: dict, family_name: str, member: dict, image: dict) -> ModelPlan:
     """One model served alone: a SingleModel endpoint, or a batch transform job."""
     return _model(config, family_name, image, image["tag"], member["name"], member["model_data_url"],
-                  member.get("environment", {}), "SingleModel")
+                  {**member.get("environment", {}), **metrics_environment(config, member)}, "SingleModel")
+
+
+def metrics_environment(config: dict, served: dict) -> dict[str, str]:
+    """The runtime's metric dimensions for one endpoint's container (a SingleModel member or a multi-model
+    endpoint): the config's `metrics` values, by default the endpoint's and the model's names."""
+    dimensions = served.get("metrics", {})
+    return {"SERVE_METRICS_NAMESPACE": config.get("metrics", {}).get("namespace", METRICS_NAMESPACE),
+            "SERVE_METRICS_ENDPOINT": dimensions.get("endpoint", served["endpoint_name"]),
+            "SERVE_METRICS_VARIANT": VARIANT,
+            "SERVE_METRICS_MODEL": dimensions.get("model", served["name"])}
 
 
 def find_member(config: dict, model_name: str) -> tuple[str, dict]:

@@ -89,6 +89,8 @@ def parameters(config: dict) -> dict[str, str]:
         "SourceType": platform["source"]["type"],
         "SourceLocation": platform["source"]["location"],
     }
+    if "namespace" in config.get("metrics", {}):
+        values["MetricsNamespace"] = config["metrics"]["namespace"]
     optional = {"LogRetentionDays": "log_retention_days", "PredictionTtlDays": "prediction_ttl_days",
                 "AlertEmail": "alert_email", "BuildImage": "build_image", "ExistingTrailArn": "existing_trail_arn",
                 "TransformLogGroup": "transform_log_group"}

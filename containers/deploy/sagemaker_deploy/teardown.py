@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from botocore.exceptions import WaiterError
 
-from . import DeployError, say
+from . import DeployError, monitor, say
 from .alarms import delete as delete_alarms
 from .aws import describe_or_none
 from .endpoints import SCALABLE_DIMENSION, _resource_id
@@ -57,6 +57,7 @@ def destroy(sagemaker, autoscaling, cloudwatch, config: dict, dry_run: bool = Fa
             autoscaling.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
                                                    ScalableDimension=SCALABLE_DIMENSION)
         removed["alarms"] += delete_alarms(cloudwatch, name)
+        removed["alarms"] += monitor.delete_alarms(cloudwatch, name)
         if endpoint is not None or dry_run:
             sagemaker.delete_endpoint(EndpointName=name)
             removed["endpoints"].append(name)

@@ -214,6 +214,63 @@ class Requests:
         if key:
             self._grant(label, principal, key)
 
+    # build.sh monitor. What each job then does as its role (RoleArn) is asked of that role here: the baseline job
+    # reads the baseline and writes its results; the hourly job reads the captures and those results and writes
+    # the report ("Amazon SageMaker Model Monitor" permissions of the execution role, "How to use SageMaker AI
+    # execution roles", https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html).
+    def _sagemaker_CreateProcessingJob(self, label, principal, params):
+        job = self.arn("sagemaker", f"processing-job/{params['ProcessingJobName'].lower()}")
+        self.add(label, principal, "sagemaker:CreateProcessingJob", job, **self.tags(params.get("Tags")))
+        self._tagging(label, principal, job, params)
+        self._passes(label, principal, params["RoleArn"])
+        key = params["ProcessingResources"]["ClusterConfig"].get("VolumeKmsKeyId")
+        if key:
+            self._grant(label, principal, key)
+        output = params["ProcessingOutputConfig"]
+        self._job_data("SageMaker, monitor's baseline job", params["RoleArn"], output.get("KmsKeyId"),
+                       reads=[("its input", source["S3Input"]["S3Uri"]) for source in params["ProcessingInputs"]],
+                       writes=[("its results", f"{target['S3Output']['S3Uri']}/statistics.json")
+                               for target in output["Outputs"]])
+
+    def _sagemaker_CreateDataQualityJobDefinition(self, label, principal, params):
+        definition = self.arn("sagemaker", f"data-quality-job-definition/{params['JobDefinitionName'].lower()}")
+        self.add(label, principal, "sagemaker:CreateDataQualityJobDefinition", definition,
+                 **self.tags(params.get("Tags")))
+        self._tagging(label, principal, definition, params)
+        self._passes(label, principal, params["RoleArn"])
+        role, job_label = params["RoleArn"], "SageMaker, monitor's hourly data-quality job"
+        endpoint = params["DataQualityJobInput"]["EndpointInput"]["EndpointName"]
+        reads = [("the baseline's results", resource["S3Uri"])
+                 for resource in params["DataQualityBaselineConfig"].values()]
+        for config in self.endpoint_configs.values():
+            capture = config.get("DataCaptureConfig")
+            if capture and capture["DestinationS3Uri"]:
+                bucket = s3_location(capture["DestinationS3Uri"])[0]
+                self.add(f"{job_label}: lists the hour's captures", role, "s3:ListBucket", f"arn:aws:s3:::{bucket}")
+                reads.append(("the hour's captures", f"{capture['DestinationS3Uri'].rstrip('/')}/{endpoint}/"
+                                                     "AllTraffic/2026/12/06/05/capture.jsonl"))
+                break
+        output = params["DataQualityJobOutputConfig"]
+        self._job_data(job_label, role, output.get("KmsKeyId"), reads=reads,
+                       writes=[("the report", f"{target['S3Output']['S3Uri']}/constraint_violations.json")
+                               for target in output["MonitoringOutputs"]])
+
+    def _sagemaker_CreateMonitoringSchedule(self, label, principal, params):
+        schedule = self.arn("sagemaker", f"monitoring-schedule/{params['MonitoringScheduleName'].lower()}")
+        self.add(label, principal, "sagemaker:CreateMonitoringSchedule", schedule, **self.tags(params.get("Tags")))
+        self._tagging(label, principal, schedule, params)
+
+    def _job_data(self, job_label, role, key, reads, writes):
+        """What a monitoring job reads and writes (SSE-KMS with the output key) as its role."""
+        for what, uri in reads:
+            self.s3_get(f"{job_label}: reads {what}", role, *s3_location(uri))
+        for what, uri in writes:
+            self.s3_put(f"{job_label}: writes {what}", role, *s3_location(uri), "aws:kms", key, bucket_key=False)
+
+    def _passes(self, label, principal, role):
+        self.add(label + " (its role)", principal, "iam:PassRole", role,
+                 **{"iam:PassedToService": "sagemaker.amazonaws.com"})
+
     def _tagging(self, label, principal, resource, params):
         # A Create* with Tags is also authorized as sagemaker:AddTags ("Add tags when creating a resource",
         # https://docs.aws.amazon.com/sagemaker/latest/dg/security_iam_id-based-policy-examples.html).
@@ -277,6 +334,14 @@ _SIMPLE = {
     ("sagemaker", "DeleteEndpoint"): ("sagemaker:DeleteEndpoint", _sagemaker("endpoint", "EndpointName")),
     ("sagemaker", "DescribeTransformJob"): ("sagemaker:DescribeTransformJob",
                                             _sagemaker("transform-job", "TransformJobName")),
+    ("sagemaker", "DescribeProcessingJob"): ("sagemaker:DescribeProcessingJob",
+                                             _sagemaker("processing-job", "ProcessingJobName")),
+    ("sagemaker", "DescribeDataQualityJobDefinition"): ("sagemaker:DescribeDataQualityJobDefinition",
+                                                        _sagemaker("data-quality-job-definition", "JobDefinitionName")),
+    ("sagemaker", "DescribeMonitoringSchedule"): ("sagemaker:DescribeMonitoringSchedule",
+                                                  _sagemaker("monitoring-schedule", "MonitoringScheduleName")),
+    ("sagemaker", "UpdateMonitoringSchedule"): ("sagemaker:UpdateMonitoringSchedule",
+                                                _sagemaker("monitoring-schedule", "MonitoringScheduleName")),
     ("sagemaker", "ListModels"): ("sagemaker:ListModels", "*"),
     ("sagemaker", "ListEndpointConfigs"): ("sagemaker:ListEndpointConfigs", "*"),
     ("sagemaker", "ListEndpoints"): ("sagemaker:ListEndpoints", "*"),

@@ -1,6 +1,7 @@
 """The deploy as it runs for real, against moto and the local registry, with every AWS call recorded: `./build.sh
 infra` as the deployer, CodeBuild's post_build steps (taken from containers/codebuild/pipeline.sh) as the
-CodeBuild role, then deploy, smoke, batch, a second release (an update), verify when build.sh has it, destroy."""
+CodeBuild role, then deploy, smoke, batch, monitor (with the XGBoost models on endpoints of their own), a second
+release (an update), verify when build.sh has it, destroy."""
 
 from __future__ import annotations
 
@@ -72,16 +73,28 @@ def stage_config(path: Path, stage: str, sources: dict[str, Path]) -> Path:
     return path
 
 
+def monitor_config(path: Path, stage_config_path: Path) -> Path:
+    """The stage's config with its XGBoost models on their own endpoints, which Model Monitor can watch (the dev
+    stage serves them from one multi-model endpoint), and a baseline beside each model as train writes it."""
+    config = json.loads(stage_config_path.read_text())
+    config["families"]["xgboost"]["mode"] = "SingleModel"
+    for model in config["families"]["xgboost"]["models"]:
+        Path(model["source"] + ".baseline.csv").write_text(",".join(FEATURES) + "\n1,2,3\n")
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
 def run(moto, registry, tiny_images, call_logs, work: Path, stage: str = "dev") -> list[Step]:
     sources = model_dirs(work / "models")
     config = stage_config(work / f"{stage}.json", stage, sources)
+    monitored = monitor_config(work / f"{stage}-monitor.json", config)
     env = build_sh_env(moto, work, registry.host)
     build_sh = BuildSh(env)
     steps: list[Step] = []
 
-    def step(principal: str, *command: str, tag: str = "1.0.0-aaaaaaa", check: bool = True):
+    def step(principal: str, *command: str, tag: str = "1.0.0-aaaaaaa", check: bool = True, using: Path = config):
         log = call_logs(f"{len(steps):02d}-{command[0]}")
-        result = build_sh(*command, check=check, DEPLOY_CONFIG=str(config), IMAGE_TAG=tag, **log.env)
+        result = build_sh(*command, check=check, DEPLOY_CONFIG=str(using), IMAGE_TAG=tag, **log.env)
         steps.append(Step(principal, list(command), log.calls()))
         return result
 
@@ -93,6 +106,10 @@ def run(moto, registry, tiny_images, call_logs, work: Path, stage: str = "dev") 
     step("deployer", "deploy")
     step("deployer", "smoke", check=False)
     step("deployer", "batch", "--model", "xgboost-risk", "--wait")
+    if "monitor" in build_sh_commands():
+        # moto has no monitoring schedules: the run stops at the first DescribeMonitoringSchedule, after the
+        # baselines, the job definitions (which pass the role) and the alarms of every endpoint.
+        step("deployer", "monitor", check=False, using=monitored)
     step("CodeBuildRole", *codebuild, tag="1.0.1-bbbbbbb")
     step("deployer", "deploy", tag="1.0.1-bbbbbbb")
     if "verify" in build_sh_commands():
