@@ -16,6 +16,9 @@ sys.path.insert(0, str(DEPLOY_CONFIGS))
 from sagemaker_deploy import config as configs, monitor, stack  # noqa: E402
 from sagemaker_deploy import plan as plans  # noqa: E402
 
+from serve.metrics import METRICS as RUNTIME_METRICS  # noqa: E402
+from serve.settings import METRIC_DIMENSIONS  # noqa: E402
+
 SAGEMAKER = "AWS/SageMaker"
 INSTANCE = "/aws/sagemaker/Endpoints"
 RUNTIME = ["ReadTime", "DecodeTime", "PredictTime", "EncodeTime", "Rows", "Requests", "QueueWait", "BatchSize",
@@ -72,11 +75,13 @@ def test_every_endpoint_has_a_dashboard_with_each_required_figure(stage):
             assert (INSTANCE, name, sagemaker_dims, "Average") in metrics, (endpoint, name)
         # The runtime's metrics: the namespace and dimension values register puts in the containers' environment.
         environment = plans.metrics_environment(config, {"endpoint_name": endpoint, "name": "any"})
-        runtime_dims = {"Endpoint": environment["SERVE_METRICS_ENDPOINT"],
-                        "Variant": environment["SERVE_METRICS_VARIANT"]}
+        # Dimension names as the runtime writes them (serve.settings), keyed without the model as serve.metrics
+        # also keys them; a name the runtime does not write would leave the widget empty.
+        runtime_dims = {METRIC_DIMENSIONS[variable]: environment[variable]
+                        for variable in ("SERVE_METRICS_ENDPOINT", "SERVE_METRICS_VARIANT")}
         runtime = {name for namespace, name, dims, _ in metrics
                    if namespace == environment["SERVE_METRICS_NAMESPACE"] and dims == runtime_dims}
-        assert runtime == set(RUNTIME), endpoint
+        assert runtime == set(RUNTIME) and runtime <= set(RUNTIME_METRICS), endpoint
         # Model Monitor's drift: the namespace and dimensions the drift alarms of build.sh monitor watch.
         expressions = [row[0]["expression"] for widget in widgets for row in widget["properties"]["metrics"]
                        if isinstance(row[0], dict)]
