@@ -84,8 +84,8 @@ def markdown(rows: list[dict], variant: str) -> str:
         return "" if value is None else f"{value}{unit}"
 
     lines = [f"{variant}: on-demand prices, {PRICE_REGION}, {PRICE_DATE or 'date: not yet read'}, {PRICE_PAGE}",
-             "| instance | precision | weeks/s per instance (batch) | $ per hour | $ per 1,000 weeks | single-week p50 |"
-             " basis |", "|---|---|---|---|---|---|---|"]
+             "| instance | precision | weeks/s per instance (batch) | $ per hour | $ per 1,000 weeks "
+             "| single-week p50 | basis |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         speed = "unmeasured" if r["weeks_per_s"] is None else f"{r['weeks_per_s']} ({r['batch']})"
         lines.append(f"| {r['instance_type']} | {r['precision']} | {speed} | {cell(r['price_per_hour'])} | "

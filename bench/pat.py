@@ -209,8 +209,8 @@ def bench_cpu_precision(variants: list[str], batches: list[int], repeats: int, b
                    "speedup_median": round(float(np.median(ratios)), 3), "speedup_min": round(min(ratios), 3),
                    "speedup_max": round(max(ratios), 3)}
             rows.append(row)
-            print(f"  {variant:6} batch {batch:2}: fp32 {row['fp32_p50_ms']:8.2f} ms   bf16 {row['bf16_p50_ms']:8.2f} ms"
-                  f"   bf16 {row['speedup_median']:.2f}x [{row['speedup_min']:.2f}-{row['speedup_max']:.2f}]",
+            print(f"  {variant:6} batch {batch:2}: fp32 {row['fp32_p50_ms']:8.2f} ms   bf16 "
+                  f"{row['bf16_p50_ms']:8.2f} ms   bf16 {row['speedup_median']:.2f}x [{row['speedup_min']:.2f}-{row['speedup_max']:.2f}]",
                   flush=True)
             goals.append({"goal": f"{variant} batch {batch}: bf16 >= 2x fp32", "value": row["speedup_median"],
                           "met": row["speedup_median"] >= 2.0 if cpu["amx_bf16"] else None})

@@ -88,9 +88,9 @@ def _strings(value: Any, path: str = ""):
 
 @functools.cache
 def instance_types(shape: str) -> frozenset[str]:
-    """An instance type enum of botocore's SageMaker model: ProductionVariantInstanceType (endpoints: "ProductionVariant",
-    https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariant.html) or TransformInstanceType
-    (transform jobs: "TransformResources",
+    """An instance type enum of botocore's SageMaker model: ProductionVariantInstanceType (endpoints:
+    "ProductionVariant", https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariant.html) or
+    TransformInstanceType (transform jobs: "TransformResources",
     https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TransformResources.html)."""
     import botocore.session
 
