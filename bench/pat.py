@@ -7,14 +7,18 @@
 2. The dynamic batcher: one-week requests through PatHandler (NPY in, embeddings out: decode, checks,
    standardization, batcher, encode) from one client one at a time, from 16 concurrent clients with batching
    off (SERVE_MAX_BATCH_SIZE=1), and from 16 concurrent clients with dynamic batching (the default settings).
-3. Precision (--only precision; for a GPU: `python -m bench.pat --device cuda --only precision`): the batch step
+3. CPU precision and threads (--only cpu; build/bench/pat-cpu.json): fp32 and bf16 autocast alternating for each
+   variant at batch 1 and 8, speed-up median [min-max] over repeats, fidelity against fp32 and float64, the CPU's
+   model and bf16 flags (the bf16 >= 2x goal applies only with AMX); the thread settings study (bench/pat_threads.py);
+   and the cost table per instance type (bench/cost.py).
+4. Precision (--only precision; for a GPU: `python -m bench.pat --device cuda --only precision`): the batch step
    in float32 and in fp16 autocast for each variant at batch 1, 8, 32 and 64, the device's own fp16 matmul rate
    (--matmul-size square matrices), the share of it PAT reaches (torch's FLOP counter for one week), and the
    largest |fp16 - fp32| embedding difference. Goals on a T4: PAT-L fp16 at batch 64 >= 40 % of the matmul rate,
    PAT-S batch-1 p50 <= 5 ms.
 
     python -m bench.pat [--quick] [--device auto|cpu|cuda] [--variants S M L] [--seconds 10] [--repeats 3]
-                        [--only forward|batcher|precision] [--batches 1 8 64] [--matmul-size 8192]
+                        [--only forward|batcher|precision|cpu] [--batches 1 8 64] [--matmul-size 8192]
     python -m bench.pat --peer keras [--variants S M L] [--repeats 3]   # vs the authors' Keras encoder (CPU):
                         fidelity and speed at batch 1 and 8, in build/bench/pat-keras.json (bench/keras_peer.py)
 
@@ -40,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.machine import Window
+from bench.machine import Window, cpu_info
 from models.pat.artifact import ArtifactConfig, PatArtifact, Standardization, save_artifact
 from models.pat.network import PatEncoder, TaskHead, spec_for
 from models.pat.runner import WEEK_MINUTES, BatchKey, BatchRunner, choose_device
@@ -52,6 +56,8 @@ from serve.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "bench" / "pat.json"
+CPU_OUT = OUT.with_name("pat-cpu.json")
+LOAD_BATCH = 8  # the cost table's batch: what the dynamic batcher reaches under load, of the batches measured
 TASKS = ("depression", "sleep_disorder", "benzodiazepine", "ssri")
 CLIENTS = 16
 
@@ -137,7 +143,7 @@ def bench_precision(device: torch.device, variants: list[str], batches: list[int
     for variant in variants:
         model = artifact(variant)
         flops = flops_per_week(model)
-        runners = {"float32": BatchRunner(model, device, half=False), "fp16": BatchRunner(model, device, half=True)}
+        runners = {"float32": BatchRunner(model, device, "fp32"), "fp16": BatchRunner(model, device, "fp16")}
         x = ((weeks(8, seed=3) - 120.0) / 150.0).astype(np.float32)
         key = BatchKey(WEEK_MINUTES, saliency=False)
         diffs[variant] = float(np.abs(runners["fp16"](key, [x])["embedding"]
@@ -165,6 +171,62 @@ def bench_precision(device: torch.device, variants: list[str], batches: list[int
             "goals": {"PAT-L fp16 batch 64 share of matmul rate >= 0.40": large,
                       "PAT-S fp16 batch 1 p50 ms <= 5": small,
                       "met": None if large is None or small is None else large >= 0.40 and small <= 5.0}}
+
+
+def bench_cpu_precision(variants: list[str], batches: list[int], repeats: int, budget_s: float,
+                        min_runs: int) -> dict:
+    """fp32 and bf16 autocast side by side on the CPU: per variant and batch, the two alternate `repeats` times and
+    the speed-up is the median [min-max] of per-repeat p50 ratios; fidelity against fp32 and against the same
+    encoder in float64 (bench.keras_peer.exact_tokens). The bf16 goal applies only where the CPU has AMX."""
+    from bench.keras_peer import exact_tokens
+
+    cpu = cpu_info()
+    key, device = BatchKey(WEEK_MINUTES, saliency=False), torch.device("cpu")
+    x = ((weeks(2, seed=3) - 120.0) / 150.0).astype(np.float32)
+    rows, fidelity, goals = [], {}, []
+    for variant in variants:
+        model = artifact(variant)
+        runners = {precision: BatchRunner(model, device, precision) for precision in ("fp32", "bf16")}
+        out = {precision: runner(key, [x]) for precision, runner in runners.items()}
+        exact = exact_tokens(model.encoder, x).mean(axis=1)
+        fidelity[variant] = {
+            "bf16_vs_fp32": {name: float(np.abs(out["bf16"][name] - out["fp32"][name]).max())
+                             for name in ("embedding", "scores")},
+            "embedding_vs_float64": {p: float(np.abs(out[p]["embedding"] - exact).max()) for p in out}}
+        f = fidelity[variant]
+        print(f"  {variant:6} bf16 vs fp32: embedding {f['bf16_vs_fp32']['embedding']:.1e}, scores "
+              f"{f['bf16_vs_fp32']['scores']:.1e}; embedding vs float64: fp32 {f['embedding_vs_float64']['fp32']:.1e}"
+              f", bf16 {f['embedding_vs_float64']['bf16']:.1e}", flush=True)
+        for batch in batches:
+            runs: dict[str, list[dict]] = {"fp32": [], "bf16": []}
+            for repeat in range(repeats):
+                for precision in ("fp32", "bf16") if repeat % 2 == 0 else ("bf16", "fp32"):
+                    runs[precision].append(time_batches(runners[precision], batch, budget_s, min_runs, 500))
+            ratios = [a["p50_ms"] / b["p50_ms"] for a, b in zip(runs["fp32"], runs["bf16"])]
+            row = {"variant": variant, "batch": batch, "repeats": repeats,
+                   **{f"{p}_{name}": float(np.median([run[name] for run in runs[p]]))
+                      for p in runs for name in ("p50_ms", "weeks_per_s")},
+                   "speedup_median": round(float(np.median(ratios)), 3), "speedup_min": round(min(ratios), 3),
+                   "speedup_max": round(max(ratios), 3)}
+            rows.append(row)
+            print(f"  {variant:6} batch {batch:2}: fp32 {row['fp32_p50_ms']:8.2f} ms   bf16 "
+                  f"{row['bf16_p50_ms']:8.2f} ms   bf16 {row['speedup_median']:.2f}x [{row['speedup_min']:.2f}-{row['speedup_max']:.2f}]",
+                  flush=True)
+            goals.append({"goal": f"{variant} batch {batch}: bf16 >= 2x fp32", "value": row["speedup_median"],
+                          "met": row["speedup_median"] >= 2.0 if cpu["amx_bf16"] else None})
+    note = None if cpu["amx_bf16"] else "no AMX: figures reported, goal not applicable"
+    if note:
+        print(f"  {note}", flush=True)
+    return {"cpu": cpu, "runs": rows, "fidelity": fidelity, "goals": goals, "goals_note": note}
+
+
+def cost_inputs(rows: list[dict], variant: str, load_batch: int) -> dict:
+    """Per precision: weeks/s at the batch the dynamic batcher reaches under load, and the single-week p50."""
+    by_batch = {row["batch"]: row for row in rows if row["variant"] == variant}
+    if load_batch not in by_batch or 1 not in by_batch:
+        return {}
+    return {p: {"batch": load_batch, "weeks_per_s": by_batch[load_batch][f"{p}_weeks_per_s"],
+                "single_week_p50_ms": by_batch[1][f"{p}_p50_ms"]} for p in ("bf16", "fp32")}
 
 
 def served_handler(model_dir: Path, device: str, max_batch_size: int, wait_ms: float):
@@ -246,6 +308,48 @@ def bench_batcher(device: str, variant: str, duration_s: float, repeats: int) ->
             "speedup_vs_one_at_a_time": round(batched["weeks_per_s"] / one["weeks_per_s"], 2)}
 
 
+def estimate_cpu_study_s(variants: int, batches: int, repeats: int, budget_s: float, threads: bool) -> float:
+    """Seconds when idle: the precision rows (2 precisions alternating, plus first calls and the float64 reference)
+    and the thread study (2 conditions, 4 configurations and 2 Keras thread counts per repeat, workers' start)."""
+    rows = variants * (15 + batches * repeats * 2 * (budget_s + 1.0))
+    return rows + (60 + 2 * repeats * 6 * (budget_s + 0.5) if threads else 0)
+
+
+def cpu_study(args, budget_s: float, min_runs: int) -> int:
+    """`--only cpu`: the precision rows, the thread settings study and the cost table, in build/bench/pat-cpu.json."""
+    from bench import cost, pat_threads
+
+    out = args.out if args.out != OUT else CPU_OUT
+    variants, batches = [f"PAT-{v}" for v in args.variants], args.batches or [1, LOAD_BATCH]
+    repeats, cores = 1 if args.quick else args.repeats, len(os.sched_getaffinity(0))
+    minutes = estimate_cpu_study_s(len(variants), len(batches), repeats, budget_s, not args.no_threads) / 60
+    print(f"PAT on the CPU, fp32 vs bf16 and thread settings ({cpu_info()['summary']}, {cores} vCPUs, torch "
+          f"{torch.__version__}): about {minutes:.0f} min when idle", flush=True)
+    torch.set_num_threads(cores)  # as PatModel does with the default settings
+    print("fp32 and bf16 autocast, alternating, per variant and batch size:")
+    with ThreadPoolExecutor(1) as model_thread:  # served batches run on the batcher's thread
+        precision = model_thread.submit(bench_cpu_precision, variants, batches, repeats, budget_s, min_runs).result()
+    threads = None
+    if not args.no_threads:
+        print("thread settings, PAT-S batch 1 against Keras, idle and with one core busy:")
+        threads = pat_threads.study(repeats, budget_s, OUT.parent / "logs")
+        w = threads["winner"]
+        print(f"  best in the worst case: OMP_WAIT_POLICY={w['omp_wait_policy']}, SERVE_TORCH_THREADS="
+              f"{w['torch_threads']} ({w['worst_condition_vs_keras']:.2f}x Keras)", flush=True)
+    costs = {}
+    for variant in variants:
+        measured = cost_inputs(precision["runs"], variant, LOAD_BATCH)
+        if measured:
+            costs[variant] = cost.cost_rows(measured, cores)
+            print(cost.markdown(costs[variant], variant))
+    report = {"torch": torch.__version__, "python": platform.python_version(), "vcpus": cores, "quick": args.quick,
+              "precision": precision, "threads": threads, "cost": costs, "load_batch": LOAD_BATCH}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -260,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="time budget per figure")
     parser.add_argument("--batcher-variant", default="S", choices=["S", "M", "L"])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the batcher scenarios")
-    parser.add_argument("--only", choices=["forward", "batcher", "precision"], help="run one part")
+    parser.add_argument("--only", choices=["forward", "batcher", "precision", "cpu"], help="run one part")
+    parser.add_argument("--no-threads", action="store_true", help="cpu: leave out the thread settings study")
     parser.add_argument("--matmul-size", type=int, default=8192, help="precision: fp16 matmul rate on NxN")
     parser.add_argument("--quick", action="store_true", help="2 s per figure, at least one run, one repeat")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -278,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {out}")
         return 0
     budget, min_runs = (2.0, 1) if args.quick else (args.seconds, 3)
+    if args.only == "cpu":
+        return cpu_study(args, min(budget, args.seconds), min_runs)
     device = choose_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)))  # as PatModel does with the default settings

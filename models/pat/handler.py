@@ -3,8 +3,9 @@
 Request formats: models/pat/inputs.py. Response (application/json):
     {"predictions": [{"id": ..., "embedding": [96 floats], "scores": {task: probability},
                       "above_threshold": {task: bool}, "saliency": [one value per minute],
-                      "missing_minutes": n, "metrics": {...}}]}
-with only the outputs asked for ("id" when one was sent; "missing_minutes" with any model output).
+                      "missing_minutes": n, "precision": "fp32", "metrics": {...}}]}
+with only the outputs asked for ("id" when one was sent; "missing_minutes", and the SERVE_PRECISION that produced the
+model's outputs, with any model output).
 application/x-npy returns the embeddings alone, float32 (recordings, 96). application/jsonlines (Batch Transform,
 SplitType=Line): one instance per line in, one prediction per line out.
 
@@ -50,7 +51,8 @@ class PatHandler(Handler):
 
     def serving(self, artifact: PatArtifact) -> PatModel:
         s = self.settings.family
-        return PatModel(artifact, choose_device(s.device), s.max_batch_size, s.batch_wait_ms, s.torch_threads)
+        return PatModel(artifact, choose_device(s.device), s.max_batch_size, s.batch_wait_ms, s.torch_threads,
+                        precision=s.precision)
 
     def model_fn(self, model_dir: Path) -> PatModel:
         try:
@@ -150,6 +152,7 @@ def collect(pending: list, count: int, timeout_s: float) -> dict[str, np.ndarray
                                      "later, or send fewer or shorter recordings") from None
         except DeviceFailed as error:
             raise Unrecoverable(str(error)) from None
+        check_finite(outputs, indices)
         for name, value in outputs.items():
             if name not in results:
                 results[name] = np.empty((count, *value.shape[1:]), dtype=value.dtype)
@@ -166,6 +169,16 @@ def measure(pending: list, model: PatModel, into: dict) -> None:
     memory = model.device_memory_bytes()
     if memory is not None:
         into["DeviceMemoryBytes"] = memory
+
+
+def check_finite(outputs: dict[str, np.ndarray], indices: list[int]) -> None:
+    """A recording whose outputs are not finite even in float32 (finite counts too large for the network) is a 400,
+    never a NaN answer."""
+    finite = np.logical_and.reduce([np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+                                    for name, value in outputs.items() if name != "missing_minutes"])
+    if not finite.all():
+        number = indices[int(np.argmin(finite))] + 1
+        raise BadRequest(f"instance {number}: activity values too large for the model (its outputs are not finite)")
 
 
 def instance_metrics(instance: Instance, number: int, data: PatRequest) -> dict:
@@ -191,6 +204,7 @@ def records(instances: list[Instance], outputs: tuple[str, ...], results: dict[s
             record["saliency"] = results["saliency"][index]
         if "missing_minutes" in results:
             record["missing_minutes"] = int(results["missing_minutes"][index])
+            record["precision"] = model.runner.precision
         if metrics is not None:
             record["metrics"] = metrics[index]
         out.append(record)

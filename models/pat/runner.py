@@ -1,9 +1,10 @@
 """A PAT artifact on its device, fed by the dynamic batcher: the one place the model runs.
 
-The device is chosen once from the settings. On CUDA a batch is copied through a reused pinned host buffer and the
-encoder runs under fp16 autocast (the T4 has no bf16); on CPU the same code runs in float32 with the configured
-number of threads. Pooling and the task heads always run in float32. A batch whose fp16 result is not finite (an
-input too large for fp16) is run again in float32. Everything runs under torch.inference_mode().
+The device is chosen once from the settings. On CUDA a batch is copied through a reused pinned host buffer; on CPU
+the same code runs with the configured number of threads. The encoder runs in SERVE_PRECISION: float32, or under
+autocast in bfloat16 (CPU) or float16 (CUDA: the T4 has no bf16). Pooling and the task heads always run in float32,
+and every output is float32. A batch whose reduced-precision result is not finite (an input too large for fp16) is run
+again in float32. Everything runs under torch.inference_mode().
 
 Faults of a batch (PatModel.run_batch):
 - Out of memory is raised as MemoryError, which the batcher answers by running the batch in halves:
@@ -53,6 +54,8 @@ _CUDA_MESSAGES = {**UNRECOVERABLE_CUDA_ERRORS, CUDA_OUT_OF_MEMORY: "out of memor
 _OUT_OF_MEMORY_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory",
                            "CUBLAS_STATUS_ALLOC_FAILED")
 
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # SERVE_PRECISION: autocast dtype
+SERVED_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16")}  # what each device serves in
 WEEK_MINUTES = 10080
 MAX_WEEKS = 4  # longest model input; attention memory grows with the square of the length
 
@@ -105,11 +108,12 @@ def choose_device(name: str) -> torch.device:
 class BatchRunner:
     """Runs one batch: rows of standardized minutes (missing minutes already 0) -> numpy outputs."""
 
-    def __init__(self, artifact: PatArtifact, device: torch.device, half: bool | None = None):
+    def __init__(self, artifact: PatArtifact, device: torch.device, precision: str = "fp32"):
         self.artifact = artifact.to(device)
         self.device = device
         self.cuda = device.type == "cuda"
-        self.autocast_dtype = torch.float16 if (self.cuda if half is None else half) else None
+        self.precision = precision
+        self.autocast_dtype = AUTOCAST[precision]
         self.tasks = list(artifact.heads)
         self._host: torch.Tensor | None = None  # CUDA: pinned staging buffer, reused (only the batcher thread runs)
         self._copied: torch.cuda.Event | None = None  # the last copy out of it
@@ -160,14 +164,17 @@ class PatModel:
     """A loaded artifact ready to serve: device, batch runner, dynamic batcher."""
 
     def __init__(self, artifact: PatArtifact, device: torch.device, max_batch_size: int, batch_wait_ms: float,
-                 torch_threads: int = 0, runner: BatchRunner | None = None):
+                 torch_threads: int = 0, runner: BatchRunner | None = None, precision: str = "fp32"):
+        if precision not in SERVED_PRECISIONS[device.type]:  # SERVE_DEVICE=auto chose another device than expected
+            raise ModelLoadError(f"SERVE_PRECISION={precision} cannot run on {device.type}: use one of "
+                                 f"{', '.join(SERVED_PRECISIONS[device.type])}")
         if device.type == "cpu":
             torch.set_num_threads(torch_threads or cpu_count())
         artifact.encoder.eval()
         for head in artifact.heads.values():
             head.eval()
         self.artifact = artifact
-        self.runner = runner or BatchRunner(artifact, device)
+        self.runner = runner or BatchRunner(artifact, device, precision)
         self.device = device
         self.max_batch_size = max_batch_size
         self.device_failure: str | None = None  # set once the device is unusable
@@ -245,7 +252,7 @@ class PatModel:
             "standardization": "none" if artifact.standardization is None else
             ("per-minute" if artifact.standardization.minutes else "scalar"),
             "device": str(self.device),
-            "precision": "float16 autocast" if self.runner.autocast_dtype is not None else "float32",
+            "precision": self.runner.precision,
             "torch_threads": torch.get_num_threads(),
             "max_batch_size": self.max_batch_size,
             "batch_wait_ms": self.batcher.max_wait_s * 1000.0,

@@ -178,6 +178,10 @@ def test_a_pat_batch_job_on_a_gpu_instance_keeps_kms_on_the_output_only_and_sets
     (lambda c: c["families"]["pat"]["models"][0].update(metrics={"endpoint": ":pat"}),
      "families.pat.models.0.metrics.endpoint: ':pat' does not match"),
     (lambda c: c.update(metrics={"namespace": "AWS/SageMaker"}), "metrics.namespace: 'AWS/SageMaker' does not match"),
+    (lambda c: c["families"]["pat"].update(instance_type="ml.m7z.xlarge"), "families.pat.instance_type: "
+     "ml.m7z.xlarge is not a SageMaker endpoint instance type (botocore's ProductionVariantInstanceType)"),
+    (lambda c: c["batch"].update(instance_type="ml.c5.large"), "batch.instance_type: ml.c5.large is not a "
+     "SageMaker transform job instance type (botocore's TransformInstanceType)"),
 ])
 def test_config_mistakes_are_reported_with_their_place(tmp_path, change, message):
     config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
@@ -304,3 +308,42 @@ def test_every_model_container_gets_its_endpoints_metric_dimensions_from_the_con
         ("Clinical/Dev", "risk", "risk-v2")
     multi = build(filled("dev")).models[0].request["PrimaryContainer"]["Environment"]
     assert (multi["SERVE_METRICS_ENDPOINT"], multi["SERVE_METRICS_MODEL"]) == ("xgboost-endpoint", "xgboost")
+
+
+def test_a_bogus_instance_type_is_refused_in_one_line_and_every_shipped_one_is_botocores(tmp_path):
+    config = json.loads((DEPLOY_CONFIGS / "prod.json").read_text())
+    config["families"]["xgboost"]["instance_type"] = "ml.bogus.xlarge"
+    path = tmp_path / "prod.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(DeployError) as error:
+        configs.load(path)
+    assert "families.xgboost.instance_type: ml.bogus.xlarge is not a SageMaker endpoint instance type" in \
+        str(error.value) and "\n" not in str(error.value)
+    endpoint_types = configs.instance_types("ProductionVariantInstanceType")
+    for name in ("dev", "prod", "dev-pat-cpu"):
+        shipped = configs.load(DEPLOY_CONFIGS / f"{name}.json")
+        assert all(family["instance_type"] in endpoint_types for family in shipped["families"].values())
+    assert {"ml.m7i.large", "ml.m7i.xlarge", "ml.c7i.large", "ml.c7i.xlarge", "ml.g4dn.xlarge"} <= endpoint_types
+
+
+def test_the_low_traffic_pat_variant_runs_the_cpu_image_in_bf16_on_an_m7i_and_the_gpu_checks_accept_it():
+    """dev-pat-cpu.json: PAT alone on ml.m7i.large (AMX), SERVE_PRECISION=bf16, with the CPU build."""
+    from models.pat.settings import read_precision
+
+    config = configs.fill(configs.load(DEPLOY_CONFIGS / "dev-pat-cpu.json"), "123456789012", "us-east-1", "dev",
+                          platform_outputs("dev"))
+    config = artifacts.apply(config, {"pat": {"uri": f"s3://{config['model_bucket']}/models/pat/{SHA}/model.tar.gz"}})
+    plan = plans.build(config, {"pat": {**IMAGE, "tag": "0.1.0-abcdef0-cpu", "labels": CPU}})
+    [endpoint] = plan.endpoints
+    variant = endpoint.config_request["ProductionVariants"][0]
+    assert variant["InstanceType"] == "ml.m7i.large" and "InferenceAmiVersion" not in variant
+    environment = plan.models[0].request["PrimaryContainer"]["Environment"]
+    assert environment["SERVE_PRECISION"] == "bf16" and environment["SERVE_DEVICE"] == "cpu"
+    job = batch.job_request(config, "pat", "m", "pat", "s3://in/", "s3://out/", "v1", image_labels=CPU)
+    assert job["TransformResources"]["InstanceType"] == "ml.m7i.large"
+    assert "TransformAmiVersion" not in job["TransformResources"]
+    amx = {"amx_bf16", "avx512_bf16"}  # what an ml.m7i's Sapphire Rapids reports
+    assert read_precision(environment, environment["SERVE_DEVICE"], amx, nvidia_driver=False) == "bf16"
+    for stage in ("dev", "prod"):  # the GPU stages ask for fp16, which the T4 runs
+        gpu_env = configs.load(DEPLOY_CONFIGS / f"{stage}.json")["families"]["pat"]["environment"]
+        assert read_precision(gpu_env, gpu_env["SERVE_DEVICE"], set(), nvidia_driver=True) == "fp16"

@@ -93,7 +93,7 @@ def test_custom_attributes_select_outputs_for_csv(client):
     assert response.status_code == 200
     assert response.headers[CUSTOM_ATTRIBUTES] == "outputs=embedding+metrics;start=2024-03-04T00:00"
     prediction = response.get_json()["predictions"][0]
-    assert set(prediction) == {"embedding", "metrics", "missing_minutes"}
+    assert set(prediction) == {"embedding", "metrics", "missing_minutes", "precision"}
     assert prediction["metrics"]["sleep"]["sadeh"]["nights"][0]["date"] == "2024-03-03"
 
 

@@ -58,3 +58,85 @@ def test_the_report_prints_the_keras_comparison_and_its_goals(capsys):
     assert "[    MET] PAT-S batch 1" in printed
     plan = suite.Plan.quick()
     assert suite.estimate_s(plan, [], False, keras=True) > suite.estimate_s(plan, [], False)
+
+
+def test_the_cpu_study_puts_fp32_and_bf16_side_by_side_with_ratios_fidelity_flags_and_costs(tmp_path, monkeypatch):
+    from bench import machine
+
+    monkeypatch.setattr(pat, "cpu_info", lambda: machine.cpu_info("processor : 0\nmodel name : Xeon\nflags : avx2\n"))
+    out = tmp_path / "pat-cpu.json"
+    assert pat.main(["--only", "cpu", "--variants", "S", "--batches", "1", "8", "--seconds", "0.05", "--repeats", "2",
+                     "--no-threads", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    precision = report["precision"]
+    assert precision["cpu"]["model"] == "Xeon" and precision["cpu"]["amx_bf16"] is False
+    assert [(row["variant"], row["batch"]) for row in precision["runs"]] == [("PAT-S", 1), ("PAT-S", 8)]
+    for row in precision["runs"]:
+        assert row["repeats"] == 2 and row["fp32_p50_ms"] > 0 and row["bf16_p50_ms"] > 0
+        assert row["speedup_min"] <= row["speedup_median"] <= row["speedup_max"]
+    fidelity = precision["fidelity"]["PAT-S"]
+    assert 0 < fidelity["bf16_vs_fp32"]["embedding"] <= 1e-2 and fidelity["bf16_vs_fp32"]["scores"] <= 5e-3
+    assert fidelity["embedding_vs_float64"]["fp32"] < 1e-5 < fidelity["embedding_vs_float64"]["bf16"]
+    assert precision["goals_note"] == "no AMX: figures reported, goal not applicable"
+    assert all(goal["met"] is None for goal in precision["goals"]) and report["threads"] is None
+    rows = {(row["instance_type"], row["precision"]): row for row in report["cost"]["PAT-S"]}
+    batch8 = precision["runs"][1]
+    assert rows["ml.m7i.xlarge", "bf16"]["weeks_per_s"] == round(batch8["bf16_weeks_per_s"] / report["vcpus"] * 4, 2)
+    assert rows["ml.c7i.large", "fp32"]["single_week_p50_ms"] == precision["runs"][0]["fp32_p50_ms"]
+    assert rows["ml.g4dn.xlarge", "fp16"]["weeks_per_s"] is None
+
+
+def test_the_bf16_goal_is_judged_only_on_a_cpu_with_amx(monkeypatch):
+    from bench import machine
+
+    monkeypatch.setattr(pat, "cpu_info", lambda: machine.cpu_info("model name : Xeon\nflags : amx_bf16 avx512_bf16\n"))
+    result = pat.bench_cpu_precision(["PAT-S"], [1], 1, 0.01, 1)
+    goal = result["goals"][0]
+    assert result["goals_note"] is None and goal["goal"] == "PAT-S batch 1: bf16 >= 2x fp32"
+    assert goal["met"] == (goal["value"] >= 2.0)
+
+
+def test_the_cost_table_scales_by_vcpus_prices_each_row_and_leaves_the_gpu_unmeasured():
+    import pytest
+
+    from bench import cost
+
+    measured = {"bf16": {"batch": 8, "weeks_per_s": 100.0, "single_week_p50_ms": 2.5},
+                "fp32": {"batch": 8, "weeks_per_s": 40.0, "single_week_p50_ms": 5.0}}
+    prices = {"ml.m7i.large": 0.2, "ml.c7i.xlarge": 0.36}
+    rows = {(r["instance_type"], r["precision"]): r for r in cost.cost_rows(measured, 2, prices=prices)}
+    assert rows["ml.m7i.large", "bf16"]["weeks_per_s"] == 100.0
+    assert rows["ml.m7i.large", "bf16"]["cost_per_1000_weeks"] == round(0.2 / (100.0 * 3600) * 1000, 5)
+    assert rows["ml.c7i.xlarge", "fp32"]["weeks_per_s"] == 80.0
+    assert rows["ml.m7i.xlarge", "fp32"]["price_per_hour"] is None and rows["ml.m7i.xlarge", "fp32"][
+        "cost_per_1000_weeks"] is None  # no price found: blank, never guessed
+    assert rows["ml.g4dn.xlarge", "fp16"]["basis"] == "unmeasured: no CUDA run"
+    table = cost.markdown(list(rows.values()), "PAT-L")
+    assert "| ml.g4dn.xlarge | fp16 | unmeasured |" in table and cost.PRICE_REGION in table
+    gpu = {"batch": 64, "weeks_per_s": 900.0, "single_week_p50_ms": 4.0, "device": "Tesla T4"}
+    [gpu_row] = [r for r in cost.cost_rows(measured, 2, gpu=gpu, prices=prices) if r["precision"] == "fp16"]
+    assert gpu_row["weeks_per_s"] == 900.0 and gpu_row["basis"] == "measured on Tesla T4"
+    cost.check_instance_types(["ml.m7i.large", "ml.g4dn.xlarge"])
+    with pytest.raises(ValueError, match="ml.m7i.huge"):
+        cost.check_instance_types(["ml.m7i.large", "ml.m7i.huge"])
+
+
+def test_the_thread_study_picks_the_setting_best_in_its_worst_condition_and_its_worker_answers():
+    from bench import pat_threads
+
+    def condition(passive, active):
+        return {"configurations": {
+            "PASSIVE 2": {"omp_wait_policy": "PASSIVE", "torch_threads": 2, "vs_keras_all_cores": {"median": passive}},
+            "ACTIVE 2": {"omp_wait_policy": "ACTIVE", "torch_threads": 2, "vs_keras_all_cores": {"median": active}}}}
+
+    chosen = pat_threads.winner({"conditions": {"idle": condition(1.4, 1.6), "busy": condition(1.1, 0.6)}})
+    assert chosen == {"omp_wait_policy": "PASSIVE", "torch_threads": 2, "worst_condition_vs_keras": 1.1,
+                      "at_least_keras": True}
+    worker = pat_threads.OursWorker("ACTIVE")
+    try:
+        assert worker.process.args[-1] == "worker"
+        answer = worker.ask(threads=1, budget_s=0.0, min_runs=2)
+        assert answer["omp_wait_policy"] == "ACTIVE"  # set before OpenMP started, in the worker's own process
+        assert len(answer["seconds"]) == 2 and all(s > 0 for s in answer["seconds"])
+    finally:
+        worker.close()

@@ -34,7 +34,7 @@ def model_dir(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def handler(model_dir):
-    family = PatSettings(device="cuda", max_batch_size=16, batch_wait_ms=20.0)
+    family = PatSettings(device="cuda", precision="fp16", max_batch_size=16, batch_wait_ms=20.0)
     handler = build_handler(Settings(handler="pat", model_dir=model_dir, family=family))
     yield handler
     handler.close()
@@ -49,7 +49,7 @@ def predict(handler, activity, outputs=("embedding", "scores")):
 
 def test_loads_on_the_gpu_with_fp16_autocast_and_warms_up_the_largest_batch(handler):
     facts = handler.describe()
-    assert facts["device"] == "cuda" and facts["precision"] == "float16 autocast"
+    assert facts["device"] == "cuda" and facts["precision"] == "fp16"
     runner = handler.model.runner
     assert runner._host is not None and runner._host.is_pinned()
     assert runner._host.numel() >= 16 * WEEK
@@ -85,7 +85,7 @@ def test_concurrent_requests_share_gpu_batches(handler, model_dir):
 
 
 def test_an_fp16_overflow_on_the_gpu_is_run_again_in_float32(model_dir):
-    runner = BatchRunner(load_artifact(model_dir), torch.device("cuda"))
+    runner = BatchRunner(load_artifact(model_dir), torch.device("cuda"), "fp16")
     x = np.full((2, WEEK), 1e6, dtype=np.float32)
     got = runner(BatchKey(WEEK, saliency=False), [x])
     assert runner.fp32_reruns == 1 and np.isfinite(got["embedding"]).all()
@@ -94,7 +94,7 @@ def test_an_fp16_overflow_on_the_gpu_is_run_again_in_float32(model_dir):
 def test_cpu_setting_keeps_the_model_off_the_gpu(model_dir):
     handler = build_handler(Settings(handler="pat", model_dir=model_dir, family=PatSettings(device="cpu")))
     try:
-        assert handler.describe()["device"] == "cpu" and handler.describe()["precision"] == "float32"
+        assert handler.describe()["device"] == "cpu" and handler.describe()["precision"] == "fp32"
         np.testing.assert_allclose(predict(handler, weeks(1, seed=35))[0]["embedding"],
                                    forward(model_dir, weeks(1, seed=35))["embedding"][0], rtol=0, atol=1e-5)
     finally:

@@ -95,7 +95,7 @@ def test_embeddings_and_scores_match_the_in_process_forward_pass(handler, model_
     for prediction in predictions:
         assert prediction["above_threshold"] == {task: prediction["scores"][task] >= TASKS[task]["threshold"]
                                                  for task in TASKS}
-        assert set(prediction) == {"id", "embedding", "scores", "above_threshold", "missing_minutes"}
+        assert set(prediction) == {"id", "embedding", "scores", "above_threshold", "missing_minutes", "precision"}
 
 
 def test_csv_npy_and_json_give_the_same_embeddings(handler, model_dir):
@@ -137,7 +137,7 @@ def test_a_missing_minute_counts_as_that_minutes_mean_and_is_reported(handler, m
 def test_saliency_is_the_per_minute_attention_map(handler, model_dir):
     activity = weeks(2, seed=8)
     predictions = invoke(handler, {"instances": [r.tolist() for r in activity], "outputs": ["saliency"]})
-    assert all(set(p) == {"saliency", "missing_minutes"} for p in predictions)
+    assert all(set(p) == {"saliency", "missing_minutes", "precision"} for p in predictions)
     saliency = column(predictions, "saliency")
     assert saliency.shape == (2, WEEK)
     np.testing.assert_allclose(saliency, forward(model_dir, activity)["saliency"], rtol=0, atol=TOLERANCE)
@@ -153,7 +153,7 @@ def test_metrics_are_those_of_the_actigraphy_module(handler):
     for row, prediction in zip(activity, predictions):
         expected = compute_metrics(row, datetime(2024, 3, 4, 7, 30), MetricOptions.from_mapping(options))
         assert prediction["metrics"] == orjson.loads(orjson.dumps(expected))
-        assert set(prediction) == {"id", "embedding", "metrics", "missing_minutes"}
+        assert set(prediction) == {"id", "embedding", "metrics", "missing_minutes", "precision"}
 
 
 def test_metrics_alone_take_any_recording_of_at_least_a_day(handler):
@@ -172,7 +172,7 @@ def test_custom_attributes_choose_outputs_and_start_for_csv(handler):
     activity = weeks(1, seed=11)
     prediction = invoke(handler, csv_body(activity), codecs.CSV, outputs="embedding+metrics",
                         start="2024-03-04T12:00")[0]
-    assert set(prediction) == {"embedding", "metrics", "missing_minutes"}
+    assert set(prediction) == {"embedding", "metrics", "missing_minutes", "precision"}
     assert prediction["metrics"] == orjson.loads(orjson.dumps(compute_metrics(activity[0], datetime(2024, 3, 4, 12))))
 
 
@@ -181,7 +181,7 @@ def test_without_heads_or_standardization(plain, plain_dir):
     rng = np.random.default_rng(12)
     two_days, one_week = rng.normal(size=2880), rng.normal(size=WEEK)
     predictions = invoke(plain, {"instances": [two_days.tolist(), one_week.tolist(), two_days[::-1].tolist()]})
-    assert all(set(p) == {"embedding", "missing_minutes"} for p in predictions)
+    assert all(set(p) == {"embedding", "missing_minutes", "precision"} for p in predictions)
     np.testing.assert_allclose(predictions[0]["embedding"], forward(plain_dir, two_days[None])["embedding"][0],
                                rtol=0, atol=TOLERANCE)
     np.testing.assert_allclose(predictions[1]["embedding"], forward(plain_dir, one_week[None])["embedding"][0],
@@ -302,7 +302,7 @@ def test_describe_and_settings(model_dir):
     try:
         facts = handler.describe()
         assert facts["variant"] == "PAT-S" and facts["tasks"] == list(TASKS)
-        assert facts["device"] == "cpu" and facts["precision"] == "float32"
+        assert facts["device"] == "cpu" and facts["precision"] == "fp32"
         assert facts["torch_threads"] == torch.get_num_threads() == 1
         assert facts["max_batch_size"] == 8 and facts["batch_wait_ms"] == 3.5
     finally:
@@ -330,7 +330,7 @@ def test_the_fp16_autocast_path_runs_on_cpu_and_stays_close_to_float32(model_dir
     """The CUDA code path (fp16 autocast, float32 pooling and heads) exercised on the CPU."""
     x = (weeks(4, seed=16) - 100.0) / 150.0
     parts = [x[:1].astype(np.float32), x[1:].astype(np.float32)]
-    half = BatchRunner(load_artifact(model_dir), torch.device("cpu"), half=True)
+    half = BatchRunner(load_artifact(model_dir), torch.device("cpu"), precision="fp16")
     full = BatchRunner(load_artifact(model_dir), torch.device("cpu"))
     key = BatchKey(WEEK, saliency=True)
     got, want = half(key, parts), full(key, parts)
@@ -343,7 +343,7 @@ def test_the_fp16_autocast_path_runs_on_cpu_and_stays_close_to_float32(model_dir
 
 def test_an_fp16_overflow_is_run_again_in_float32(model_dir):
     x = np.full((2, WEEK), 1e6, dtype=np.float32)  # beyond float16's range once projected
-    half = BatchRunner(load_artifact(model_dir), torch.device("cpu"), half=True)
+    half = BatchRunner(load_artifact(model_dir), torch.device("cpu"), precision="fp16")
     got = half(BatchKey(WEEK, saliency=False), [x])
     want = BatchRunner(load_artifact(model_dir), torch.device("cpu"))(BatchKey(WEEK, saliency=False), [x])
     assert half.fp32_reruns == 1 and np.isfinite(got["embedding"]).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -86,6 +87,27 @@ def _strings(value: Any, path: str = ""):
         yield path, value
 
 
+@functools.cache
+def instance_types(shape: str) -> frozenset[str]:
+    """An instance type enum of botocore's SageMaker model: ProductionVariantInstanceType (endpoints:
+    "ProductionVariant", https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariant.html) or
+    TransformInstanceType (transform jobs: "TransformResources",
+    https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TransformResources.html)."""
+    import botocore.session
+
+    return frozenset(botocore.session.get_session().get_service_model("sagemaker").shape_for(shape).enum)
+
+
+def _instance_type_problems(config: dict) -> list[str]:
+    wanted = [(f"families.{name}.instance_type", family["instance_type"], "ProductionVariantInstanceType", "endpoint")
+              for name, family in config["families"].items()]
+    if "instance_type" in config.get("batch", {}):
+        wanted.append(("batch.instance_type", config["batch"]["instance_type"], "TransformInstanceType",
+                       "transform job"))
+    return [f"{where}: {value} is not a SageMaker {job} instance type (botocore's {shape})"
+            for where, value, shape, job in wanted if value not in instance_types(shape)]
+
+
 def _rule_problems(config: dict) -> list[str]:
     from .stack import output_names
 
@@ -145,6 +167,7 @@ def _rule_problems(config: dict) -> list[str]:
     if bake < window:
         problems.append(f"deployment.wait_seconds: {bake} s is shorter than the rollback alarms' evaluation window "
                         f"({window} s), and SageMaker watches them only during the bake: set at least {window}")
+    problems.extend(_instance_type_problems(config))
     batch = config.get("batch")
     if batch and batch.get("max_payload_mb", 6) * batch.get("max_concurrent_transforms", 1) > 100:
         problems.append("batch: max_payload_mb x max_concurrent_transforms must not exceed 100 (SageMaker's limit)")

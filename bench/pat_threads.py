@@ -1,0 +1,147 @@
+"""The thread settings study for PAT on the CPU (`python -m bench.pat --only cpu`): PAT-S at batch 1 under each OpenMP
+wait policy (PASSIVE, ACTIVE) and torch thread count (1, 2, ...), idle and with one core busy (bench.machine.BusyCore),
+against the authors' Keras encoder (bench.keras_peer) with as many threads as this process may use, and with the same
+thread count. The policy must be set before OpenMP starts, so each policy runs in a worker process of its own
+(`python -m bench.pat_threads worker`), with the image's other defaults (serve.settings.apply_process_defaults); all
+configurations alternate within each repeat, and each figure is the median over repeats of per-repeat p50 ratios.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.machine import BusyCore
+
+POLICIES = ("PASSIVE", "ACTIVE")
+VARIANT = "PAT-S"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def worker() -> None:
+    """Times PAT-S's encoder on one standardized week per command {"threads", "budget_s", "min_runs"}."""
+    import numpy as np
+    import torch
+
+    from models.pat.network import PatEncoder, spec_for
+
+    torch.manual_seed(0)
+    encoder = PatEncoder(spec_for(VARIANT)).eval()
+    x = torch.from_numpy(np.random.default_rng(5).normal(size=(1, 10080)).astype(np.float32))
+    for line in sys.stdin:
+        command = json.loads(line)
+        torch.set_num_threads(command["threads"])
+        seconds: list[float] = []
+        with torch.inference_mode():
+            encoder.encode(x)
+            started = time.perf_counter()
+            while len(seconds) < command["min_runs"] or time.perf_counter() - started < command["budget_s"]:
+                t0 = time.perf_counter()
+                encoder.encode(x).embedding.numpy()
+                seconds.append(time.perf_counter() - t0)
+        print(json.dumps({"seconds": seconds, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}), flush=True)
+
+
+class OursWorker:
+    def __init__(self, policy: str):
+        from serve.settings import apply_process_defaults
+
+        env = {key: value for key, value in os.environ.items() if not key.startswith("OMP_")}
+        env.update(OMP_WAIT_POLICY=policy, PYTHONPATH=str(ROOT))
+        apply_process_defaults(env)
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.pat_threads", "worker"], env=env, cwd=ROOT,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, **command) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(30)
+
+
+def summary(ratios: list[float]) -> dict:
+    return {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3), "max": round(max(ratios), 3)}
+
+
+def study(repeats: int, budget_s: float, log_dir: Path, conditions=("idle", "busy")) -> dict:
+    """p50 per configuration and its speed-up over Keras, per condition; the winner holds best in the worst case."""
+    import numpy as np
+
+    from bench.keras_peer import WEEK, KerasWorker
+
+    cores = len(os.sched_getaffinity(0))
+    counts = sorted({1, min(2, cores), cores})
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ours = {policy: OursWorker(policy) for policy in POLICIES}
+    keras = {threads: KerasWorker(threads, log_dir / f"keras-worker-{threads}.log") for threads in counts}
+    results: dict = {"variant": VARIANT, "batch": 1, "cores": cores, "repeats": repeats, "conditions": {}}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            x = Path(tmp) / "x.npy"
+            np.save(x, np.random.default_rng(5).normal(size=(1, WEEK)).astype(np.float32))
+            for threads, worker_ in keras.items():
+                worker_.ask(op="build", variant=VARIANT, seed=1, h5=str(Path(tmp) / f"{threads}.h5"))
+            plan = dict(budget_s=budget_s, min_runs=3)
+            for condition in conditions:
+                results["conditions"][condition] = measure(ours, keras, counts, repeats, plan, str(x),
+                                                           busy=condition == "busy")
+    finally:
+        for worker_ in [*ours.values(), *keras.values()]:
+            worker_.close()
+    results["winner"] = winner(results)
+    return results
+
+
+def measure(ours: dict, keras: dict, counts: list[int], repeats: int, plan: dict, x: str, busy: bool) -> dict:
+    configs = [(policy, threads) for policy in POLICIES for threads in counts]
+    p50s: dict = {f"{policy} {threads}": [] for policy, threads in configs}
+    keras_p50s: dict = {threads: [] for threads in keras}
+    with BusyCore() if busy else contextlib.nullcontext():
+        for repeat in range(repeats):
+            order = configs if repeat % 2 == 0 else configs[::-1]
+            for policy, threads in order:
+                seconds = ours[policy].ask(threads=threads, **plan)["seconds"]
+                p50s[f"{policy} {threads}"].append(statistics.median(seconds) * 1e3)
+            for threads, worker_ in keras.items():
+                seconds = worker_.ask(op="time", variant=VARIANT, x=x, max_runs=200, **plan)["seconds"]
+                keras_p50s[threads].append(statistics.median(seconds) * 1e3)
+    all_cores = max(keras)
+    rows = {}
+    for (policy, threads) in configs:
+        name = f"{policy} {threads}"
+        rows[name] = {"omp_wait_policy": policy, "torch_threads": threads,
+                      "p50_ms": round(statistics.median(p50s[name]), 2),
+                      "vs_keras_all_cores": summary([k / o for k, o in zip(keras_p50s[all_cores], p50s[name])]),
+                      "vs_keras_same_threads": summary([k / o for k, o in zip(keras_p50s[threads], p50s[name])])}
+        print(f"  {'busy' if busy else 'idle'} {name:10}: p50 {rows[name]['p50_ms']:7.2f} ms   "
+              f"{rows[name]['vs_keras_all_cores']['median']:.2f}x Keras ({all_cores} threads) "
+              f"[{rows[name]['vs_keras_all_cores']['min']:.2f}-{rows[name]['vs_keras_all_cores']['max']:.2f}]",
+              flush=True)
+    return {"configurations": rows,
+            "keras_p50_ms": {str(t): round(statistics.median(v), 2) for t, v in keras_p50s.items()}}
+
+
+def winner(results: dict) -> dict:
+    """The configuration whose worst condition's median speed-up over Keras (all cores) is the highest."""
+    conditions = results["conditions"]
+    names = next(iter(conditions.values()))["configurations"]
+    worst = {name: min(c["configurations"][name]["vs_keras_all_cores"]["median"] for c in conditions.values())
+             for name in names}
+    best = max(worst, key=worst.get)
+    chosen = next(iter(conditions.values()))["configurations"][best]
+    return {"omp_wait_policy": chosen["omp_wait_policy"], "torch_threads": chosen["torch_threads"],
+            "worst_condition_vs_keras": worst[best], "at_least_keras": worst[best] >= 1.0}
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
+    worker()
