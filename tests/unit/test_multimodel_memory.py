@@ -45,10 +45,10 @@ class BusyEndpoint:
         self.held: list[np.ndarray] = []
         build = serve.multimodel.build_handler
 
-        def build_while_serving(settings, model_dir):
+        def build_while_serving(settings, model_dir, **options):
             self.invoke_and_hold()
             self.collector_on_during_loads.append(gc.isenabled())
-            return build(settings, model_dir)
+            return build(settings, model_dir, **options)
 
         monkeypatch.setattr(serve.multimodel, "build_handler", build_while_serving)
 
