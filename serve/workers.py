@@ -30,6 +30,7 @@ from gunicorn.workers.base import Worker
 
 from serve.connection import CONTINUE, BodyTooLarge, Connection
 from serve.http_errors import error_bytes, http_error
+from serve.responses import OneWriteResponse
 
 log = logging.getLogger("serve")
 
@@ -56,6 +57,8 @@ def _honour_connection_close(app):
 
 class ServeWorker(Worker):
     """A poller thread that reads every connection and hands each whole request to a pool of `threads` threads."""
+
+    response_class = OneWriteResponse
 
     def init_process(self) -> None:
         settings = self.app.settings  # serve.server.Server
@@ -225,7 +228,8 @@ class ServeWorker(Worker):
         return False
 
     def handle_request(self, request, conn: Connection) -> bool:
-        response, environ = wsgi.create(request, conn.sock, conn.client, conn.server, self.cfg)
+        response, environ = wsgi.create(request, conn.sock, conn.client, conn.server, self.cfg,
+                                        response_class=self.response_class)
         environ["wsgi.multithread"] = self.cfg.threads > 1
         self.nr += 1
         iterable = self.wsgi(environ, response.start_response)
