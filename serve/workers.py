@@ -184,6 +184,8 @@ class ServeWorker(Worker):
         conn = Connection(self.cfg, sock, client, listener.getsockname(), time.monotonic() + wait)
         self.nr_conns += 1
         self.watch(conn)
+        if self.alive:  # a client sends its request as soon as it has connected: it is often here already
+            self.on_readable(conn)
         return True
 
     def watch(self, conn: Connection) -> None:
