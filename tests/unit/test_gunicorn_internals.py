@@ -1,6 +1,6 @@
-"""The gunicorn that serve.workers, serve.responses, serve.connection, serve.http_errors and serve.server build on: the declared range
-holds the installed and the locked versions, and every gunicorn name the code uses exists in it (collected from the
-code itself)."""
+"""The gunicorn that serve.workers, serve.responses, serve.connection, serve.http_errors and serve.server build on:
+the declared range holds the installed and the locked versions, and every gunicorn name the code uses exists in it
+(collected from the code itself)."""
 
 from __future__ import annotations
 
