@@ -14,10 +14,11 @@ from gunicorn.config import Config
 
 from models.pat.settings import PatSettings
 from serve import server as serve_server
-from serve.loading import WARM_UP, warm_up_http
+from serve.loading import WARM_UP, build_handler, warm_up_http
 from serve.settings import Settings
 from serve.workers import InlineWorker, ServeWorker
 from tests.pat_models import build_artifact
+from tests.unit.test_script_mode import with_script
 
 BODY = b"1,2,3\n"
 RAW = (b"POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/csv\r\nAccept: application/json\r\n"
@@ -108,9 +109,15 @@ def test_the_handlers_warm_up_requests_are_answered_200_by_the_real_app(layout, 
         del serve_server._loaded[loaded:]
 
 
-def test_a_multi_model_registry_has_no_warm_up_request():
-    class Registry:
-        def close(self):
-            pass
-
-    assert warm_up_http(Registry()) is None
+def test_a_users_script_gets_the_handlers_warm_up_request_only_when_it_defines_model_fn_alone(tmp_path, risk_dir):
+    """A user's input_fn or predict_fn may not take the handler's synthetic input: no warm-up through the app then."""
+    plain = warm_up_http(build_handler(Settings(model_dir=risk_dir)))
+    model_fn_only = with_script(tmp_path / "own", risk_dir, """
+        import pathlib, xgboost as xgb
+        def model_fn(model_dir):
+            return xgb.Booster(model_file=bytearray(pathlib.Path(model_dir, "xgboost-model").read_bytes()))
+    """)
+    own_input = with_script(tmp_path / "input", risk_dir, "def input_fn(body, content_type):\n    return body\n")
+    assert plain is not None and plain.endswith(b"\r\n\r\n0,0,0,0\n")
+    assert warm_up_http(build_handler(Settings(model_dir=model_fn_only))) == plain
+    assert warm_up_http(build_handler(Settings(model_dir=own_input))) is None
