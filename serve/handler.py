@@ -55,6 +55,11 @@ class Handler:
         """Run one prediction on a synthetic input the handler builds from the model's shape, after loading and before
         the worker serves, so that the first request does not pay for first-call costs."""
 
+    def warm_up_request(self) -> tuple[str, str, bytes] | None:
+        """A synthetic invocation (Content-Type, Accept, body) that each worker sends through the whole app before it
+        serves (serve.workers), so that the first request finds the HTTP path warm too; None for none."""
+        return None
+
     def describe(self) -> dict:
         """Facts about the loaded model for logs and the multi-model API (no patient data)."""
         return {}

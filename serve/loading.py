@@ -1,5 +1,6 @@
 """Handler loading: the handler that SERVE_HANDLER names (found through serve.families), with a user's `inference.py`
-hooks when the model directory has one (serve.user_hooks), loaded and warmed up."""
+hooks when the model directory has one (serve.user_hooks), loaded and warmed up; and the warm-up request each worker
+then sends through the whole app (serve.workers)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from serve.errors import ModelLoadError
 from serve.handler import Handler
 from serve.settings import Settings
 from serve.user_hooks import with_user_hooks
+
+WARM_UP = "serve.warm_up"  # WSGI environ key, True on the warm-up request: no metric or log counts it as an invocation
 
 
 def handler_class(name: str) -> type[Handler]:
@@ -28,3 +31,15 @@ def build_handler(settings: Settings, model_dir: Path | None = None, target: str
     handler.load(model_dir)
     handler.identity = provenance.loaded(settings, model_dir, target)
     return handler
+
+
+def warm_up_http(loaded) -> bytes | None:
+    """The HTTP request of a loaded handler's warm-up invocation (Handler.warm_up_request); None for none (a
+    multi-model registry, a handler that builds none)."""
+    synthetic = loaded.warm_up_request() if isinstance(loaded, Handler) else None
+    if synthetic is None:
+        return None
+    content_type, accept, body = synthetic
+    head = (f"POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nAccept: {accept}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body

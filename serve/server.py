@@ -126,6 +126,7 @@ class Server(BaseApplication):
     def __init__(self, settings: Settings):
         self.settings = settings
         self.failure: dict | None = None
+        self.warm_up_request: bytes | None = None  # in a worker, once loaded: what serve.workers sends through the app
         self._failures, self._report = os.pipe()  # workers write, the master reads
         os.set_blocking(self._failures, False)
         super().__init__()
@@ -135,9 +136,14 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        """In a worker: the app, or (the model cannot be served) a report to the master and exit."""
+        """In a worker: the app and its warm-up request, or (the model cannot be served) a report to the master and
+        exit."""
+        from serve.loading import warm_up_http
+
         try:
-            return build_app(self.settings)
+            app = build_app(self.settings)
+            self.warm_up_request = warm_up_http(_loaded[-1])
+            return app
         except Exception as error:
             os.write(self._report, orjson.dumps(_failure(error))[:_PIPE_MESSAGE] + b"\n")
             os._exit(MODEL_UNSERVABLE)  # nothing else to say: no traceback, no "Worker exiting"

@@ -67,6 +67,10 @@ class ScriptHandler(Handler):
             self.inner.model = self.model
             self.inner.warm_up()
 
+    def warm_up_request(self):
+        """The handler's when inference.py defines model_fn alone: the request's other hooks are the handler's."""
+        return self.inner.warm_up_request() if self.hooks.keys() <= {"model_fn"} else None
+
     def describe(self) -> dict:
         return {**self.inner.describe(), "script_hooks": sorted(self.hooks)}
 

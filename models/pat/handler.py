@@ -29,7 +29,7 @@ import numpy as np
 from models.pat.actigraphy import compute_metrics
 from models.pat.artifact import ArtifactError, PatArtifact, load_artifact
 from models.pat.batcher import BatcherClosed
-from models.pat.runner import DeviceFailed, PatModel, choose_device
+from models.pat.runner import WEEK_MINUTES, DeviceFailed, PatModel, choose_device
 from models.pat.inputs import (MODEL_OUTPUTS, Instance, PatRequest, check_csv_text, check_instance,
                                   from_json, from_rows, resolve_outputs)
 from serve import codecs
@@ -66,6 +66,11 @@ class PatHandler(Handler):
 
     def warm_up(self) -> None:
         self.as_model(self.model).warm_up()
+
+    def warm_up_request(self) -> tuple[str, str, bytes]:
+        """A week of zeros as JSON, with every output."""
+        minutes = self.as_model(self.model).facts.week_minutes or WEEK_MINUTES
+        return codecs.JSON, codecs.JSON, b'{"instances": [[%s]]}' % b",".join([b"0"] * minutes)
 
     def describe(self) -> dict:
         return self.model.describe() if isinstance(self.model, PatModel) else {}

@@ -97,13 +97,16 @@ class XGBoostHandler(Handler):
         return model
 
     def warm_up(self) -> None:
-        """Check the fast path, then one request's hooks on a CSV row of zeros, answered in the default type (ours
-        when the configured one is a user's output_fn's)."""
+        """Check the fast path, then one request's hooks on the warm-up request."""
         self.fast = all(fast_predict.agrees(booster, self.model.num_features) for booster in self.model.boosters)
-        accept = self.accept_default() if self.accept_default() in self.encoders else self.default_accept
-        request = Request(content_type=codecs.CSV, accept=accept)
-        row = b",".join([b"0"] * self.model.num_features) + b"\n"
+        content_type, accept, row = self.warm_up_request()
+        request = Request(content_type=content_type, accept=accept)
         self.output_fn(self.predict_fn(self.input_fn(row, request), self.model, request), request)
+
+    def warm_up_request(self) -> tuple[str, str, bytes]:
+        """A CSV row of zeros, answered in the default type (ours when the configured one is a user's output_fn's)."""
+        accept = self.accept_default() if self.accept_default() in self.encoders else self.default_accept
+        return codecs.CSV, accept, b",".join([b"0"] * self.model.num_features) + b"\n"
 
     def describe(self) -> dict:
         return self.model.describe() if isinstance(self.model, XGBoostModel) else {}

@@ -1,6 +1,6 @@
-"""The gunicorn that serve.workers, serve.connection, serve.http_errors and serve.server build on: the declared range
-holds the installed and the locked versions, and every gunicorn name the code uses exists in it (collected from the
-code itself)."""
+"""The gunicorn that serve.workers, serve.responses, serve.connection, serve.http_errors and serve.server build on:
+the declared range holds the installed and the locked versions, and every gunicorn name the code uses exists in it
+(collected from the code itself)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from packaging.requirements import Requirement
 
 from tests.conftest import ROOT
 
-MODULES = [ROOT / "serve" / name for name in ("workers.py", "connection.py", "http_errors.py", "server.py")]
+MODULES = [ROOT / "serve" / name for name in ("workers.py", "responses.py", "connection.py", "http_errors.py",
+                                              "server.py")]
 
 
 def declared() -> Requirement:
@@ -77,7 +78,9 @@ def provided(cls: type) -> set[str]:
 
 
 def own_names(cls: ast.ClassDef) -> set[str]:
-    return {node.name for node in cls.body if isinstance(node, (ast.FunctionDef, ast.Assign))} | {
+    return {node.name for node in cls.body if isinstance(node, ast.FunctionDef)} | {
+        target.id for node in cls.body if isinstance(node, ast.Assign) for target in node.targets
+        if isinstance(target, ast.Name)} | {
         node.attr for node in ast.walk(cls) if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
         and isinstance(node.value, ast.Name) and node.value.id == "self"}
 
@@ -96,6 +99,9 @@ def test_every_gunicorn_name_the_runtime_uses_exists(path):
             base = chain[-1].bases[0]
             if isinstance(base, ast.Name) and base.id in classes:
                 chain.append(classes[base.id])
+            elif isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) and base.value.id in bound:
+                gunicorn_base = f"{bound[base.value.id]}.{base.attr}"  # wsgi.Response
+                break
             else:
                 gunicorn_base = bound.get(getattr(base, "id", None))
                 break
@@ -112,7 +118,9 @@ def test_every_gunicorn_name_the_runtime_uses_exists(path):
 
 
 def test_the_response_methods_the_workers_call_exist():
-    from gunicorn.http.wsgi import Response
+    from gunicorn.http.wsgi import Response, create
+
+    assert "response_class" in inspect.signature(create).parameters  # how the workers pass serve.responses'
 
     tree = ast.parse(MODULES[0].read_text())
     called = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
