@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from serve import provenance
 from serve.errors import PayloadTooLarge, ServeError, Unrecoverable
 from serve.handler import Handler
+from serve.loading import WARM_UP
 from serve.metrics import Invocation, Recorder
 from serve.pipeline import invoke
 from serve.settings import Settings
@@ -61,7 +62,8 @@ def record_invocation(response: Response) -> Response:
         return response
     identity = (invocation and invocation.identity) or current_app.extensions[ENDPOINT]
     response.headers.extend(identity.headers)
-    current_app.extensions[RECORDER].write(invocation, response.status_code, identity, request_id())
+    if not request.environ.get(WARM_UP):  # the worker's own warm-up is no invocation
+        current_app.extensions[RECORDER].write(invocation, response.status_code, identity, request_id())
     return response
 
 
