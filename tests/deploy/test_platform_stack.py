@@ -54,6 +54,13 @@ THE_KEY = BODY["Outputs"]["KeyArn"]["Value"]
 # Actions whose API has no resource to name; each needs a narrowing condition or is read-only.
 UNSCOPABLE = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "ec2:DescribeNetworkInterfaces",
               "ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeDhcpOptions"}
+# PutMetricData's only narrowing: SageMaker's instance metrics (/aws/sagemaker/Endpoints, /ProcessingJobs...) and
+# Model Monitor's data-quality metrics, whose namespace has no leading slash.
+PUT_METRIC_NAMESPACES = [{"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+                         {"StringEquals": {"cloudwatch:namespace": "aws/sagemaker/Endpoints/data-metrics"}}]
+# The region's one log group per kind of SageMaker job ("Log groups and streams that Amazon SageMaker AI sends to
+# Amazon CloudWatch Logs", https://docs.aws.amazon.com/sagemaker/latest/dg/logging-cloudwatch.html).
+JOB_LOG_GROUPS = ("/aws/sagemaker/TransformJobs", "/aws/sagemaker/ProcessingJobs")
 
 
 def properties(logical_id: str) -> dict:
@@ -116,7 +123,7 @@ def test_the_key_rotates_and_only_the_services_use_it_administrators_never_decry
     created = [sub_text(group["Properties"]["LogGroupName"]) for group in
                [*RESOURCES.values(), *LOOPS["EndpointLogs"].values()]
                if isinstance(group, dict) and group.get("Type") == "AWS::Logs::LogGroup"]
-    assert len(created) == 3
+    assert len(created) == 4
     assert all(any(fnmatchcase(name.replace("${EndpointName}", "x"), arn.split("log-group:")[1]) for arn in groups)
                for name in created), (created, groups)
     assert by_sid["AccountLetsTheServicesHoldGrants"]["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
@@ -173,7 +180,7 @@ def test_no_policy_grants_a_star_that_could_be_narrowed():
             if statement["Effect"] == "Allow" and "*" in listed(statement["Resource"]):
                 assert set(actions) <= UNSCOPABLE, (where, actions)
                 if "cloudwatch:PutMetricData" in actions:
-                    assert statement["Condition"] == {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}
+                    assert statement["Condition"] in PUT_METRIC_NAMESPACES, statement
     # The execution role reads model objects but not the build's artifacts, and passes to SageMaker only.
     execution = {s["Sid"]: s for s in statements(documents["ExecutionRolePolicy"])}
     assert execution["NotTheBuildArtifacts"]["Effect"] == "Deny"
@@ -222,7 +229,7 @@ def test_every_named_resource_that_outlives_its_stack_is_deleted_when_its_create
             if isinstance(resource, dict) and "DeletionPolicy" in resource}
     named = [key for key, resource in kept.items()
              if {"BucketName", "TableName", "LogGroupName"} & set(resource["Properties"])]
-    assert len(named) == 15 and "TransformJobsLogGroup" in named and "TrailBucket" in named
+    assert len(named) == 16 and {"TransformJobsLogGroup", "ProcessingJobsLogGroup", "TrailBucket"} <= set(named)
     assert {key: kept[key]["DeletionPolicy"] for key in named} == {key: "RetainExceptOnCreate" for key in named}
     assert kept["Key"]["DeletionPolicy"] == "RetainExceptOnCreate"
 
@@ -457,6 +464,48 @@ def test_each_endpoint_batch_and_the_build_log_to_a_group_of_the_configured_days
     check_log_groups(shipped(log_retention_days=731), 731)
 
 
+def test_the_sagemaker_jobs_groups_are_made_with_the_key_unless_another_stage_made_them_and_the_role_writes_them():
+    """Batch transform and monitor's processing jobs (baselines, hourly monitoring) write to the region's
+    /aws/sagemaker/TransformJobs and /aws/sagemaker/ProcessingJobs, which SageMaker would make with neither key nor
+    retention: the stack makes both, or neither when another stage's stack did (sagemaker_job_log_groups
+    existing), and the execution role writes to them as the jobs do but cannot make a group."""
+    stack_ = shipped()
+    made = {group["LogGroupName"]: group for group in of_type(stack_, "AWS::Logs::LogGroup").values()}
+    for name in JOB_LOG_GROUPS:
+        assert name in made, f"the stack does not make {name}"
+        assert made[name].get("RetentionInDays") == "365" and made[name].get("KmsKeyId") == stack_.key_arn, name
+    second = {group["LogGroupName"] for group in
+              of_type(deployed(sagemaker_job_log_groups="existing"), "AWS::Logs::LogGroup").values()}
+    assert set(made) - second == set(JOB_LOG_GROUPS)
+    role = stack_.role_arn("ExecutionRole")
+    for name in JOB_LOG_GROUPS:
+        group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}"
+        for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+            assert engine.evaluate(role, action, f"{group}:log-stream:job-1/algo-1-1765000000", {}, stack_,
+                                   None).allowed, f"the execution role may not {action} in {name}"
+        assert not engine.evaluate(role, "logs:CreateLogGroup", group, {}, stack_, None).allowed
+
+
+def test_the_execution_role_publishes_model_monitors_drift_metrics_in_their_namespace_and_no_other():
+    """The hourly monitoring job publishes feature_baseline_drift_* (what the drift alarms and dashboards read) as
+    the execution role: the analyzer writes them to a file that the job publishes ("CloudWatch Metrics for Bring Your
+    Own Containers", https://docs.aws.amazon.com/sagemaker/latest/dg/model-monitor-byoc-cloudwatch.html), and
+    cloudwatch:PutMetricData is in the role's permissions for processing jobs ("CreateProcessingJob API: Execution
+    Role Permissions", https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html)."""
+    stack_ = shipped()
+    role = stack_.role_arn("ExecutionRole")
+
+    def publishes(namespace: str) -> bool:
+        return engine.evaluate(role, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": namespace}, stack_,
+                               None).allowed
+
+    assert publishes("aws/sagemaker/Endpoints/data-metrics"), "the drift metrics are refused"
+    assert publishes("/aws/sagemaker/Endpoints") and publishes("/aws/sagemaker/ProcessingJobs")
+    for other in ("aws/sagemaker/Endpoints/model-metrics", "aws/sagemaker/Endpoints/data-metrics-x", "AWS/SageMaker",
+                  "ClinicalInference"):
+        assert not publishes(other), other
+
+
 def test_each_role_is_assumed_by_its_one_service_acting_for_this_account():
     check_trust(shipped())
 
@@ -514,9 +563,23 @@ BREAKS = {
         "CloudWatch Logs may not encrypt /aws/sagemaker/TransformJobs"),
     "no batch log group": (
         check_log_groups,
-        "  TransformJobsLogGroup:\n    Type: AWS::Logs::LogGroup\n    Condition: CreatesTheTransformLogGroup",
+        "  TransformJobsLogGroup:\n    Type: AWS::Logs::LogGroup\n    Condition: CreatesTheJobLogGroups",
         "  TransformJobsLogGroup:\n    Type: AWS::Logs::LogGroup\n    Condition: HasAlertEmail",
         "the stack's log groups"),
+    "the key closed to the processing logs": (
+        check_log_groups, "\n                  - !Sub \"arn:${AWS::Partition}:logs:${AWS::Region}:"
+                          "${AWS::AccountId}:log-group:/aws/sagemaker/ProcessingJobs\"", "",
+        "CloudWatch Logs may not encrypt /aws/sagemaker/ProcessingJobs"),
+    "no processing log group": (
+        check_log_groups,
+        "  ProcessingJobsLogGroup:\n    Type: AWS::Logs::LogGroup\n    Condition: CreatesTheJobLogGroups",
+        "  ProcessingJobsLogGroup:\n    Type: AWS::Logs::LogGroup\n    Condition: HasAlertEmail",
+        "the stack's log groups"),
+    "processing logs kept forever": (
+        check_log_groups,
+        "      LogGroupName: /aws/sagemaker/ProcessingJobs\n      RetentionInDays: !Ref LogRetentionDays\n",
+        "      LogGroupName: /aws/sagemaker/ProcessingJobs\n",
+        "/aws/sagemaker/ProcessingJobs is not kept the configured days"),
     "TTL on another attribute": (
         check_ttl, "TimeToLiveSpecification: {AttributeName: expires_at, Enabled: true}",
         "TimeToLiveSpecification: {AttributeName: ttl, Enabled: true}",
@@ -752,7 +815,8 @@ def test_build_sh_infra_creates_the_stack_through_a_printed_change_set_and_moto_
     listed_groups = moto.client("logs").describe_log_groups()["logGroups"]
     groups = {group["logGroupName"]: group["retentionInDays"] for group in listed_groups}
     assert groups == {"/aws/sagemaker/Endpoints/xgboost-endpoint": 365, "/aws/sagemaker/Endpoints/pat-endpoint": 365,
-                      "/aws/codebuild/clinical-inference-dev-build": 365, "/aws/sagemaker/TransformJobs": 365}
+                      "/aws/codebuild/clinical-inference-dev-build": 365, "/aws/sagemaker/TransformJobs": 365,
+                      "/aws/sagemaker/ProcessingJobs": 365}
     for group in listed_groups:  # CloudWatch Logs may encrypt each with the key
         assert any(fnmatchcase(group["arn"].removesuffix(":*"), pattern) for pattern in logs_groups), group["arn"]
 
@@ -928,11 +992,12 @@ def test_codebuild_may_upload_the_models_with_the_key_arn_and_store_its_artifact
 
 
 @pytest.mark.deploy
-def test_the_execution_role_may_read_the_rollback_alarms_and_write_batch_logs_to_the_stacks_group(moto, tmp_path):
+def test_the_execution_role_may_read_the_rollback_alarms_and_write_job_logs_to_the_stacks_groups(moto, tmp_path):
     """A blue/green update reads the AutoRollbackConfiguration alarms as the execution role ("Auto-Rollback
     Configuration and Monitoring", https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html);
-    batch transform logs go to /aws/sagemaker/TransformJobs ("Log Amazon SageMaker AI events with Amazon
-    CloudWatch", https://docs.aws.amazon.com/sagemaker/latest/dg/logging-cloudwatch.html), which the stack made."""
+    batch transform and processing jobs log to /aws/sagemaker/TransformJobs and /aws/sagemaker/ProcessingJobs ("Log
+    groups and streams that Amazon SageMaker AI sends to Amazon CloudWatch Logs",
+    https://docs.aws.amazon.com/sagemaker/latest/dg/logging-cloudwatch.html), which the stack made."""
     run_infra(moto, tmp_path)
     outputs = stack_outputs(moto)
     filled = configs.fill(configs.load(DEPLOY_CONFIGS / "dev.json"), ACCOUNT, REGION, "dev", outputs)
@@ -945,11 +1010,12 @@ def test_the_execution_role_may_read_the_rollback_alarms_and_write_batch_logs_to
     assert len(arns) == len(rollback) == 4
     documents = role_documents(moto, "clinical-inference-dev-sagemaker")
     assert denied(documents, [("cloudwatch:DescribeAlarms", arn, {}) for arn in arns]) == []
-    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TransformJobs"
-    assert denied(documents, [("logs:CreateLogStream", group, {}),
-                              ("logs:PutLogEvents", f"{group}:log-stream:job/i-1", {})]) == []
-    # SageMaker cannot make the group itself, without the key, should it be missing.
-    assert denied(documents, [("logs:CreateLogGroup", group, {})]) == [("logs:CreateLogGroup", group)]
+    for name in JOB_LOG_GROUPS:
+        group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}"
+        assert denied(documents, [("logs:CreateLogStream", group, {}),
+                                  ("logs:PutLogEvents", f"{group}:log-stream:job/i-1", {})]) == []
+        # SageMaker cannot make the group itself, without the key, should it be missing.
+        assert denied(documents, [("logs:CreateLogGroup", group, {})]) == [("logs:CreateLogGroup", group)]
 
 
 @pytest.mark.deploy
@@ -1001,15 +1067,15 @@ def test_a_log_group_left_outside_the_stack_stops_infra_in_one_line_before_the_c
     SageMaker for batch jobs) makes CloudFormation's create fail with AlreadyExists ("AWS::Logs::LogGroup",
     https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-logs-loggroup.html)."""
     logs = moto.client("logs")
-    logs.create_log_group(logGroupName="/aws/sagemaker/TransformJobs")  # SageMaker made it for an earlier job
+    logs.create_log_group(logGroupName="/aws/sagemaker/ProcessingJobs")  # SageMaker made it for an earlier job
     refused = run_infra(moto, tmp_path, check=False)
     assert refused.returncode != 0 and "CreateChangeSet" not in moto.operations()
     line = [text for text in refused.stderr.splitlines() if "sagemaker_deploy: error" in text]
-    assert len(line) == 1 and "log group /aws/sagemaker/TransformJobs exists outside stack" in line[0]
-    assert "set platform.transform_log_group to existing" in line[0]
+    assert len(line) == 1 and "log group /aws/sagemaker/ProcessingJobs exists outside stack" in line[0]
+    assert "set platform.sagemaker_job_log_groups to existing" in line[0]
 
     config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
-    config["platform"]["transform_log_group"] = "existing"
+    config["platform"]["sagemaker_job_log_groups"] = "existing"
     path = tmp_path / "dev.json"
     path.write_text(json.dumps(config))
     run_infra(moto, tmp_path, path)

@@ -42,7 +42,7 @@ from botocore.stub import Stubber
 from .conftest import ACCOUNT, DEPLOY_CONFIGS, REGION, BuildSh, build_sh_env
 
 sys.path.insert(0, str(DEPLOY_CONFIGS))
-from sagemaker_deploy import __main__ as cli, stack  # noqa: E402
+from sagemaker_deploy import __main__ as cli, stack, verify  # noqa: E402
 
 NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -60,7 +60,8 @@ OUTPUTS = {"KeyArn": KEY, "KeyAliasArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/
            "AlertTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:clinical-inference-dev-alerts", "LogRetentionDays": "365",
            "XgboostPredictionTtlAttribute": "expires_at", "XgboostPredictionTtlDays": "90"}
 LOG_GROUPS = ["/aws/sagemaker/Endpoints/xgboost-endpoint", "/aws/sagemaker/Endpoints/pat-endpoint",
-              "/aws/sagemaker/TransformJobs", "/aws/codebuild/clinical-inference-dev-build"]
+              "/aws/sagemaker/TransformJobs", "/aws/sagemaker/ProcessingJobs",
+              "/aws/codebuild/clinical-inference-dev-build"]
 ENDPOINTS = {"xgboost-endpoint": ["xgboost-v1"], "pat-endpoint": ["pat-v1"]}
 
 
@@ -281,6 +282,14 @@ FAILURES = {
                                 f"log group {LOG_GROUPS[0]}", "no KMS key"),
     "TransformJobs log group missing": (replace("logs", "describe_log_groups", {"logGroups": []}, index=2),
                                         f"log group {LOG_GROUPS[2]}", "does not exist"),
+    "ProcessingJobs log group missing": (replace("logs", "describe_log_groups", {"logGroups": []}, index=3),
+                                         f"log group {LOG_GROUPS[3]}", "does not exist"),
+    "ProcessingJobs log group kept 30 days": (
+        lambda r: r["logs"][3]["logGroups"][0].update(retentionInDays=30),
+        f"log group {LOG_GROUPS[3]}", "keeps 30 days, under 90"),
+    "ProcessingJobs log group under another key": (
+        lambda r: r["logs"][3]["logGroups"][0].update(kmsKeyId=KEY.replace("1234abcd", "99999999")),
+        f"log group {LOG_GROUPS[3]}", "not the stage's key"),
     "model outside a VPC": (set_in(["sagemaker", "describe_model", "VpcConfig"], None),
                             "endpoint xgboost-endpoint model xgboost-v1", "no VpcConfig"),
     "model without network isolation": (set_in(["sagemaker", "describe_model", "EnableNetworkIsolation"], False),
@@ -352,28 +361,34 @@ def test_a_stack_rolled_back_on_creation_is_one_line_naming_the_fix_and_nothing_
     assert captured.err == f"sagemaker_deploy: error: {stack.rolled_back('clinical-inference-dev')}\n"
 
 
-def test_a_transform_log_group_made_by_another_stages_stack_may_carry_that_stages_key(monkeypatch, capsys, tmp_path):
-    """TransformLogGroup existing: /aws/sagemaker/TransformJobs is the region's one group, which the first stage's
-    stack made with its own key; the other stages' verify accepts that key but still requires one."""
+def test_the_job_log_groups_made_by_another_stages_stack_may_carry_that_stages_key(monkeypatch, capsys, tmp_path):
+    """SageMakerJobLogGroups existing: /aws/sagemaker/TransformJobs and /aws/sagemaker/ProcessingJobs are the
+    region's groups, which the first stage's stack made with its own key; the other stages' verify accepts that key
+    but still requires one."""
     config = json.loads((DEPLOY_CONFIGS / "dev.json").read_text())
     config["$schema"] = str(DEPLOY_CONFIGS / "config.schema.json")
-    config["platform"]["transform_log_group"] = "existing"
+    config["platform"]["sagemaker_job_log_groups"] = "existing"
     path = tmp_path / "dev.json"
     path.write_text(json.dumps(config))
     prod_key = KEY.replace("1234abcd", "99999999")
     responses = compliant()
+    # dev batches but monitors nothing (its XGBoost endpoint is multi-model): ProcessingJobs is neither made by
+    # its stack nor written by its jobs, so it is not read.
+    del responses["logs"][3]
     responses["logs"][2]["logGroups"][0]["kmsKeyId"] = prod_key
-    code, lines, _ = run_verify(monkeypatch, capsys, responses, config=path)
+    read = {"logs": ["describe_log_groups"] * (len(LOG_GROUPS) - 1)}
+    code, lines, _ = run_verify(monkeypatch, capsys, responses, read, config=path)
     assert code == 0, lines
     assert f"PASS   log group {LOG_GROUPS[2]}: keeps 365 days, encrypted with {prod_key} (the stack that made it)" \
         in lines
     del responses["logs"][2]["logGroups"][0]["kmsKeyId"]
-    code, lines, _ = run_verify(monkeypatch, capsys, responses, config=path)
+    code, lines, _ = run_verify(monkeypatch, capsys, responses, read, config=path)
     assert code == 1 and f"FAIL   log group {LOG_GROUPS[2]}: no KMS key" in lines
     # The stage's own groups still need the stage's key.
     responses = compliant()
+    del responses["logs"][3]
     responses["logs"][0]["logGroups"][0]["kmsKeyId"] = prod_key
-    code, lines, _ = run_verify(monkeypatch, capsys, responses, config=path)
+    code, lines, _ = run_verify(monkeypatch, capsys, responses, read, config=path)
     assert code == 1 and [line for line in lines if line.startswith("FAIL")] == [
         f"FAIL   log group {LOG_GROUPS[0]}: encrypted with {prod_key}, not the stage's key"]
 
@@ -448,7 +463,7 @@ def test_the_dry_run_prints_every_read_and_sends_none(moto, tmp_path):
                      + ["get-bucket-encryption", "get-bucket-policy", "get-bucket-versioning"] * 4
                      + ["describe-key", "get-key-rotation-status"]
                      + ["get-trail", "get-trail-status", "get-bucket-encryption"]
-                     + ["describe-log-groups"] * 4
+                     + ["describe-log-groups"] * len(LOG_GROUPS)
                      + ["describe-endpoint", "describe-endpoint-config", "describe-model"] * 2
                      + ["get-account-authorization-details"])
     assert all(line.startswith(("-      ", "MANUAL")) for line in result.stdout.splitlines())
@@ -460,3 +475,42 @@ def test_without_the_stack_verify_asks_for_infra_and_reads_nothing_else(moto, tm
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines()[-1] == f"sagemaker_deploy: error: {stack.not_deployed('dev', REGION)}"
     assert moto.operations() == ["DescribeStacks"]
+
+
+class GroupsOf:
+    """A logs client that answers DescribeLogGroups with one group per name, under the given keys."""
+
+    def __init__(self, keys: dict[str, str | None]):
+        self.keys = keys
+
+    def client(self, service: str):
+        assert service == "logs"
+        return self
+
+    def describe_log_groups(self, logGroupNamePrefix: str) -> dict:
+        group = {"logGroupName": logGroupNamePrefix, "retentionInDays": 365}
+        key = self.keys.get(logGroupNamePrefix, KEY)
+        return {"logGroups": [group if key is None else {**group, "kmsKeyId": key}]}
+
+
+def test_the_processing_jobs_group_is_read_when_the_stack_makes_it_or_monitor_runs_jobs_that_write_to_it():
+    """Model Monitor's baseline and hourly jobs are processing jobs, which log to the region's
+    /aws/sagemaker/ProcessingJobs ("Log groups and streams that Amazon SageMaker AI sends to Amazon CloudWatch
+    Logs", https://docs.aws.amazon.com/sagemaker/latest/dg/logging-cloudwatch.html)."""
+    config = json.loads((DEPLOY_CONFIGS / "prod.json").read_text())  # XGBoost on endpoints of its own: monitored
+    processing = "/aws/sagemaker/ProcessingJobs"
+    assert processing in verify.log_group_names(config, OUTPUTS)
+    config["platform"]["sagemaker_job_log_groups"] = "existing"
+    assert processing in verify.log_group_names(config, OUTPUTS)
+    another = KEY.replace("1234abcd", "99999999")  # the first stage's stack made it under its key
+    results = {result.check: result for result in verify.log_groups(GroupsOf({processing: another}), config,
+                                                                     OUTPUTS, KEY)}
+    assert results[f"log group {processing}"].status == "PASS"
+    results = {result.check: result for result in verify.log_groups(GroupsOf({processing: None}), config,
+                                                                     OUTPUTS, KEY)}
+    assert results[f"log group {processing}"].status == "FAIL"
+    assert results[f"log group {processing}"].detail == "no KMS key"
+    del config["families"]["xgboost"]["data_quality"]  # nothing monitored, and another stack's group
+    assert processing not in verify.log_group_names(config, OUTPUTS)
+    config["platform"]["sagemaker_job_log_groups"] = "create"
+    assert processing in verify.log_group_names(config, OUTPUTS)

@@ -109,7 +109,7 @@ def judge_trail_bucket(name: str, encryption: dict, trail_key: str | None) -> Re
 
 
 def judge_log_group(name: str, groups: dict, key_arn: str | None) -> Result:
-    """key_arn None: a group that another stage's stack made (TransformLogGroup existing), under its own key."""
+    """key_arn None: a group that another stage's stack made (SageMakerJobLogGroups existing), under its own key."""
     group = next((group for group in groups.get("logGroups", []) if group.get("logGroupName") == name), None)
     if group is None:
         return Result("FAIL", f"log group {name}", "does not exist: the service would create it with neither the "

@@ -25,7 +25,10 @@ CAPABILITIES = ["CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 _NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 _NAME_PROPERTIES = ("BucketName", "TableName", "LogGroupName", "RoleName", "PolicyName", "TopicName", "AliasName",
                     "AlarmName", "Name")
+# The region's one group per kind of SageMaker job, made by the first stage's stack (SageMakerJobLogGroups).
 TRANSFORM_LOG_GROUP = "/aws/sagemaker/TransformJobs"
+PROCESSING_LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
+JOB_LOG_GROUPS = (TRANSFORM_LOG_GROUP, PROCESSING_LOG_GROUP)
 _WAIT = {"Delay": 10, "MaxAttempts": 360}  # an hour: the stack's creation takes minutes, a key's policy checks too
 
 
@@ -93,9 +96,14 @@ def parameters(config: dict) -> dict[str, str]:
         values["MetricsNamespace"] = config["metrics"]["namespace"]
     optional = {"LogRetentionDays": "log_retention_days", "PredictionTtlDays": "prediction_ttl_days",
                 "AlertEmail": "alert_email", "BuildImage": "build_image", "ExistingTrailArn": "existing_trail_arn",
-                "TransformLogGroup": "transform_log_group"}
+                "SageMakerJobLogGroups": "sagemaker_job_log_groups"}
     values.update({name: str(platform[key]) for name, key in optional.items() if key in platform})
     return values
+
+
+def creates_job_log_groups(values: dict[str, str]) -> bool:
+    """Whether the stack makes the region's SageMaker job log groups (not another stage's stack)."""
+    return values.get("SageMakerJobLogGroups", "create") == "create"
 
 
 def outputs(aws, stage: str) -> dict[str, str]:
@@ -156,8 +164,9 @@ def deploy(stage) -> None:
             raise DeployError(f"log group {', '.join(in_the_way)} exists outside stack {name} (kept from an earlier "
                               "stack or endpoint, or made by SageMaker), so creating it would fail: import it into "
                               "the stack (a change set of type IMPORT) or export and delete it"
-                              + ("; for /aws/sagemaker/TransformJobs, or set platform.transform_log_group to "
-                                 "existing" if TRANSFORM_LOG_GROUP in in_the_way else "")
+                              + (f"; for {' and '.join(JOB_LOG_GROUPS)}, or set "
+                                 "platform.sagemaker_job_log_groups to existing"
+                                 if set(JOB_LOG_GROUPS) & set(in_the_way) else "")
                               + "; then run ./build.sh infra again")
     change_set = time.strftime("infra-%Y%m%d-%H%M%S", time.gmtime())
     request = {"StackName": name, "ChangeSetName": change_set, "ChangeSetType": kind,
@@ -186,8 +195,8 @@ def _log_groups_in_the_way(logs, cloudformation, name: str, values: dict, exists
     https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-logs-loggroup.html)."""
     wanted = [f"/aws/sagemaker/Endpoints/{endpoint}" for endpoint in values["EndpointNames"].split(",")]
     wanted.append(f"/aws/codebuild/{name}-build")
-    if values.get("TransformLogGroup", "create") == "create":
-        wanted.append(TRANSFORM_LOG_GROUP)
+    if creates_job_log_groups(values):
+        wanted += JOB_LOG_GROUPS
     ours = set()
     if exists:
         for page in cloudformation.get_paginator("list_stack_resources").paginate(StackName=name):

@@ -11,7 +11,7 @@ from typing import Callable
 
 from botocore.exceptions import ClientError
 
-from . import roles, stack
+from . import monitor, roles, stack
 from .aws import describe_or_none, error_code
 from .judgements import (Result, judge_bucket, judge_key, judge_log_group, judge_model, judge_table, judge_trail,
                          judge_trail_bucket, judged)
@@ -95,20 +95,23 @@ def trail(aws, outputs: dict) -> list[Result]:
 
 
 def log_group_names(config: dict, outputs: dict) -> list[str]:
-    """Where the logs go: SageMaker's /aws/sagemaker/Endpoints/NAME per endpoint and /aws/sagemaker/TransformJobs
-    for batch jobs, CodeBuild's /aws/codebuild/PROJECT."""
+    """Where the logs go: SageMaker's /aws/sagemaker/Endpoints/NAME per endpoint, CodeBuild's /aws/codebuild/PROJECT,
+    and the region's /aws/sagemaker/TransformJobs and /aws/sagemaker/ProcessingJobs when the stage's stack makes them
+    or the stage runs such jobs (batch; monitor's baselines and schedules)."""
     names = [f"/aws/sagemaker/Endpoints/{name}" for name in stack.endpoint_names(config)]
-    names += [stack.TRANSFORM_LOG_GROUP] if "batch" in config else []
+    made = stack.creates_job_log_groups(stack.parameters(config))
+    names += [stack.TRANSFORM_LOG_GROUP] if made or "batch" in config else []
+    names += [stack.PROCESSING_LOG_GROUP] if made or monitor.targets(config)[0] else []
     return names + [f"/aws/codebuild/{outputs['CodebuildProject']}"]
 
 
 def log_groups(aws, config: dict, outputs: dict, key_arn: str) -> list[Result]:
-    """With platform.transform_log_group "existing" (the stack's TransformLogGroup parameter), the region's
-    TransformJobs group is the one another stage's stack made, with that stage's key: any customer key will do."""
+    """With platform.sagemaker_job_log_groups "existing" (the stack's SageMakerJobLogGroups parameter), the region's
+    job groups are those another stage's stack made, with that stage's key: any customer key will do."""
     logs = aws.client("logs")
-    shared = stack.TRANSFORM_LOG_GROUP if stack.parameters(config).get("TransformLogGroup") == "existing" else None
+    shared = () if stack.creates_job_log_groups(stack.parameters(config)) else stack.JOB_LOG_GROUPS
     return [checked(f"log group {name}", lambda name=name: judge_log_group(
-        name, logs.describe_log_groups(logGroupNamePrefix=name), None if name == shared else key_arn))
+        name, logs.describe_log_groups(logGroupNamePrefix=name), None if name in shared else key_arn))
         for name in log_group_names(config, outputs)]
 
 

@@ -1,5 +1,5 @@
 """What AWS services do with our roles, keys and topic, derived from the requests the deploy sent (the models,
-endpoint configs, endpoints, transform jobs and alarms it asked for) and from the template (CodeBuild's project,
+endpoint configs, endpoints, transform jobs, monitor's processing jobs and alarms it asked for) and from the template (CodeBuild's project,
 the log groups, the tables, the buckets' access logs). None of these calls passes through botocore here."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 from .requests import Requests, s3_location
 
 REGION_SERVICE = "{service}.{region}.amazonaws.com"
+# Model Monitor's data-quality metrics of a real-time endpoint (what the drift alarms and dashboards read).
+DATA_METRICS = "aws/sagemaker/Endpoints/data-metrics"
 
 
 def _repository(image: str) -> str:
@@ -56,6 +58,14 @@ def sagemaker(requests: Requests, calls: list[tuple[str, dict]]) -> None:
             requests.s3_put(f"{where}: writes the output", role, bucket, f"{prefix}part-0001.csv.out", "aws:kms",
                             output.get("KmsKeyId"), bucket_key=False)
             _logs(requests, where, role, "/aws/sagemaker/TransformJobs")
+        elif operation == "CreateProcessingJob":
+            _processing_job(requests, "SageMaker, monitor's baseline job", params["RoleArn"],
+                            params["ProcessingJobName"], params.get("Environment") or {})
+        elif operation == "CreateDataQualityJobDefinition":
+            # The schedule starts one such job an hour, named by SageMaker.
+            _processing_job(requests, "SageMaker, monitor's hourly data-quality job", params["RoleArn"],
+                            "model-monitoring-202612060500-0123456789abcdef01234567",
+                            params["DataQualityAppSpecification"].get("Environment") or {})
         elif operation == "PutMetricAlarm":
             for action in params.get("AlarmActions", []) + params.get("OKActions", []):
                 _alarm_publishes(requests, params["AlarmName"], action, "an alarm that deploy puts")
@@ -92,8 +102,26 @@ def _runs_model(requests: Requests, where: str, model: dict) -> None:
                  **{"cloudwatch:namespace": "/aws/sagemaker/Endpoints"})
 
 
-def _logs(requests: Requests, where: str, role: str, group: str) -> None:
-    stream = requests.arn("logs", f"log-group:{group}:log-stream:AllTraffic/i-0")
+def _processing_job(requests: Requests, where: str, role: str, job: str, environment: dict) -> None:
+    """A processing job runs as its role: it logs to the region's /aws/sagemaker/ProcessingJobs ("Log groups and
+    streams that Amazon SageMaker AI sends to Amazon CloudWatch Logs",
+    https://docs.aws.amazon.com/sagemaker/latest/dg/logging-cloudwatch.html) and publishes its instance metrics
+    (/aws/sagemaker/ProcessingJobs, "Amazon SageMaker AI metrics in Amazon CloudWatch",
+    https://docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html); with publish_cloudwatch_metrics
+    Enabled, also the metrics the analyzer writes to /opt/ml/output/metrics/cloudwatch ("CloudWatch Metrics for Bring
+    Your Own Containers", https://docs.aws.amazon.com/sagemaker/latest/dg/model-monitor-byoc-cloudwatch.html). The
+    role's permissions for it include cloudwatch:PutMetricData ("CreateProcessingJob API: Execution Role
+    Permissions", https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html)."""
+    _logs(requests, where, role, "/aws/sagemaker/ProcessingJobs", f"{job}/algo-1-1765000000")
+    requests.add(f"{where}: publishes the instance metrics", role, "cloudwatch:PutMetricData", "*",
+                 **{"cloudwatch:namespace": "/aws/sagemaker/ProcessingJobs"})
+    if environment.get("publish_cloudwatch_metrics") == "Enabled":
+        requests.add(f"{where}: publishes the drift metrics", role, "cloudwatch:PutMetricData", "*",
+                     **{"cloudwatch:namespace": DATA_METRICS})
+
+
+def _logs(requests: Requests, where: str, role: str, group: str, stream_name: str = "AllTraffic/i-0") -> None:
+    stream = requests.arn("logs", f"log-group:{group}:log-stream:{stream_name}")
     requests.add(f"{where}: writes its logs", role, "logs:CreateLogStream", stream)
     requests.add(f"{where}: writes its logs", role, "logs:PutLogEvents", stream)
 
