@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench import first_request as first_request_bench, load, machine, mlserver_peer, report, suite, systems, venvs
+from bench import first_request as first_request_bench, load, machine, mlserver_peer, report, stages, suite, systems, \
+    venvs
 from bench.mlserver_peer import MLServer
 from bench.models import prepare
 
@@ -142,12 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         "containers": containers,
         "pat_vs_keras": pat_vs_keras,
         "runs": runs,
+        "stages": stages.split(list(log_dir.glob("*.log"))),  # our servers' own metric records, per log
         "other_benchmarks": report.other_benchmarks(
             args.out, OWN_FILES | ({KERAS_FILE} if keras else set()) | ({FIRST_FILE} if first else set())),
     }
     name = "report-busy" if args.busy else "report"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     report.plot(result, args.out / f"{name}.png")
+    if result["stages"]:
+        stages.plot(result["stages"], args.out / f"{name}-stages.png")
     report.print_report(result)
     print(f"\nwrote {args.out / name}.json and .png; measuring took {took / 60:.1f} min "
           f"(estimated {estimate / 60:.1f}), one-time setup {(measured - started) / 60:.1f} min")

@@ -3,6 +3,7 @@ issue 20's goals, the first-request and CPU-split measures and the lean baseline
 
 from __future__ import annotations
 
+import json
 import numpy as np
 import orjson
 import pytest
@@ -185,3 +186,18 @@ def test_the_app_cpu_split_runs_requests_through_our_wsgi_app(tmp_path):
     assert 0 < cpu_split.app_cpu_s(tmp_path, [b"1,2,3,4", b"0.5,,1,2"], 50) < 0.1
     with pytest.raises(RuntimeError, match="other than 200"):  # three features where the model takes four: a 400
         cpu_split.app_cpu_s(tmp_path, [b"1,2,3"], 10)
+
+
+def test_the_stage_split_is_the_median_of_each_stage_over_the_answered_records(tmp_path):
+    from bench import stages
+
+    records = [{"message": "invocation", "status": 200, "_aws": {}, "ReadTime": r, "DecodeTime": d,
+                "PredictTime": p, "EncodeTime": e} for r, d, p, e in [(1, 2, 3, 4), (3, 4, 5, 6), (2, 3, 4, 5)]]
+    records.append({"message": "invocation", "status": 400, "_aws": {}, "ReadTime": 90, "DecodeTime": 90})
+    (tmp_path / "ours.log").write_text("\n".join(["not json", '{"message": "listening"}',
+                                                   *map(json.dumps, records)]) + "\n")
+    (tmp_path / "naive.log").write_text("GET /ping 200\n")
+    found = stages.split(sorted(tmp_path.glob("*.log")))
+    assert found == {"ours": {"ReadTime": 2, "DecodeTime": 3, "PredictTime": 4, "EncodeTime": 5, "count": 3}}
+    stages.plot(found, tmp_path / "stages.png")
+    assert (tmp_path / "stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
