@@ -62,7 +62,7 @@ class Invocation:
 
     def lap(self, stage: str) -> None:
         now = perf_counter()
-        self.values[stage] = (now - self.last) * 1000.0
+        self.values[stage] = round((now - self.last) * 1000.0, 3)  # ms to the microsecond
         self.last = now
 
 

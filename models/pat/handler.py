@@ -169,7 +169,7 @@ def measure(pending: list, model: PatModel, into: dict) -> None:
     """The request's metrics (serve.metrics): how long its recordings queued, the largest batch that ran them, and
     the device memory in use (CUDA)."""
     if pending:
-        into["QueueWait"] = max(future.queue_wait_s for _, _, future in pending) * 1000.0
+        into["QueueWait"] = round(max(future.queue_wait_s for _, _, future in pending) * 1000.0, 3)
         into["BatchSize"] = max(future.batch_rows for _, _, future in pending)
     memory = model.device_memory_bytes()
     if memory is not None:

@@ -140,3 +140,12 @@ def test_with_a_model_dimension_the_metrics_are_also_kept_per_endpoint_and_varia
                                                                     recorder.request_id()))
     directive, = check_line(lines[0])["_aws"]["CloudWatchMetrics"]
     assert directive["Dimensions"] == [["EndpointName", "VariantName", "ModelName"], ["EndpointName", "VariantName"]]
+
+
+def test_the_log_search_leaves_out_only_the_servers_clock_figures():
+    from tests.http.emf_spec import without_clock_figures
+
+    line = json.dumps({"message": "invocation", "target_model": "m-86420", "ReadTime": 0.2086420, "Rows": 86420,
+                       "latency_ms": 86420.1, "_aws": {"Timestamp": 1796536864201, "CloudWatchMetrics": []}})
+    searched = without_clock_figures("plain 86420 text\n" + line)
+    assert searched.count("86420") == 3  # the plain line, the target's name and the row count; no clock figure
