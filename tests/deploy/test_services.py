@@ -319,3 +319,35 @@ def test_the_package_imports_without_the_serving_runtime():
             "{'torch', 'xgboost', 'serve', 'models', 'numpy', 'flask', 'gunicorn'}); print(heavy)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_service_reads_the_model_info_row_the_deploy_writes_and_checks_features_before_invoking(aws, served):
+    from sagemaker_deploy import register
+
+    empty(aws)
+    filled = {"families": {"xgboost": {"models": [
+        {"name": f"xgboost-{kind}", "source": str(served.model_dirs[kind]),
+         "model_data_url": f"s3://models/xgboost-{kind}/{kind}0/model.tar.gz"} for kind in ("risk", "treatment")]}}}
+    images = {"families": {"xgboost": {"uri": "registry/xgboost-inference@sha256:" + "d" * 64,
+                                       "digest": "sha256:" + "d" * 64}}}
+    rows = register.model_info_rows(filled, images, {"xgboost-risk": {"sha256": "a" * 64}})
+    table = aws.env["XGBOOST_MODEL_INFO_TABLE"]
+    register.put_model_info(aws.dynamodb, table, rows)
+    try:
+        service = create_xgboost_service_from_env(session=aws.session)
+        info = service.model_info("risk")
+        assert (info.name, info.version, info.features) == ("xgboost-risk", "1.0.0", tuple(FEATURES))
+        assert (info.artifact_uri, info.artifact_sha256, info.image_digest) == (
+            "s3://models/xgboost-risk/risk0/model.tar.gz", "a" * 64, "sha256:" + "d" * 64)
+        assert service.model_info("outcome") is None
+        served.standin.invocations.clear()
+        with pytest.raises(BadInput, match="1 feature name"):
+            service.predict("risk", MARKER, {**patient(9), MARKER: 1.0})
+        with pytest.raises(BadInput, match="takes 40 features, got 39"):
+            service.predict("treatment", MARKER, list(patient(9).values())[:-1])
+        assert served.standin.invocations == []
+        partial = {name: value for name, value in patient(9).items() if name != "age"}  # a missing value is None
+        assert service.predict("risk", "p-9", partial).model_version == "1.0.0"
+    finally:
+        for row in rows:
+            aws.dynamodb.delete_item(TableName=table, Key={"model_type": {"S": row["model_type"]}})
