@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import xgboost as xgb
 
 from clinical_services import (BadInput, ConfigurationError, EndpointError, MissingResource, ServiceError,
                                UnknownModelType, create_pat_service_from_env, create_xgboost_service_from_env)
-from models.xgboost.examples import FEATURES, package, train
+from models.xgboost.examples import FEATURES, package, train, write_samples
 from serve.process import ServeProcess
 from tests.pat_models import WEEK, build_artifact, weeks
 
@@ -351,3 +352,25 @@ def test_the_service_reads_the_model_info_row_the_deploy_writes_and_checks_featu
     finally:
         for row in rows:
             aws.dynamodb.delete_item(TableName=table, Key={"model_type": {"S": row["model_type"]}})
+
+
+def readme_block() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The application side: `clinical_services`", 1)[1].split("\n### ", 1)[0]
+    (block,) = re.findall(r"^```python\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+    return block
+
+
+def test_the_readme_block_runs_as_pasted(aws, served, tmp_path, monkeypatch, capsys):
+    """With platform.env in the environment and the demo's samples under build/ (as `./build.sh demo` writes them),
+    from the process environment alone (the default boto3 session)."""
+    empty(aws)
+    (tmp_path / "build" / "models" / "xgboost").mkdir(parents=True)
+    write_samples(tmp_path / "build" / "models" / "xgboost", "risk")
+    monkeypatch.chdir(tmp_path)
+    block = readme_block()
+    assert len(block.strip().splitlines()) <= 10
+    exec(compile(block, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and "1.0.0" in printed[0] and "s3://" in printed[1]
+    assert len(scan(aws, "XGBOOST_PREDICTIONS_TABLE")) == len(scan(aws, "PAT_ANALYSES_TABLE")) == 1
