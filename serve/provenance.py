@@ -23,7 +23,8 @@ IMAGE_VERSION = "X-Image-Version"
 IMAGE_REVISION = "X-Image-Revision"
 # InvokeEndpoint hands a client only the body, ContentType, InvokedProductionVariant and CustomAttributes (the
 # container's X-Amzn-SageMaker-Custom-Attributes): a request whose custom attributes say `provenance=true` gets the
-# model's version back there ("InvokeEndpoint", https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html).
+# model's version back there ("InvokeEndpoint",
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html).
 PROVENANCE_ATTRIBUTE = "provenance"
 _CHUNK = 1 << 20
 

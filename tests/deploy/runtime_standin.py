@@ -70,9 +70,10 @@ class RuntimeStandIn:
                         self.answer(200, answer.read(), answer.headers)
                 except urllib.error.HTTPError as error:
                     message = error.read().decode(errors="replace")
+                    log_stream = f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{name}"
                     self.error(424, "ModelError", f"Received client error ({error.code}) from primary with message "
                                f'"{message}".', OriginalStatusCode=error.code, OriginalMessage=message,
-                               LogStreamArn=f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{name}")
+                               LogStreamArn=log_stream)
 
             def answer(self, status: int, body: bytes, headers) -> None:
                 self.send_response(status)

@@ -374,3 +374,19 @@ def test_the_readme_block_runs_as_pasted(aws, served, tmp_path, monkeypatch, cap
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 2 and "1.0.0" in printed[0] and "s3://" in printed[1]
     assert len(scan(aws, "XGBOOST_PREDICTIONS_TABLE")) == len(scan(aws, "PAT_ANALYSES_TABLE")) == 1
+
+
+@pytest.mark.parametrize("sent, echoed", [
+    ("contributions=true", "contributions=true"),
+    ("contributions=true;provenance=true", "contributions=true;provenance=true;model_version=1.0.0"),
+    ("provenance=false", "provenance=false"),
+])
+def test_serve_appends_the_model_version_to_the_custom_attributes_only_when_asked(served, sent, echoed):
+    import urllib.request
+
+    body = json.dumps({"instances": [list(patient(10).values())]}).encode()
+    request = urllib.request.Request(served.standin.endpoints["xgboost-risk-endpoint"] + "/invocations", data=body,
+                                     headers={"Content-Type": "application/json",
+                                              "X-Amzn-SageMaker-Custom-Attributes": sent})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["X-Amzn-SageMaker-Custom-Attributes"] == echoed
