@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import boto3
@@ -390,3 +391,18 @@ def test_serve_appends_the_model_version_to_the_custom_attributes_only_when_aske
                                               "X-Amzn-SageMaker-Custom-Attributes": sent})
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.headers["X-Amzn-SageMaker-Custom-Attributes"] == echoed
+
+
+def test_a_second_write_of_the_same_id_changes_nothing(aws):
+    """The condition on the id (and the transaction's token): a retried or repeated write keeps the first item."""
+    from clinical_services import aws as calls
+
+    empty(aws)
+    table = aws.env["XGBOOST_PREDICTIONS_TABLE"]
+    first = {"prediction_id": "id-1", "patient_id": "p-11", "scores": [Decimal("0.25")]}
+    calls.write_new(aws.dynamodb, [(table, "prediction_id", first)], "id-1")
+    try:
+        calls.write_new(aws.dynamodb, [(table, "prediction_id", {**first, "scores": [Decimal("0.75")]})], "id-1")
+    except ServiceError as error:  # moto does not keep tokens; DynamoDB answers a repeated token with success
+        assert str(error) == "a record with this id exists already: nothing was written"
+    assert [item["scores"] for item in scan(aws, "XGBOOST_PREDICTIONS_TABLE")] == [[Decimal("0.25")]]
