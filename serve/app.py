@@ -17,7 +17,7 @@ from serve.errors import PayloadTooLarge, ServeError, Unrecoverable
 from serve.handler import Handler
 from serve.loading import WARM_UP
 from serve.metrics import Invocation, Recorder
-from serve.pipeline import invoke
+from serve.pipeline import CUSTOM_ATTRIBUTES, invoke, parse_attributes
 from serve.settings import Settings
 
 log = logging.getLogger("serve.app")
@@ -62,6 +62,9 @@ def record_invocation(response: Response) -> Response:
         return response
     identity = (invocation and invocation.identity) or current_app.extensions[ENDPOINT]
     response.headers.extend(identity.headers)
+    echoed = response.headers.get(CUSTOM_ATTRIBUTES)
+    if echoed:
+        response.headers[CUSTOM_ATTRIBUTES] = provenance.answer_attributes(echoed, parse_attributes(echoed), identity)
     if not request.environ.get(WARM_UP):  # the worker's own warm-up is no invocation
         current_app.extensions[RECORDER].write(invocation, response.status_code, identity, request_id())
     return response

@@ -21,6 +21,11 @@ TARGET_MODEL = "X-Target-Model"
 MODEL_VERSION = "X-Model-Version"
 IMAGE_VERSION = "X-Image-Version"
 IMAGE_REVISION = "X-Image-Revision"
+# InvokeEndpoint hands a client only the body, ContentType, InvokedProductionVariant and CustomAttributes (the
+# container's X-Amzn-SageMaker-Custom-Attributes): a request whose custom attributes say `provenance=true` gets the
+# model's version back there ("InvokeEndpoint",
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html).
+PROVENANCE_ATTRIBUTE = "provenance"
 _CHUNK = 1 << 20
 
 
@@ -92,3 +97,12 @@ def loaded(settings: Settings, model_dir: Path, target: str | None = None) -> Id
         headers.insert(1, (TARGET_MODEL, header_value(target)))
         fields["target_model"] = target
     return Identity(tuple(headers), fields)
+
+
+def answer_attributes(echoed: str, asked: dict[str, str], identity: Identity) -> str:
+    """The custom attributes an answer carries: the request's, verbatim, and `;model_version=<version>` after them
+    when the request asked with `provenance=true` and a loaded model answered."""
+    version = identity.fields.get("model_version")
+    if asked.get(PROVENANCE_ATTRIBUTE, "").lower() != "true" or version is None:
+        return echoed
+    return f"{echoed};model_version={quote(version, safe=':/+@')}"

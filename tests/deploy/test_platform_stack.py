@@ -37,7 +37,7 @@ TEMPLATE = ROOT / "containers" / "infra" / "platform.yaml"
 BODY, _ = decode(str(TEMPLATE))
 RESOURCES = BODY["Resources"]
 LOOPS = {key.split("::")[-1]: value[2] for key, value in RESOURCES.items() if key.startswith("Fn::ForEach::")}
-KMS_BUCKETS = ["ModelBucket", "CaptureBucket", "BatchBucket"]
+KMS_BUCKETS = ["ModelBucket", "CaptureBucket", "BatchBucket", "PatBucket"]
 TABLE_KEYS = {
     "XgboostPredictionsTable": ("xgboost-predictions", [("prediction_id", "HASH"), ("patient_id", "RANGE")]),
     "XgboostFeatureImportanceTable": ("xgboost-feature-importance",
@@ -215,7 +215,7 @@ def test_every_name_carries_the_stage():
              if isinstance(resource, dict)
              for key, value in resource.get("Properties", {}).items()
              if key in ("BucketName", "TableName", "RoleName", "TopicName", "AliasName", "AlarmName", "Name")]
-    assert len(named) == 18
+    assert len(named) == 19
     assert all("clinical-inference-${Stage}-" in sub_text(name) or sub_text(name).endswith("-${Stage}")
                for name in named)
 
@@ -229,7 +229,8 @@ def test_every_named_resource_that_outlives_its_stack_is_deleted_when_its_create
             if isinstance(resource, dict) and "DeletionPolicy" in resource}
     named = [key for key, resource in kept.items()
              if {"BucketName", "TableName", "LogGroupName"} & set(resource["Properties"])]
-    assert len(named) == 16 and {"TransformJobsLogGroup", "ProcessingJobsLogGroup", "TrailBucket"} <= set(named)
+    assert len(named) == 17 and {"TransformJobsLogGroup", "ProcessingJobsLogGroup", "TrailBucket", "PatBucket"} <= \
+        set(named)
     assert {key: kept[key]["DeletionPolicy"] for key in named} == {key: "RetainExceptOnCreate" for key in named}
     assert kept["Key"]["DeletionPolicy"] == "RetainExceptOnCreate"
 
@@ -397,7 +398,7 @@ def check_access_logs(stack_: StackPolicies, days: int) -> None:
 
 
 def check_data_buckets(stack_: StackPolicies) -> None:
-    """The model, capture and batch buckets: versioned, SSE-KMS with a bucket key, and a put is refused over plain
+    """The model, capture, batch and PAT data buckets: versioned, SSE-KMS with a bucket key, and a put is refused over plain
     HTTP, with SSE-S3 or another key ("Requiring server-side encryption",
     https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html#require-sse-kms)."""
     for logical in KMS_BUCKETS:

@@ -238,6 +238,15 @@ def cmd_register(stage: Stage) -> None:
     filled, images, plan = stage.plan()
     registration.check_role(stage.aws.client("iam"), filled["execution_role_arn"])
     summary = registration.register(stage.aws.client("sagemaker"), plan)
+    rows = registration.model_info_rows(filled, images, stage.uploaded())
+    if rows and not stage.dry_run:
+        try:
+            table = stack.outputs(stage.aws, stage.name).get("XgboostModelInfoTable")
+        except DeployError as error:
+            say(f"the model-info rows are not written: {error}")
+            table = None
+        if table:
+            registration.put_model_info(stage.aws.client("dynamodb"), table, rows)
     summary.update(stage=stage.name, region=stage.aws.region, account=stage.account, version=images["version"],
                    images=images["families"], endpoints=plan.env())
     stage.write("endpoints.env", "".join(f"{key}={value}\n" for key, value in sorted(plan.env().items())))

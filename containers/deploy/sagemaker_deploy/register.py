@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from botocore.exceptions import ClientError
 
@@ -56,3 +57,39 @@ def register(sagemaker, plan: Plan) -> dict:
                                             "created": exists is None})
         say(("unchanged" if exists else "created") + f" endpoint config {endpoint.config_name}")
     return summary
+
+
+def model_info_rows(filled: dict, images: dict, uploaded: dict) -> list[dict]:
+    """The XGBoost models' rows of the model-info table (clinical_services reads them): model type, name, version,
+    artifact URI and hash, image digest, features. Version and features come from the model's metadata.json when
+    its source directory is at hand (the version otherwise from the artifact's hash)."""
+    family = filled["families"].get("xgboost")
+    if family is None:
+        return []
+    digest = images["families"]["xgboost"].get("digest") or images["families"]["xgboost"]["uri"].rpartition("@")[2]
+    rows = []
+    for model in family["models"]:
+        metadata = _metadata(model.get("source"))
+        sha256 = uploaded.get(model["name"], {}).get("sha256", "")
+        version = str(metadata.get("model_version") or (f"sha256:{sha256[:16]}" if sha256 else "unknown"))
+        rows.append({"model_type": model["name"].removeprefix("xgboost-"), "name": model["name"], "version": version,
+                     "artifact_uri": model["model_data_url"], "artifact_sha256": sha256, "image_digest": digest,
+                     "features": [str(name) for name in metadata.get("feature_names", [])]})
+    return rows
+
+
+def _metadata(source: str | None) -> dict:
+    try:
+        metadata = json.loads((Path(source) / "metadata.json").read_text()) if source else {}
+    except (OSError, ValueError):
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def put_model_info(dynamodb, table: str, rows: list[dict]) -> None:
+    """One row per model type, replaced by each registration."""
+    for row in rows:
+        item = {key: ({"L": [{"S": name} for name in value]} if isinstance(value, list) else {"S": value})
+                for key, value in row.items()}
+        dynamodb.put_item(TableName=table, Item=item)
+        say(f"model-info {row['model_type']}: {row['name']} version {row['version']}")

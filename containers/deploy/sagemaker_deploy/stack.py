@@ -145,6 +145,23 @@ def env_name(output: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", output).upper()
 
 
+# The guides' names for what the outputs and the config call otherwise.
+GUIDE_NAMES = {"PAT_ENDPOINT": "PAT_ENDPOINT_NAME", "KEY_ARN": "XGBOOST_KMS_KEY_ID"}
+
+
+def service_env(config: dict, values: dict[str, str], region: str) -> dict[str, str]:
+    """The rest of the guides' variables (clinical_services reads them): each model's endpoint under its env_name
+    (a multi-model endpoint's name for each of its models), the key and the region."""
+    env = {"AWS_REGION": region}
+    for family in config["families"].values():
+        for model in family["models"]:
+            env[model["env_name"]] = (family["multi_model_endpoint"]["endpoint_name"]
+                                      if family["mode"] == "MultiModel" else model["endpoint_name"])
+    known = {**{env_name(key): value for key, value in values.items()}, **env}
+    env.update({guide: known[name] for name, guide in GUIDE_NAMES.items() if name in known})
+    return env
+
+
 def deploy(stage) -> None:
     """Creates or updates the stage's stack through a change set, printed before it is executed; writes the
     outputs to STATE/<stage>/platform.json and platform.env."""
@@ -185,7 +202,8 @@ def deploy(stage) -> None:
         cloudformation.execute_change_set(StackName=name, ChangeSetName=change_set)
         _wait_for_stack(cloudformation, name, kind)
     values = outputs(aws, stage.name)
-    stage.write("platform.env", "".join(f"{env_name(key)}={value}\n" for key, value in sorted(values.items())))
+    env = {**{env_name(key): value for key, value in values.items()}, **service_env(config, values, aws.region)}
+    stage.write("platform.env", "".join(f"{key}={value}\n" for key, value in sorted(env.items())))
     print(stage.write("platform.json", {"stack": name, "region": aws.region, "outputs": values}))
 
 

@@ -346,6 +346,8 @@ _SIMPLE = {
     ("sagemaker", "ListEndpointConfigs"): ("sagemaker:ListEndpointConfigs", "*"),
     ("sagemaker", "ListEndpoints"): ("sagemaker:ListEndpoints", "*"),
     ("sagemaker", "ListTags"): ("sagemaker:ListTags", lambda self, params: params["ResourceArn"]),
+    ("dynamodb", "PutItem"): ("dynamodb:PutItem", lambda self, params: self.arn("dynamodb",
+                                                                                  f"table/{params['TableName']}")),
     ("sagemaker-runtime", "InvokeEndpoint"): ("sagemaker:InvokeEndpoint", _sagemaker("endpoint", "EndpointName")),
     ("application-autoscaling", "RegisterScalableTarget"): ("application-autoscaling:RegisterScalableTarget", "*"),
     ("application-autoscaling", "DeregisterScalableTarget"): ("application-autoscaling:DeregisterScalableTarget",
