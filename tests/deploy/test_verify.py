@@ -52,7 +52,8 @@ TRAIL_BUCKET = f"clinical-inference-dev-trail-{ACCOUNT}-{REGION}"  # the stack's
 TABLES = {output: "clinical-inference-dev-" + re.sub(r"(?<!^)(?=[A-Z])", "-", output.removesuffix("Table")).lower()
           for output in stack.output_names() if output.endswith("Table")}
 BUCKETS = {name: f"clinical-inference-dev-{kind}-{ACCOUNT}-{REGION}" for name, kind in (
-    ("ModelBucket", "models"), ("CaptureBucket", "capture"), ("BatchBucket", "batch"), ("AccessLogBucket", "logs"))}
+    ("ModelBucket", "models"), ("CaptureBucket", "capture"), ("BatchBucket", "batch"), ("PatBucketName", "pat-data"),
+    ("AccessLogBucket", "logs"))}
 ROLES = {"ExecutionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/clinical-inference-dev-sagemaker",
          "CodebuildRoleArn": f"arn:aws:iam::{ACCOUNT}:role/clinical-inference-dev-codebuild"}
 OUTPUTS = {"KeyArn": KEY, "KeyAliasArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/clinical-inference-dev",
@@ -270,7 +271,7 @@ FAILURES = {
                             f"trail {TRAIL}", "not multi-region"),
     "trail without a key to an unencrypted bucket": (
         lambda r: (set_in(["cloudtrail", "get_trail", "Trail", "KmsKeyId"], None)(r), replace(
-            "s3", "get_bucket_encryption", "ServerSideEncryptionConfigurationNotFoundError", index=4)(r)),
+            "s3", "get_bucket_encryption", "ServerSideEncryptionConfigurationNotFoundError", index=len(BUCKETS))(r)),
         f"trail bucket {TRAIL_BUCKET}", "default encryption None"),
     "stack deployed before the trail": (
         lambda r: r["cloudformation"][0]["Stacks"][0].update(Outputs=[
@@ -460,7 +461,7 @@ def test_the_dry_run_prints_every_read_and_sends_none(moto, tmp_path):
     assert moto.operations() == []
     calls = [line.split()[3] for line in result.stderr.splitlines() if line.startswith("+ aws ")]
     assert calls == (["describe-table", "describe-continuous-backups"] * 7
-                     + ["get-bucket-encryption", "get-bucket-policy", "get-bucket-versioning"] * 4
+                     + ["get-bucket-encryption", "get-bucket-policy", "get-bucket-versioning"] * len(BUCKETS)
                      + ["describe-key", "get-key-rotation-status"]
                      + ["get-trail", "get-trail-status", "get-bucket-encryption"]
                      + ["describe-log-groups"] * len(LOG_GROUPS)

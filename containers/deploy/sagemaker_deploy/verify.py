@@ -16,7 +16,7 @@ from .aws import describe_or_none, error_code
 from .judgements import (Result, judge_bucket, judge_key, judge_log_group, judge_model, judge_table, judge_trail,
                          judge_trail_bucket, judged)
 
-DATA_BUCKETS = ("ModelBucket", "CaptureBucket", "BatchBucket")
+DATA_BUCKETS = ("ModelBucket", "CaptureBucket", "BatchBucket", "PatBucketName")
 ACCESS_LOG_BUCKET = "AccessLogBucket"  # S3 delivers server access logs only to an SSE-S3 bucket
 MANUAL = {
     "BAA": "a Business Associate Addendum with AWS covers this account (AWS Artifact > Agreements); no API shows it",
