@@ -38,22 +38,23 @@ def split(logs: list[Path]) -> dict[str, dict[str, float]]:
 
 
 def plot(found: dict[str, dict[str, float]], path: Path) -> None:
+    """One bar per log, each on its own scale (a PAT request takes many times an XGBoost one)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(found)
-    figure, axes = plt.subplots(figsize=(9, 1.2 + 0.5 * len(names)))
-    left = [0.0] * len(names)
-    for stage in STAGES:
-        widths = [found[name][stage] for name in names]
-        axes.barh(names, widths, left=left, label=stage)
-        left = [a + b for a, b in zip(left, widths)]
-    axes.set_xlabel("median ms per 200 answer (serve.metrics records)")
-    axes.set_title("Time per stage inside the app, per server log")
-    axes.legend(ncol=len(STAGES), loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.05 * len(names)), fontsize=8)
-    figure.tight_layout()
+    figure, axes = plt.subplots(len(names), 1, figsize=(9, 0.9 + 1.1 * len(names)), squeeze=False)
+    for row, name in zip(axes[:, 0], names):
+        left = 0.0
+        for stage in STAGES:
+            row.barh([name], [found[name][stage]], left=left, label=stage)
+            left += found[name][stage]
+        row.set_xlabel(f"median ms per 200 answer ({found[name]['count']} answers)", fontsize=8)
+    axes[0, 0].set_title("Time per stage inside the app, from the servers' own metric records")
+    figure.legend(*axes[0, 0].get_legend_handles_labels(), ncol=len(STAGES), loc="lower center", fontsize=8)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
