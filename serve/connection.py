@@ -7,6 +7,7 @@ the body (Content-Length, or chunked) once it has. This module only finds where 
 
 from __future__ import annotations
 
+import io
 import time
 
 from gunicorn.http import errors as http_errors
@@ -135,8 +136,13 @@ class Connection:
             return None
         request, source = self._request, self._request.unreader
         with memoryview(self.buffer) as view:
-            source.pending = view[self._head_length:self._end].tobytes()
+            body = view[self._head_length:self._end].tobytes()
         del self.buffer[:self._end]
+        if isinstance(request.body.reader, LengthReader) and source.complete:
+            # The whole body, as the app's input: gunicorn's reader would copy what is left of it on every read.
+            request.body = io.BytesIO(body)
+        else:  # chunked (gunicorn decodes it), or cut short at the payload limit (gunicorn refuses to read on)
+            source.pending = body
         self._request, self._chunked, self._scanned, self._end, self._head_length = None, None, 0, 0, 0
         if self.continued:  # said already: gunicorn would say it again
             request.headers = [(name, value) for name, value in request.headers if name != "EXPECT"]

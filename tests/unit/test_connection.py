@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import time
+from types import SimpleNamespace
 
 import pytest
 from gunicorn.config import Config
 from gunicorn.http import errors
+from gunicorn.http import body as gunicorn_body
+from gunicorn.http import unreader as gunicorn_unreader
 
 from serve.connection import CONTINUE, BodyTooLarge, Connection
 
@@ -119,3 +123,30 @@ def test_the_read_deadline_starts_at_a_requests_first_byte_and_moves_with_its_bo
     feed(conn, client, b"Content-Length: 9\r\n\r\n1,2")
     feed(conn, client, b",3")  # the body moves: so does the deadline
     assert conn.deadline > head_deadline and conn.has_head
+
+
+def test_a_large_body_read_in_small_steps_is_not_copied_again_on_each_step(pair, monkeypatch):
+    """werkzeug reads a body 64 KiB at a time; gunicorn's readers would copy what is left of it into a new buffer
+    on every step: quadratic in the body's size."""
+    copied = []
+
+    class CountingBuffer(io.BytesIO):
+        def write(self, data):
+            copied.append(len(data))
+            return super().write(data)
+
+    for module in (gunicorn_body, gunicorn_unreader):
+        monkeypatch.setattr(module, "io", SimpleNamespace(BytesIO=CountingBuffer, SEEK_END=io.SEEK_END))
+    conn, client = pair
+    body = bytes(range(256)) * (4 * 4096)  # 4 MiB
+    data, sent, request = post(body, Content_Length=len(body)), 0, None
+    client.setblocking(False)
+    while request is None:
+        try:
+            sent += client.send(data[sent:])
+        except BlockingIOError:
+            pass
+        conn.receive(read_timeout=5)
+        request = conn.take_request(len(body))
+    assert b"".join(iter(lambda: request.body.read(64 * 1024), b"")) == body
+    assert sum(copied) <= len(body)
