@@ -10,6 +10,7 @@ import logging
 import sys
 
 from serve import logs
+from serve.malloc import keep_freed_memory
 from serve.settings import Settings, SettingsError, apply_process_defaults
 
 
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("serve").critical("configuration error", extra={"reason": str(error), "exit_code": 2})
         return 2
     apply_process_defaults()
+    keep_freed_memory()
     logs.configure(settings.log_level)
     from serve.server import run
 
