@@ -39,6 +39,14 @@ STOP_KEEPALIVE_LINGER = 2.0  # seconds a stopping worker keeps an idle kept-aliv
 STOP_SILENT_LINGER = 5.0  # ... and a connection it took from the queue while stopping, for its first bytes
 CLOSE_LINGER = 2.0  # seconds a connection closed with unread bytes is drained, so that its response is not reset
 _SWEEP_S = 0.25  # how often deadlines are checked
+# The warm-up request is served this many times, or for this long (a large model on a CPU): CPython specializes a
+# function's bytecode only after its first few runs, and the first clients would otherwise run the generic code.
+WARM_UP_ROUNDS = 20
+WARM_UP_SECONDS = 2.0
+# The heartbeat (a file's time, which gunicorn's master reads to find a worker stuck past its timeout) is written at
+# most this often: once per request was a system call per request, and a stuck worker is now restarted at most this
+# much before its timeout.
+HEARTBEAT_INTERVAL_S = 0.05
 
 
 def _honour_connection_close(app):
@@ -77,6 +85,7 @@ class ServeWorker(Worker):
     """A poller thread that reads every connection and hands each whole request to a pool of `threads` threads."""
 
     response_class = OneWriteResponse
+    _heartbeat = float("-inf")  # when the heartbeat was last written (time.monotonic)
 
     def init_process(self) -> None:
         settings = self.app.settings  # serve.server.Server
@@ -91,6 +100,12 @@ class ServeWorker(Worker):
         self._next_sweep = 0.0
         super().init_process()
 
+    def notify(self) -> None:
+        now = time.monotonic()
+        if now - self._heartbeat >= HEARTBEAT_INTERVAL_S:
+            super().notify()
+            self._heartbeat = now
+
     def get_thread_pool(self):
         return futures.ThreadPoolExecutor(max_workers=self.cfg.threads)
 
@@ -103,18 +118,21 @@ class ServeWorker(Worker):
         """Sends the handler's warm-up request (serve.loading.warm_up_http) through the whole app and this worker's
         request and response path, on the thread that serves requests, into a buffer: no socket, and the app sees
         environ WARM_UP. The handler's own warm-up (serve.handler) warmed its hooks; this warms Flask, werkzeug, the
-        pipeline and the response, so that the first client after /ping 200 is served as fast as the next. Returns the
-        status, None without a warm-up request."""
+        pipeline and the response, WARM_UP_ROUNDS times, so that the first client after /ping 200 is served as fast as
+        the next. Returns the last status, None without a warm-up request."""
         raw = getattr(self.app, "warm_up_request", None)
         if raw is None:
             return None
-        sink = DiscardingSocket()
-        conn = Connection(self.cfg, sink, ("127.0.0.1", 0), ("127.0.0.1", 0), deadline=float("inf"))
-        conn.buffer += raw
-        served = self.nr
-        self.in_serving_thread(self.handle, conn, conn.take_request(self.max_body), True)
+        served, status, until = self.nr, None, time.monotonic() + WARM_UP_SECONDS
+        for _ in range(WARM_UP_ROUNDS):
+            sink = DiscardingSocket()
+            conn = Connection(self.cfg, sink, ("127.0.0.1", 0), ("127.0.0.1", 0), deadline=float("inf"))
+            conn.buffer += raw
+            self.in_serving_thread(self.handle, conn, conn.take_request(self.max_body), True)
+            status = int(sink.sent.split(b" ", 2)[1]) if sink.sent.startswith(b"HTTP/") else None
+            if status != 200 or time.monotonic() > until:
+                break
         self.nr = served
-        status = int(sink.sent.split(b" ", 2)[1]) if sink.sent.startswith(b"HTTP/") else None
         if status != 200:
             log.warning("the warm-up request through the app failed", extra={"status": status})
         return status
@@ -420,8 +438,8 @@ class InlineWorker(ServeWorker):
     A thread hand-off (gthread's) costs two thread wake-ups and most of a keep-alive request's system calls
     (`python -m bench.syscalls`), each wake-up waiting for a free core on a busy machine; with one thread requests
     are served one at a time either way, so the hand-off buys nothing. Requests a client has pipelined are served in
-    turn. The heartbeat is written before each request: a request still running after
-    SAGEMAKER_MODEL_SERVER_TIMEOUT seconds gets its worker restarted (as multi-model-server and gunicorn's sync
+    turn. The heartbeat is written before each request (at most every HEARTBEAT_INTERVAL_S): a request still running
+    after SAGEMAKER_MODEL_SERVER_TIMEOUT seconds gets its worker restarted (as multi-model-server and gunicorn's sync
     workers do).
     """
 

@@ -16,7 +16,7 @@ from models.pat.settings import PatSettings
 from serve import server as serve_server
 from serve.loading import WARM_UP, build_handler, warm_up_http
 from serve.settings import Settings
-from serve.workers import InlineWorker, ServeWorker
+from serve.workers import WARM_UP_ROUNDS, InlineWorker, ServeWorker
 from tests.pat_models import build_artifact
 from tests.unit.test_script_mode import with_script
 
@@ -66,7 +66,8 @@ def test_a_worker_sends_the_warm_up_request_through_the_app_as_it_loads_it(worke
     with caplog.at_level(logging.INFO):
         made.load_wsgi()
     made.tpool.shutdown()
-    [seen] = recorded.seen
+    assert len(recorded.seen) == WARM_UP_ROUNDS  # until CPython has specialized the path's bytecode
+    seen = recorded.seen[0]
     assert (seen["method"], seen["path"], seen["content_type"], seen["accept"], seen["body"]) == \
         ("POST", "/invocations", "text/csv", "application/json", BODY)
     assert seen["warm_up"] is True
