@@ -76,6 +76,11 @@ def gunicorn_options(settings: Settings) -> dict:
         "timeout": settings.timeout_seconds,
         "graceful_timeout": settings.graceful_timeout_seconds,
         "keepalive": 75,
+        # No client may set the scheme or WSGI variables through headers (nothing is trusted for); with "*" gunicorn
+        # no longer parses the peer's address on each request to find that out.
+        "forwarded_allow_ips": "*",
+        "secure_scheme_headers": {},
+        "forwarder_headers": "",
         "limit_request_line": LIMIT_REQUEST_LINE,
         "limit_request_fields": LIMIT_REQUEST_FIELDS,
         "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,

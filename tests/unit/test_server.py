@@ -94,3 +94,39 @@ def test_a_stopping_worker_gives_idle_connections_two_seconds_and_silent_new_one
     worker.connections, worker.closing = {kept, new, receiving}, set()
     worker.cap_idle(now)
     assert (kept.deadline, new.deadline, receiving.deadline) == (now + 2, now + 5, now + 75)
+
+
+def _parsed(head: bytes, peer: str):
+    from gunicorn.config import Config
+    from gunicorn.http.message import Request
+
+    from serve.connection import ReceivedBytes
+
+    cfg = Config()
+    for key, value in gunicorn_options(Settings()).items():
+        cfg.set(key, value)
+    return Request(cfg, ReceivedBytes(head), (peer, 40000), 1)
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "10.1.2.3"])
+def test_no_client_sets_the_scheme_or_wsgi_variables_through_headers(peer):
+    request = _parsed(b"POST /invocations HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Ssl: on\r\n"
+                      b"X-Forwarded-Protocol: ssl\r\nScript_Name: /other\r\nPath_Info: /ping\r\nContent-Length: 0\r\n"
+                      b"\r\n", peer)
+    assert request.scheme == "http" and request.path == "/invocations"
+    names = {name for name, _ in request.headers}
+    assert "SCRIPT_NAME" not in names and "PATH_INFO" not in names and "X-FORWARDED-PROTO" in names
+
+
+def test_the_heartbeat_is_written_at_most_every_interval(monkeypatch):
+    from serve import workers
+
+    written = []
+    monkeypatch.setattr(workers.Worker, "notify", lambda self: written.append(time.monotonic()))
+    made = InlineWorker.__new__(InlineWorker)
+    for _ in range(100):
+        made.notify()
+    assert len(written) == 1
+    time.sleep(workers.HEARTBEAT_INTERVAL_S * 1.5)
+    made.notify()
+    assert len(written) == 2
