@@ -5,24 +5,29 @@ the batch size the dynamic batcher reaches under load); its single-week p50 is t
 The GPU row is "unmeasured" until a CUDA run (`python -m bench.pat --device cuda --only precision`) gives a figure:
 it is never estimated.
 
-Prices: on-demand SageMaker real-time inference, US East (N. Virginia), from the Amazon SageMaker AI pricing page,
-"On-Demand Pricing", "Real-Time Inference" (https://aws.amazon.com/sagemaker/ai/pricing/). That page could not be
-read from the build machine (no internet), and no stored copy with these instance types' prices was found (searched
-2026-12-06), so every price is None and the cost column stays blank until someone copies them from the page, with
-the date, into PRICES.
+Prices: on-demand SageMaker real-time inference, US East (N. Virginia), USD per instance-hour. The pricing page
+(https://aws.amazon.com/sagemaker/ai/pricing/, "Real-Time Inference") cannot be read from the build machine (no
+internet; its tables load by script, and the one stored copy found lacks them). The figures below are the AWS Price
+List API's (AmazonSageMaker offer, us-east-1), as quoted by public code that read it (PRICE_SOURCE), found on
+2026-12-06: a second source agrees, to the cent, for m7i.large, c7i.large and c7i.xlarge, and several for
+g4dn.xlarge. They are not checked against AWS's page: check them there (or in the offer file, component "Hosting")
+before a budget rests on them.
 """
 
 from __future__ import annotations
 
 PRICE_REGION = "us-east-1"
 PRICE_PAGE = "https://aws.amazon.com/sagemaker/ai/pricing/ (On-Demand Pricing, Real-Time Inference)"
-PRICE_DATE: str | None = None  # the day the prices below were read from PRICE_PAGE
+PRICE_DATE: str | None = "2026-09-27"  # the day PRICE_SOURCE read the Price List API
+PRICE_SOURCE = ("AWS Price List API (AmazonSageMaker, us-east-1) as quoted in a public sagemaker_env.py (code search "
+                "index; repository not resolvable) and, rounded to the cent and labelled Hosting, in "
+                "SuperCowPowers/workbench src/workbench/utils/model_utils.py; not checked against PRICE_PAGE")
 PRICES: dict[str, float | None] = {  # USD per instance-hour
-    "ml.m7i.large": None,
-    "ml.m7i.xlarge": None,
-    "ml.c7i.large": None,
-    "ml.c7i.xlarge": None,
-    "ml.g4dn.xlarge": None,
+    "ml.m7i.large": 0.121,
+    "ml.m7i.xlarge": 0.242,
+    "ml.c7i.large": 0.107,
+    "ml.c7i.xlarge": 0.214,
+    "ml.g4dn.xlarge": 0.7364,
 }
 VCPUS = {"ml.m7i.large": 2, "ml.m7i.xlarge": 4, "ml.c7i.large": 2, "ml.c7i.xlarge": 4, "ml.g4dn.xlarge": 4}
 CPU_INSTANCES = ("ml.m7i.large", "ml.m7i.xlarge", "ml.c7i.large", "ml.c7i.xlarge")
@@ -83,7 +88,7 @@ def markdown(rows: list[dict], variant: str) -> str:
     def cell(value, unit=""):
         return "" if value is None else f"{value}{unit}"
 
-    lines = [f"{variant}: on-demand prices, {PRICE_REGION}, {PRICE_DATE or 'date: not yet read'}, {PRICE_PAGE}",
+    lines = [f"{variant}: on-demand prices, {PRICE_REGION}, read {PRICE_DATE or 'never'}: {PRICE_SOURCE}",
              "| instance | precision | weeks/s per instance (batch) | $ per hour | $ per 1,000 weeks "
              "| single-week p50 | basis |", "|---|---|---|---|---|---|---|"]
     for r in rows:
