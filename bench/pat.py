@@ -310,9 +310,10 @@ def bench_batcher(device: str, variant: str, duration_s: float, repeats: int) ->
 
 def estimate_cpu_study_s(variants: int, batches: int, repeats: int, budget_s: float, threads: bool) -> float:
     """Seconds when idle: the precision rows (2 precisions alternating, plus first calls and the float64 reference)
-    and the thread study (2 conditions, 4 configurations and 2 Keras thread counts per repeat, workers' start)."""
+    and the thread study (per variant: 2 conditions, 4 configurations and 2 Keras thread counts per repeat; workers'
+    start)."""
     rows = variants * (15 + batches * repeats * 2 * (budget_s + 1.0))
-    return rows + (60 + 2 * repeats * 6 * (budget_s + 0.5) if threads else 0)
+    return rows + (60 + variants * 2 * repeats * 6 * (budget_s + 0.5) if threads else 0)
 
 
 def cpu_study(args, budget_s: float, min_runs: int) -> int:
@@ -331,8 +332,8 @@ def cpu_study(args, budget_s: float, min_runs: int) -> int:
         precision = model_thread.submit(bench_cpu_precision, variants, batches, repeats, budget_s, min_runs).result()
     threads = None
     if not args.no_threads:
-        print("thread settings, PAT-S batch 1 against Keras, idle and with one core busy:")
-        threads = pat_threads.study(repeats, budget_s, OUT.parent / "logs")
+        print(f"thread settings, {', '.join(variants)} at batch 1 against Keras, idle and with one core busy:")
+        threads = pat_threads.study(repeats, budget_s, OUT.parent / "logs", variants=tuple(variants))
         w = threads["winner"]
         print(f"  best in the worst case: OMP_WAIT_POLICY={w['omp_wait_policy']}, SERVE_TORCH_THREADS="
               f"{w['torch_threads']} ({w['worst_condition_vs_keras']:.2f}x Keras)", flush=True)

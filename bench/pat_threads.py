@@ -1,7 +1,7 @@
-"""The thread settings study for PAT on the CPU (`python -m bench.pat --only cpu`): PAT-S at batch 1 under each OpenMP
-wait policy (PASSIVE, ACTIVE) and torch thread count (1, 2, ...), idle and with one core busy (bench.machine.BusyCore),
-against the authors' Keras encoder (bench.keras_peer) with as many threads as this process may use, and with the same
-thread count. The policy must be set before OpenMP starts, so each policy runs in a worker process of its own
+"""The thread settings study for PAT on the CPU (`python -m bench.pat --only cpu`): each PAT variant at batch 1 under
+each OpenMP wait policy (PASSIVE, ACTIVE) and torch thread count (1, 2, ...), idle and with one core busy
+(bench.machine.BusyCore), against the authors' Keras encoder (bench.keras_peer) with as many threads as this process
+may use, and with the same thread count. The policy must be set before OpenMP starts, so each policy runs in a worker process of its own
 (`python -m bench.pat_threads worker`), with the image's other defaults (serve.settings.apply_process_defaults); all
 configurations alternate within each repeat, and each figure is the median over repeats of per-repeat p50 ratios.
 """
@@ -21,22 +21,27 @@ from pathlib import Path
 from bench.machine import BusyCore
 
 POLICIES = ("PASSIVE", "ACTIVE")
-VARIANT = "PAT-S"
+VARIANTS = ("PAT-S",)
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def worker() -> None:
-    """Times PAT-S's encoder on one standardized week per command {"threads", "budget_s", "min_runs"}."""
+    """Times a variant's encoder on one standardized week per command {"variant", "threads", "budget_s",
+    "min_runs"}."""
     import numpy as np
     import torch
 
     from models.pat.network import PatEncoder, spec_for
 
-    torch.manual_seed(0)
-    encoder = PatEncoder(spec_for(VARIANT)).eval()
+    encoders = {}
     x = torch.from_numpy(np.random.default_rng(5).normal(size=(1, 10080)).astype(np.float32))
     for line in sys.stdin:
         command = json.loads(line)
+        variant = command.get("variant", VARIANTS[0])
+        if variant not in encoders:
+            torch.manual_seed(0)
+            encoders[variant] = PatEncoder(spec_for(variant)).eval()
+        encoder = encoders[variant]
         torch.set_num_threads(command["threads"])
         seconds: list[float] = []
         with torch.inference_mode():
@@ -73,8 +78,9 @@ def summary(ratios: list[float]) -> dict:
     return {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3), "max": round(max(ratios), 3)}
 
 
-def study(repeats: int, budget_s: float, log_dir: Path, conditions=("idle", "busy")) -> dict:
-    """p50 per configuration and its speed-up over Keras, per condition; the winner holds best in the worst case."""
+def study(repeats: int, budget_s: float, log_dir: Path, conditions=("idle", "busy"), variants=VARIANTS) -> dict:
+    """p50 per variant and configuration and its speed-up over Keras, per condition; the winner holds best in the
+    worst case over every variant and condition."""
     import numpy as np
 
     from bench.keras_peer import WEEK, KerasWorker
@@ -84,17 +90,18 @@ def study(repeats: int, budget_s: float, log_dir: Path, conditions=("idle", "bus
     log_dir.mkdir(parents=True, exist_ok=True)
     ours = {policy: OursWorker(policy) for policy in POLICIES}
     keras = {threads: KerasWorker(threads, log_dir / f"keras-worker-{threads}.log") for threads in counts}
-    results: dict = {"variant": VARIANT, "batch": 1, "cores": cores, "repeats": repeats, "conditions": {}}
+    results: dict = {"batch": 1, "cores": cores, "repeats": repeats, "variants": {}}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             x = Path(tmp) / "x.npy"
             np.save(x, np.random.default_rng(5).normal(size=(1, WEEK)).astype(np.float32))
-            for threads, worker_ in keras.items():
-                worker_.ask(op="build", variant=VARIANT, seed=1, h5=str(Path(tmp) / f"{threads}.h5"))
-            plan = dict(budget_s=budget_s, min_runs=3)
-            for condition in conditions:
-                results["conditions"][condition] = measure(ours, keras, counts, repeats, plan, str(x),
-                                                           busy=condition == "busy")
+            for variant in variants:
+                for threads, worker_ in keras.items():
+                    worker_.ask(op="build", variant=variant, seed=1, h5=str(Path(tmp) / f"{variant}-{threads}.h5"))
+                plan = dict(budget_s=budget_s, min_runs=3, variant=variant)
+                results["variants"][variant] = {"conditions": {
+                    condition: measure(ours, keras, counts, repeats, plan, str(x), busy=condition == "busy")
+                    for condition in conditions}}
     finally:
         for worker_ in [*ours.values(), *keras.values()]:
             worker_.close()
@@ -113,7 +120,7 @@ def measure(ours: dict, keras: dict, counts: list[int], repeats: int, plan: dict
                 seconds = ours[policy].ask(threads=threads, **plan)["seconds"]
                 p50s[f"{policy} {threads}"].append(statistics.median(seconds) * 1e3)
             for threads, worker_ in keras.items():
-                seconds = worker_.ask(op="time", variant=VARIANT, x=x, max_runs=200, **plan)["seconds"]
+                seconds = worker_.ask(op="time", x=x, max_runs=200, **plan)["seconds"]
                 keras_p50s[threads].append(statistics.median(seconds) * 1e3)
     all_cores = max(keras)
     rows = {}
@@ -123,7 +130,7 @@ def measure(ours: dict, keras: dict, counts: list[int], repeats: int, plan: dict
                       "p50_ms": round(statistics.median(p50s[name]), 2),
                       "vs_keras_all_cores": summary([k / o for k, o in zip(keras_p50s[all_cores], p50s[name])]),
                       "vs_keras_same_threads": summary([k / o for k, o in zip(keras_p50s[threads], p50s[name])])}
-        print(f"  {'busy' if busy else 'idle'} {name:10}: p50 {rows[name]['p50_ms']:7.2f} ms   "
+        print(f"  {plan['variant']} {'busy' if busy else 'idle'} {name:10}: p50 {rows[name]['p50_ms']:7.2f} ms   "
               f"{rows[name]['vs_keras_all_cores']['median']:.2f}x Keras ({all_cores} threads) "
               f"[{rows[name]['vs_keras_all_cores']['min']:.2f}-{rows[name]['vs_keras_all_cores']['max']:.2f}]",
               flush=True)
@@ -132,13 +139,13 @@ def measure(ours: dict, keras: dict, counts: list[int], repeats: int, plan: dict
 
 
 def winner(results: dict) -> dict:
-    """The configuration whose worst condition's median speed-up over Keras (all cores) is the highest."""
-    conditions = results["conditions"]
-    names = next(iter(conditions.values()))["configurations"]
-    worst = {name: min(c["configurations"][name]["vs_keras_all_cores"]["median"] for c in conditions.values())
-             for name in names}
+    """The configuration whose worst median speed-up over Keras (all cores), over every variant and condition, is the
+    highest."""
+    measured = [c for v in results["variants"].values() for c in v["conditions"].values()]
+    names = measured[0]["configurations"]
+    worst = {name: min(c["configurations"][name]["vs_keras_all_cores"]["median"] for c in measured) for name in names}
     best = max(worst, key=worst.get)
-    chosen = next(iter(conditions.values()))["configurations"][best]
+    chosen = names[best]
     return {"omp_wait_policy": chosen["omp_wait_policy"], "torch_threads": chosen["torch_threads"],
             "worst_condition_vs_keras": worst[best], "at_least_keras": worst[best] >= 1.0}
 

@@ -129,13 +129,15 @@ def test_the_thread_study_picks_the_setting_best_in_its_worst_condition_and_its_
             "PASSIVE 2": {"omp_wait_policy": "PASSIVE", "torch_threads": 2, "vs_keras_all_cores": {"median": passive}},
             "ACTIVE 2": {"omp_wait_policy": "ACTIVE", "torch_threads": 2, "vs_keras_all_cores": {"median": active}}}}
 
-    chosen = pat_threads.winner({"conditions": {"idle": condition(1.4, 1.6), "busy": condition(1.1, 0.6)}})
-    assert chosen == {"omp_wait_policy": "PASSIVE", "torch_threads": 2, "worst_condition_vs_keras": 1.1,
+    chosen = pat_threads.winner({"variants": {
+        "PAT-S": {"conditions": {"idle": condition(1.4, 1.6), "busy": condition(1.1, 0.6)}},
+        "PAT-L": {"conditions": {"idle": condition(1.05, 1.9), "busy": condition(1.2, 1.3)}}}})
+    assert chosen == {"omp_wait_policy": "PASSIVE", "torch_threads": 2, "worst_condition_vs_keras": 1.05,
                       "at_least_keras": True}
     worker = pat_threads.OursWorker("ACTIVE")
     try:
         assert worker.process.args[-1] == "worker"
-        answer = worker.ask(threads=1, budget_s=0.0, min_runs=2)
+        answer = worker.ask(threads=1, budget_s=0.0, min_runs=2, variant="PAT-S")
         assert answer["omp_wait_policy"] == "ACTIVE"  # set before OpenMP started, in the worker's own process
         assert len(answer["seconds"]) == 2 and all(s > 0 for s in answer["seconds"])
     finally:
