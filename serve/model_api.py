@@ -23,12 +23,11 @@ multi-model-server gave, since SageMaker and existing clients read those; errors
 from __future__ import annotations
 
 import orjson
-from flask import Blueprint, g, request
+from flask import Blueprint, request
 
 from serve.errors import BadRequest
-from serve.metrics import Invocation
 from serve.multimodel import ModelRegistry, check_name
-from serve.pipeline import invoke, read_body
+from serve.pipeline import invoke, read_body, start_invocation
 from serve.settings import Settings
 
 
@@ -48,7 +47,7 @@ def routes(registry: ModelRegistry, settings: Settings) -> Blueprint:
 
     @api.post("/models")
     def load_model():
-        name, url = _load_request(read_body())
+        name, url = _load_request(read_body(request._get_current_object()))
         model = registry.load(name, url)
         return {"status": f'Model "{name}" loaded', **model.summary(), "memoryBytes": model.memory_bytes,
                 "loadSeconds": round(model.load_seconds, 6)}
@@ -69,8 +68,9 @@ def routes(registry: ModelRegistry, settings: Settings) -> Blueprint:
 
     @api.post("/models/<name>/invoke")
     def invoke_model(name: str):
-        g.invocation = Invocation()
+        http_request = request._get_current_object()
+        invocation = start_invocation(http_request)
         with registry.lease(name) as handler:
-            return invoke(handler, settings, g.invocation)
+            return invoke(handler, settings, http_request, invocation)
 
     return api

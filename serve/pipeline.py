@@ -1,7 +1,8 @@
 """The request pipeline of every invocation: size, media types (chosen before predicting), decode, predict, encode.
 
-`Request` is what a handler may know about one invocation besides its body; `invoke` runs a handler's hooks on the
-current HTTP request. Errors are raised as typed errors; serve.app turns them into responses.
+`Request` is what a handler may know about one invocation besides its body; `invoke` runs a handler's hooks on an
+HTTP request (werkzeug's, passed in: no Flask context needed). Errors are raised as typed errors; serve.app turns them
+into responses.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from flask import Response, g, request
+from flask import Response
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request as HttpRequest
 
 from serve import negotiation
 from serve.errors import BadRequest, PayloadTooLarge
@@ -19,6 +21,8 @@ from serve.metrics import Invocation, rows_of
 from serve.settings import Settings
 
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+BODY_READ = "serve.body_read"  # WSGI environ key, True once read_body has read the request's body
+INVOCATION = "serve.invocation"  # WSGI environ key: the request's serve.metrics.Invocation, once it is one
 # What output_fn returns: the body in request.accept's type, or (body, media type) when the hook chooses the type itself
 # (a user's output_fn or transform_fn may, as in AWS's inference toolkit).
 Output = bytes | tuple[bytes, str]
@@ -47,7 +51,7 @@ def parse_attributes(header: str) -> dict[str, str]:
     return {key.strip().lower(): value.strip() for key, sep, value in pairs if sep and key.strip()}
 
 
-def read_body() -> bytes:
+def read_body(request: HttpRequest) -> bytes:
     """The request body, read once. A body that breaks its framing (a bad chunk) is the client's error, a 400; a body
     left unread (refused before reading, or a route that takes none) closes the connection (serve.app)."""
     try:
@@ -56,19 +60,25 @@ def read_body() -> bytes:
         raise
     except Exception:  # the server's body reader: malformed chunked encoding, a client that went away
         raise BadRequest("the request body could not be read (malformed chunked transfer encoding?)") from None
-    g.body_read = True
+    request.environ[BODY_READ] = True
     return body
 
 
-def invoke(handler, settings: Settings, invocation: Invocation | None = None) -> Response:
-    """One invocation of a serve.handler.Handler on the current HTTP request, timed stage by stage into `invocation`
+def start_invocation(request: HttpRequest) -> Invocation:
+    """The request is an invocation (its answer is measured and carries a model's identity, serve.app)."""
+    invocation = request.environ[INVOCATION] = Invocation()
+    return invocation
+
+
+def invoke(handler, settings: Settings, request: HttpRequest, invocation: Invocation | None = None) -> Response:
+    """One invocation of a serve.handler.Handler on an HTTP request, timed stage by stage into `invocation`
     (serve.metrics), which also learns which model answered."""
     invocation = invocation or Invocation()
     invocation.identity = handler.identity
     length = request.content_length
     if length is not None and length > settings.max_payload_bytes:
         raise PayloadTooLarge(f"body of {length} bytes exceeds the {settings.max_payload_bytes}-byte limit")
-    body = read_body()
+    body = read_body(request)
     invocation.lap("ReadTime")
     if not body:
         return Response(status=204)
