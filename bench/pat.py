@@ -310,10 +310,13 @@ def bench_batcher(device: str, variant: str, duration_s: float, repeats: int) ->
 
 def estimate_cpu_study_s(variants: int, batches: int, repeats: int, budget_s: float, threads: bool) -> float:
     """Seconds when idle: the precision rows (2 precisions alternating, plus first calls and the float64 reference)
-    and the thread study (per variant: 2 conditions, 4 configurations and 2 Keras thread counts per repeat; workers'
-    start)."""
+    and the thread study (per variant: 2 conditions, each wait policy with 1 and 2 threads and 2 Keras thread counts
+    per repeat; workers' start)."""
+    from bench.pat_threads import POLICIES
+
     rows = variants * (15 + batches * repeats * 2 * (budget_s + 1.0))
-    return rows + (60 + variants * 2 * repeats * 6 * (budget_s + 0.5) if threads else 0)
+    per_repeat = 2 * len(POLICIES) + 2
+    return rows + (60 + variants * 2 * repeats * per_repeat * (budget_s + 0.5) if threads else 0)
 
 
 def cpu_study(args, budget_s: float, min_runs: int) -> int:
@@ -335,7 +338,7 @@ def cpu_study(args, budget_s: float, min_runs: int) -> int:
         print(f"thread settings, {', '.join(variants)} at batch 1 against Keras, idle and with one core busy:")
         threads = pat_threads.study(repeats, budget_s, OUT.parent / "logs", variants=tuple(variants))
         w = threads["winner"]
-        print(f"  best in the worst case: OMP_WAIT_POLICY={w['omp_wait_policy']}, SERVE_TORCH_THREADS="
+        print(f"  best in the worst case: {w['omp_wait_policy']} ({w['environment']}), SERVE_TORCH_THREADS="
               f"{w['torch_threads']} ({w['worst_condition_vs_keras']:.2f}x Keras)", flush=True)
     costs = {}
     for variant in variants:

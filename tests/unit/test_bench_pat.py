@@ -132,7 +132,8 @@ def test_the_thread_study_picks_the_setting_best_in_its_worst_condition_and_its_
     chosen = pat_threads.winner({"variants": {
         "PAT-S": {"conditions": {"idle": condition(1.4, 1.6), "busy": condition(1.1, 0.6)}},
         "PAT-L": {"conditions": {"idle": condition(1.05, 1.9), "busy": condition(1.2, 1.3)}}}})
-    assert chosen == {"omp_wait_policy": "PASSIVE", "torch_threads": 2, "worst_condition_vs_keras": 1.05,
+    assert chosen == {"omp_wait_policy": "PASSIVE", "environment": {"OMP_WAIT_POLICY": "PASSIVE"},
+                      "torch_threads": 2, "worst_condition_vs_keras": 1.05,
                       "at_least_keras": True}
     worker = pat_threads.OursWorker("ACTIVE")
     try:
@@ -142,3 +143,9 @@ def test_the_thread_study_picks_the_setting_best_in_its_worst_condition_and_its_
         assert len(answer["seconds"]) == 2 and all(s > 0 for s in answer["seconds"])
     finally:
         worker.close()
+    spinning = pat_threads.OursWorker("SPIN 10000")
+    try:
+        answer = spinning.ask(threads=1, budget_s=0.0, min_runs=1, variant="PAT-S")
+        assert (answer["omp_wait_policy"], answer["gomp_spincount"]) == (None, "10000")
+    finally:
+        spinning.close()
