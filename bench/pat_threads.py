@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -121,18 +122,35 @@ def study(repeats: int, budget_s: float, log_dir: Path, conditions=("idle", "bus
     return results
 
 
+@contextlib.contextmanager
+def alone(worker_, workers: list):
+    """The other workers stopped (SIGSTOP) while `worker_` is timed: an ACTIVE worker's OpenMP threads spin for
+    minutes after its turn, and would take the cores of every configuration timed after it."""
+    others = [other for other in workers if other is not worker_]
+    for other in others:
+        os.kill(other.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for other in others:
+            os.kill(other.process.pid, signal.SIGCONT)
+
+
 def measure(ours: dict, keras: dict, counts: list[int], repeats: int, plan: dict, x: str, busy: bool) -> dict:
     configs = [(policy, threads) for policy in POLICIES for threads in counts]
     p50s: dict = {f"{policy} {threads}": [] for policy, threads in configs}
     keras_p50s: dict = {threads: [] for threads in keras}
+    workers = [*ours.values(), *keras.values()]
     with BusyCore() if busy else contextlib.nullcontext():
         for repeat in range(repeats):
             order = configs if repeat % 2 == 0 else configs[::-1]
             for policy, threads in order:
-                seconds = ours[policy].ask(threads=threads, **plan)["seconds"]
+                with alone(ours[policy], workers):
+                    seconds = ours[policy].ask(threads=threads, **plan)["seconds"]
                 p50s[f"{policy} {threads}"].append(statistics.median(seconds) * 1e3)
             for threads, worker_ in keras.items():
-                seconds = worker_.ask(op="time", x=x, max_runs=200, **plan)["seconds"]
+                with alone(worker_, workers):
+                    seconds = worker_.ask(op="time", x=x, max_runs=200, **plan)["seconds"]
                 keras_p50s[threads].append(statistics.median(seconds) * 1e3)
     all_cores = max(keras)
     rows = {}

@@ -4,6 +4,7 @@ where no GPU is lent."""
 from __future__ import annotations
 
 import json
+import time
 
 from bench import pat
 
@@ -150,6 +151,21 @@ def test_the_thread_study_picks_the_eligible_setting_best_in_its_worst_condition
         assert len(answer["seconds"]) == 2 and all(s > 0 for s in answer["seconds"])
     finally:
         worker.close()
+    def state(pid, wanted):
+        for _ in range(200):
+            current = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            if (current == "T") == wanted:
+                return True
+            time.sleep(0.01)
+        return False
+
+    stopped = pat_threads.OursWorker("PASSIVE")
+    try:
+        with pat_threads.alone(worker, [worker, stopped]):  # the other worker makes no progress meanwhile
+            assert state(stopped.process.pid, True)
+        assert state(stopped.process.pid, False)
+    finally:
+        stopped.close()
     spinning = pat_threads.OursWorker("SPIN-THEN-SLEEP")
     try:
         answer = spinning.ask(threads=1, budget_s=0.0, min_runs=1, variant="PAT-S")
