@@ -78,7 +78,7 @@ def vectorized_rows(body: bytes) -> np.ndarray | None:
     try:
         for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
             numbers = orjson.loads(b"[" + data[start + 1:end] + b"]")
-            values[done:done + len(numbers)] = numbers
+            values[done:done + len(numbers)] = np.fromiter(numbers, np.float64, len(numbers))  # faster than from a list
             done += len(numbers)
     except (orjson.JSONDecodeError, TypeError, ValueError):  # not numbers
         return None
