@@ -134,3 +134,24 @@ def test_head_output_is_a_probability_per_row():
         probability = TaskHead().eval()(torch.randn(4, 96) * 10)
     assert probability.shape == (4,)
     assert ((probability >= 0) & (probability <= 1)).all()
+
+
+def test_fused_qkv_projection_equals_three_projections_and_follows_new_weights():
+    """Attention projects q, k and v with one matrix product (models.pat.network.SelfAttention._fused); the answer is
+    the three separate products', also after the weights change in place (as loading does)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(3)
+    attention = PatEncoder(spec_for("PAT-S")).blocks[0].attention.eval()
+    x = torch.randn(2, 40, attention.head_dim)
+
+    def separate():
+        out = F.scaled_dot_product_attention(attention._split(attention.q, x), attention._split(attention.k, x),
+                                             attention._split(attention.v, x))
+        return attention.o(out.transpose(1, 2).reshape(2, 40, -1))
+
+    with torch.no_grad():
+        torch.testing.assert_close(attention(x), separate(), rtol=0, atol=1e-5)
+        attention.k.weight.mul_(2.0)  # in place, as load_state_dict copies
+        attention.v.bias.add_(1.0)
+        torch.testing.assert_close(attention(x), separate(), rtol=0, atol=1e-5)
