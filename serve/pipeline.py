@@ -70,10 +70,9 @@ def start_invocation(request: HttpRequest) -> Invocation:
     return invocation
 
 
-def invoke(handler, settings: Settings, request: HttpRequest, invocation: Invocation | None = None) -> Response:
+def invoke(handler, settings: Settings, request: HttpRequest, invocation: Invocation) -> Response:
     """One invocation of a serve.handler.Handler on an HTTP request, timed stage by stage into `invocation`
     (serve.metrics), which also learns which model answered."""
-    invocation = invocation or Invocation()
     invocation.identity = handler.identity
     length = request.content_length
     if length is not None and length > settings.max_payload_bytes:
