@@ -3,9 +3,9 @@
     python -m bench.micro [--hard-cases 400000] [--calls 20000]
 
 1. CSV exactness on hard cases: decimal strings at and next to the halfway points between adjacent float64 values,
-   long mantissas, tiny and huge exponents, both signs; each parsed by `serve.csv_codec.decode_csv` (the
-   orjson fast path, in 500-row chunks; not its field-by-field fallback) must equal Python's correctly rounded `float()`. Prints how many were
-   checked and how many differed.
+   long mantissas, tiny and huge exponents, both signs; each parsed by `serve.csv_codec.decode_csv` (the simdjson
+   fast path, in 1,000-row chunks; not its field-by-field fallback) must equal Python's correctly rounded `float()`.
+   Prints how many were checked and how many differed.
 2. CSV parse time, fast path vs the field-by-field path (`field_by_field_rows`, which the fast one falls back to): one
    40-field row, and 10,000 rows with 3 % of fields missing (CPU time).
 3. Single-row predict on the example model: `Booster.inplace_predict` vs `models.xgboost.fast_predict.predict` (the same

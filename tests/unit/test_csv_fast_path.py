@@ -1,5 +1,6 @@
-"""decode_csv's vectorized path (orjson on the body rewritten as a JSON array) must agree, to the bit, with the
-field-by-field float() path on every body, and send every body it cannot read exactly to that path."""
+"""decode_csv's vectorized path (simdjson, or orjson for one row, on the body rewritten as a JSON array) must agree,
+to the bit, with the field-by-field float() path on every body, and send every body it cannot read exactly to that
+path."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def test_fast_path_agrees_with_float_per_field(body):
     expected, got = field_by_field(body), decoded(body)
     if isinstance(expected, str) or isinstance(got, str):
         assert expected == got
-    else:  # bit for bit, except that orjson reads an integer "-0" as 0 (no tree tells 0 from -0)
+    else:  # bit for bit, except that JSON parsers read an integer "-0" as 0 (an integer has no -0)
         assert got.shape == expected.shape
         assert np.array_equal(got, expected, equal_nan=True)
 
