@@ -177,6 +177,28 @@ def _ours_seconds(encoder, x, budget_s: float, min_runs: int, max_runs: int) -> 
     return seconds
 
 
+def _attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    """Q K^T and the weights times V: 2 B H N M D multiply-adds each, 4 B H N M D in all (softmax not counted)."""
+    batch, heads, queries, dim = query_shape
+    return 4 * batch * heads * queries * key_shape[2] * dim
+
+
+def encoder_flops(encoder, batch: int = 1) -> int:
+    """Floating-point operations of one encoder call on `batch` weeks, by torch's FLOP counter. In torch 2.13 the
+    counter has no formula for CPU attention (aten._scaled_dot_product_flash_attention_for_cpu, or
+    aten.scaled_dot_product_attention itself under inference mode) and would leave out most of the work, so
+    attention is counted analytically (`_attention_flops`)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    aten = torch.ops.aten
+    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
+               aten.scaled_dot_product_attention: _attention_flops}
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        encoder.encode(torch.zeros(batch, WEEK))
+    return counter.get_total_flops()
+
+
 def exact_tokens(encoder, weeks):
     """The same encoder and weights evaluated in float64, positional table included (float64 sin, cos and exp, never
     rounded to float32): the arithmetic both float32 encoders approximate."""

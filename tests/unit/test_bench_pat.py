@@ -172,3 +172,17 @@ def test_the_thread_study_picks_the_eligible_setting_best_in_its_worst_condition
         assert (answer["omp_wait_policy"], answer["gomp_spincount"]) == (None, None)  # libgomp's own default
     finally:
         spinning.close()
+
+
+def test_the_encoder_flop_count_includes_cpu_attention_and_matches_the_spec():
+    from bench.keras_peer import encoder_flops
+    from bench.pat import artifact
+
+    encoder = artifact("PAT-S").encoder.eval()
+    spec, batch = encoder.spec, 1
+    n, d, inner = 10080 // spec.patch_size, spec.embed_dim, spec.num_heads * spec.embed_dim
+    patches = 2 * batch * n * spec.patch_size * d
+    projections = 2 * batch * n * d * 3 * inner + 2 * batch * n * inner * d + 2 * 2 * batch * n * d * spec.ffn_dim
+    attention = 4 * batch * spec.num_heads * n * n * d  # Q K^T and the weights times V
+    analytic = patches + spec.num_layers * (projections + attention)
+    assert abs(encoder_flops(encoder, batch) - analytic) <= 0.02 * analytic
