@@ -217,3 +217,16 @@ def test_each_keras_row_gets_its_roof_at_the_higher_fp32_gemm_rate_and_each_spee
     add_roofs(partial)
     assert abs(partial["variants"]["PAT-M"]["batches"]["8"]["roof_ms"] - 213.33) < 0.01
 
+
+def test_the_keras_peer_run_prints_each_speed_goal_with_what_is_attainable(monkeypatch, capsys, tmp_path):
+    from bench import keras_peer
+
+    reported = [{"goal": "PAT-M batch 8: ours >= 2.0x Keras's speed", "value": 1.41, "met": False,
+                 "attainable": 1.99, "note": "beyond this CPU's fp32 GEMM rate"},
+                {"goal": "PAT-M tokens and embedding within 1e-4 of Keras", "value": 5e-5, "met": True}]
+    monkeypatch.setattr(keras_peer, "measure", lambda *args: {"goals": reported})
+    assert pat.main(["--peer", "keras", "--variants", "M", "--out", str(tmp_path / "k.json")]) == 0
+    printed = capsys.readouterr().out
+    assert ("[NOT MET] PAT-M batch 8: ours >= 2.0x Keras's speed: 1.41 (attainable 1.99x; beyond this CPU's fp32 "
+            "GEMM rate)") in printed
+    assert "[    MET] PAT-M tokens and embedding within 1e-4 of Keras: 5e-05\n" in printed
