@@ -383,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         report = keras_peer.measure([f"PAT-{v}" for v in args.variants], batches, 1 if args.quick else args.repeats,
                                     1.0 if args.quick else 3.0, out, OUT.parent / "logs")
         for goal in report["goals"]:
-            print(f"  [{'MET' if goal['met'] else 'NOT MET':>7}] {goal['goal']}: {goal['value']:.3g}")
+            roof = [f"attainable {goal['attainable']:.2f}x"] if goal.get("attainable") else []
+            roof += [goal["note"]] if "note" in goal else []
+            roof_text = f" ({'; '.join(roof)})" if roof else ""
+            print(f"  [{'MET' if goal['met'] else 'NOT MET':>7}] {goal['goal']}: {goal['value']:.3g}{roof_text}")
         print(f"wrote {out}")
         return 0
     budget, min_runs = (2.0, 1) if args.quick else (args.seconds, 3)

@@ -172,3 +172,61 @@ def test_the_thread_study_picks_the_eligible_setting_best_in_its_worst_condition
         assert (answer["omp_wait_policy"], answer["gomp_spincount"]) == (None, None)  # libgomp's own default
     finally:
         spinning.close()
+
+
+def test_the_encoder_flop_count_includes_cpu_attention_and_matches_the_spec():
+    from bench.keras_peer import encoder_flops
+    from bench.pat import artifact
+
+    encoder = artifact("PAT-S").encoder.eval()
+    spec, batch = encoder.spec, 1
+    n, d, inner = 10080 // spec.patch_size, spec.embed_dim, spec.num_heads * spec.embed_dim
+    patches = 2 * batch * n * spec.patch_size * d
+    projections = 2 * batch * n * d * 3 * inner + 2 * batch * n * inner * d + 2 * 2 * batch * n * d * spec.ffn_dim
+    attention = 4 * batch * spec.num_heads * n * n * d  # Q K^T and the weights times V
+    analytic = patches + spec.num_layers * (projections + attention)
+    assert abs(encoder_flops(encoder, batch) - analytic) <= 0.02 * analytic
+
+
+def _keras_results(gemm: dict) -> dict:
+    return {"gemm": gemm, "variants": {"PAT-M": {
+        "max_abs_diff_tokens": 5e-5, "max_abs_diff_embedding": 1e-6, "flops_per_week": 4_000_000_000,
+        "batches": {"1": {"ours_p50_ms": 40.0, "keras_p50_ms": 60.0, "speedup_median": 1.5},
+                    "8": {"ours_p50_ms": 250.0, "keras_p50_ms": 353.0, "speedup_median": 1.412}}}}}
+
+
+def test_each_keras_row_gets_its_roof_at_the_higher_fp32_gemm_rate_and_each_speed_goal_what_is_attainable():
+    from bench.keras_peer import add_roofs, goals
+
+    results = _keras_results({"size": 2048, "gflops_before": 150.0, "gflops_after": 180.0})
+    add_roofs(results)
+    assert results["gemm"]["gflops"] == 180.0
+    one, eight = (results["variants"]["PAT-M"]["batches"][b] for b in ("1", "8"))
+    assert eight["flops"] == 32_000_000_000 and abs(eight["roof_ms"] - 177.78) < 0.01  # 32 GFLOP at 180 GFLOP/s
+    assert abs(eight["ours_share_of_roof"] - 177.78 / 250) < 1e-4
+    assert abs(eight["attainable_speedup"] - 353 / 177.78) < 1e-3
+    assert abs(one["roof_ms"] - 22.22) < 0.01 and abs(one["attainable_speedup"] - 2.7) < 1e-3
+    speed = {goal["goal"]: goal for goal in goals(results) if "speed" in goal["goal"]}
+    batch1 = speed["PAT-M batch 1: ours >= 1.5x Keras's speed"]
+    batch8 = speed["PAT-M batch 8: ours >= 2.0x Keras's speed"]
+    assert batch1["met"] and batch1["attainable"] == one["attainable_speedup"] and "note" not in batch1
+    assert not batch8["met"] and batch8["attainable"] == eight["attainable_speedup"]
+    assert batch8["note"] == "beyond this CPU's fp32 GEMM rate"
+    # A run stopped before its last GEMM measurement uses the first.
+    partial = _keras_results({"size": 2048, "gflops_before": 150.0})
+    add_roofs(partial)
+    assert abs(partial["variants"]["PAT-M"]["batches"]["8"]["roof_ms"] - 213.33) < 0.01
+
+
+def test_the_keras_peer_run_prints_each_speed_goal_with_what_is_attainable(monkeypatch, capsys, tmp_path):
+    from bench import keras_peer
+
+    reported = [{"goal": "PAT-M batch 8: ours >= 2.0x Keras's speed", "value": 1.41, "met": False,
+                 "attainable": 1.99, "note": "beyond this CPU's fp32 GEMM rate"},
+                {"goal": "PAT-M tokens and embedding within 1e-4 of Keras", "value": 5e-5, "met": True}]
+    monkeypatch.setattr(keras_peer, "measure", lambda *args: {"goals": reported})
+    assert pat.main(["--peer", "keras", "--variants", "M", "--out", str(tmp_path / "k.json")]) == 0
+    printed = capsys.readouterr().out
+    assert ("[NOT MET] PAT-M batch 8: ours >= 2.0x Keras's speed: 1.41 (attainable 1.99x; beyond this CPU's fp32 "
+            "GEMM rate)") in printed
+    assert "[    MET] PAT-M tokens and embedding within 1e-4 of Keras: 5e-05\n" in printed
