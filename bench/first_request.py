@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{', '.join(f'{v:.2f}' for v in entry['steady_p50_ms'])} ms: {entry['median']:.2f}x "
                   f"[{entry['min']:.2f}-{entry['max']:.2f}] (goal <= {GOAL}: {'met' if entry['met'] else 'NOT met'})")
             if entry["controls"]:
-                print(f"{family}: {describe_controls(entry['controls'])} (medians over {entry['n']} repeat{'s' * (entry['n'] != 1)})")
+                print(f"{family}: {describe_controls(entry['controls'])} "
+                      f"(medians over {entry['n']} repeat{'s' * (entry['n'] != 1)})")
         else:
             print(f"{family}: {entry.get('skipped')}")
     args.out.write_text(json.dumps({"command": "python -m bench.first_request", **found}, indent=1) + "\n")

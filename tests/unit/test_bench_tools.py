@@ -139,6 +139,20 @@ def test_the_warm_server_controls_are_medians_over_repeats_beside_the_goal():
         {}, {"xgboost": {"model": "example", **first_request.summarize(plain)}})[0]
 
 
+def test_the_first_request_keeps_its_own_repeats_in_quick_runs_and_in_the_estimate(monkeypatch):
+    import dataclasses
+
+    from bench import suite
+
+    monkeypatch.setattr(suite.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    quick = suite.Plan.quick()
+    assert quick.repeats == 1 and quick.first_request_repeats == suite.Plan().first_request_repeats == 9
+    more = dataclasses.replace(quick, first_request_repeats=10)
+    added = suite.estimate_s(more, [], False, pat=False) - suite.estimate_s(quick, [], False, pat=False)
+    assert added == pytest.approx(suite.FIRST_REQUEST_S["xgboost"])
+    assert suite.estimate_s(more, [], False, first=False) == suite.estimate_s(quick, [], False, first=False)
+
+
 def test_the_lean_baseline_answers_what_the_booster_predicts(tmp_path, monkeypatch):
     import importlib
     import sys
