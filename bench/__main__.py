@@ -2,10 +2,11 @@
 
 Systems: ours (CSV and JSON), MLServer (REST V2; its venv is made under build/peers/ on first use), the naive
 bring-your-own baseline, the lean naive one (bench/baselines/lean_byo.py) and the in-process floor, interleaved; then
-the first request after /ping 200 against the steady p50 (XGBoost and PAT-S, a fresh server per repeat:
-bench.first_request); then PAT against the authors' Keras encoder (bench.keras_peer; its venv is made on first use
-too). Issue 20's ratio goals are printed with the CPU model and its bfloat16 flags. It prints how long it will take
-before starting, scaled by the load average per CPU. --busy keeps one core busy with a background process throughout.
+the first request after /ping 200 against the steady p50 (XGBoost and PAT-S, a fresh server per repeat, 9 by
+default and with --quick: --first-repeats; bench.first_request); then PAT against the authors' Keras encoder
+(bench.keras_peer; its venv is made on first use too). Issue 20's ratio goals are printed with the CPU model and its
+bfloat16 flags. It prints how long it will take before starting, scaled by the load average per CPU. --busy keeps one
+core busy with a background process throughout.
 Needs wrk (`apt-get install wrk`), matplotlib and pandas (`pip install -e .[bench]`); Docker figures are skipped with
 a reason when no engine or image is there (`./build.sh build xgboost`).
 """
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-first-request", action="store_true",
                         help="skip the first request after /ping against the steady p50 (XGBoost and PAT)")
     parser.add_argument("--no-pat", action="store_true", help="measure the first request on XGBoost only")
+    parser.add_argument("--first-repeats", type=int,
+                        help=f"fresh servers per family for the first request (default {first_request_bench.REPEATS}, "
+                             "--quick too)")
     parser.add_argument("--busy", action="store_true", help="keep one core busy with a background process")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     parser.add_argument("--xgboost-image", default="xgboost-inference:latest")
@@ -69,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: wrk is needed for the concurrent load (apt-get install wrk)", file=sys.stderr)
         return 2
     plan = suite.Plan.quick() if args.quick else suite.Plan()
-    plan = dataclasses.replace(plan, **{k: v for k, v in (("repeats", args.repeats), ("models", tuple(args.models or ())))
-                                        if v})
+    given = (("repeats", args.repeats), ("models", tuple(args.models or ())),
+             ("first_request_repeats", args.first_repeats))
+    plan = dataclasses.replace(plan, **{k: v for k, v in given if v})
     args.out.mkdir(parents=True, exist_ok=True)
     log_dir = args.out / "logs"
     log_dir.mkdir(exist_ok=True)
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: about {estimate / 60:.0f} minutes at the present load average ({os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs; {plan.repeats} repeats of "
           f"{', '.join(plan.models)}; {', '.join(kind.name for kind in kinds)}, floor"
-          f"{', first request' if first else ''}{'' if args.no_docker else ', containers'}"
+          f"{f', first request ({plan.first_request_repeats} fresh servers each)' if first else ''}"
+          f"{'' if args.no_docker else ', containers'}"
           f"{', Keras: ' + ' '.join(plan.keras_variants) if keras else ''}"
           f"), plus any one-time venv or model training", flush=True)
     started = time.perf_counter()
@@ -105,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         primary = models["example"] if "example" in models else next(iter(models.values()))
         first_request = {"skipped": "--no-first-request"}
         if first:
-            first_request = first_request_bench.run(primary, plan.repeats, plan.first_request_steady, args.out, log_dir,
-                                                     pat=not args.no_pat)
+            first_request = first_request_bench.run(primary, plan.first_request_repeats, plan.first_request_steady,
+                                                     args.out, log_dir, pat=not args.no_pat)
         containers = {"skipped": "--no-docker"}
         if not args.no_docker:
             pat_dir = ROOT / "build" / "models" / "pat"

@@ -6,6 +6,8 @@ import json
 import statistics
 from pathlib import Path
 
+from bench.first_request import describe_controls
+
 METRICS = {  # name -> (path in one server's result, unit, higher is better)
     "single-row p50": (("single_row", "p50_ms"), "ms", False),
     "single-row p99": (("single_row", "p99_ms"), "ms", False),
@@ -123,7 +125,8 @@ def _spread(entry: dict | None, absent: str) -> dict:
 
 
 def ratio_goals(summary: dict, first: dict | None = None) -> list[dict]:
-    """The ratio goals per model, then the first request / steady p50 per family (bench.first_request)."""
+    """The ratio goals per model, then the first request / steady p50 per family (bench.first_request), its
+    warm-server controls in the note."""
     out = []
     for model, metrics in summary.items():
         for goal, metric, key, limit, higher, models in RATIO_GOALS:
@@ -139,6 +142,8 @@ def ratio_goals(summary: dict, first: dict | None = None) -> list[dict]:
         out.append({"goal": "first request after /ping 200 / steady p50", "model": f"{family} ({entry['model']})",
                     "limit": entry["goal"], "higher_is_better": False, "met": entry.get("met"),
                     **_spread(entry if "median" in entry else None, entry.get("skipped", "not measured"))})
+        if entry.get("controls"):
+            out[-1]["note"] = describe_controls(entry["controls"])
     return out
 
 

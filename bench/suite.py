@@ -31,6 +31,7 @@ class Plan:
     keras_variants: tuple[str, ...] = ("PAT-S", "PAT-M", "PAT-L")  # PAT against the authors' Keras encoder
     keras_budget_s: float = 3.0  # per side and figure (at least 3 calls)
     first_request_steady: tuple[int, int] = first_request.STEADY  # keep-alive requests for the steady p50
+    first_request_repeats: int = first_request.REPEATS  # fresh servers per family (quick too: the ratio is noisy)
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -247,7 +248,7 @@ def estimate_s(plan: Plan, kinds: list, docker: bool, keras: bool = False, probe
     weights = {"example": 1.0, "large": 2.0}
     total = plan.repeats * sum(per_model * weights.get(name, 1.0) for name in plan.models)
     if first:
-        total += plan.repeats * (FIRST_REQUEST_S["xgboost"] + (FIRST_REQUEST_S["pat"] if pat else 0.0))
+        total += plan.first_request_repeats * (FIRST_REQUEST_S["xgboost"] + (FIRST_REQUEST_S["pat"] if pat else 0.0))
     if docker:
         total += plan.image_starts * 2 + plan.load_requests / 2000 + plan.pat_starts * 4 + 10
     if keras:

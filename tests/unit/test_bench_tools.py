@@ -4,6 +4,7 @@ issue 20's goals, the first-request and CPU-split measures and the lean baseline
 from __future__ import annotations
 
 import json
+import time
 import numpy as np
 import orjson
 import pytest
@@ -113,6 +114,45 @@ def test_first_request_goal_is_the_median_ratio_of_fresh_servers():
     assert goals[1]["note"] == "--no-pat"
 
 
+def _run_with_controls(ratio: float, new_connection: float, idle: dict[float, float]) -> dict:
+    return {"first_ms": ratio, "steady": {"p50_ms": 1.0}, "ratio": ratio,
+            "warm_new_connection": {"p50_ms": new_connection, "ratio": new_connection, "count": 10},
+            "after_idle": [{"gap_s": gap, "p50_ms": r, "ratio": r, "count": 5} for gap, r in idle.items()]}
+
+
+def test_the_warm_server_controls_are_medians_over_repeats_beside_the_goal():
+    runs = [_run_with_controls(3.0, 1.2, {0.01: 2.0, 0.1: 4.0}),
+            _run_with_controls(1.5, 1.0, {0.1: 3.0, 0.01: 2.5}),  # gaps in another order: matched by gap, not place
+            _run_with_controls(1.8, 1.1, {0.01: 2.4, 0.1: 3.6})]
+    summary = first_request.summarize(runs)
+    assert (summary["median"], summary["met"]) == (1.8, True)  # the goal is still first / steady alone
+    controls = summary["controls"]
+    assert controls["warm_new_connection"] == {"median": 1.1, "min": 1.0, "max": 1.2, "n": 3}
+    assert controls["after_idle"] == [{"gap_s": 0.01, "median": 2.4, "min": 2.0, "max": 2.5, "n": 3},
+                                      {"gap_s": 0.1, "median": 3.6, "min": 3.0, "max": 4.0, "n": 3}]
+    line = "warm-server controls / steady p50: new connection 1.10x, after 10 ms idle 2.40x, after 100 ms idle 3.60x"
+    assert first_request.describe_controls(controls) == line
+    goal, = report.ratio_goals({}, {"xgboost": {"model": "example", **summary}})
+    assert (goal["median"], goal["met"], goal["note"]) == (1.8, True, line)
+    plain = [{k: v for k, v in run.items() if k not in ("warm_new_connection", "after_idle")} for run in runs]
+    assert first_request.summarize(plain)["controls"] == {} and "note" not in report.ratio_goals(
+        {}, {"xgboost": {"model": "example", **first_request.summarize(plain)}})[0]
+
+
+def test_the_first_request_keeps_its_own_repeats_in_quick_runs_and_in_the_estimate(monkeypatch):
+    import dataclasses
+
+    from bench import suite
+
+    monkeypatch.setattr(suite.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    quick = suite.Plan.quick()
+    assert quick.repeats == 1 and quick.first_request_repeats == suite.Plan().first_request_repeats == 9
+    more = dataclasses.replace(quick, first_request_repeats=10)
+    added = suite.estimate_s(more, [], False, pat=False) - suite.estimate_s(quick, [], False, pat=False)
+    assert added == pytest.approx(suite.FIRST_REQUEST_S["xgboost"])
+    assert suite.estimate_s(more, [], False, first=False) == suite.estimate_s(quick, [], False, first=False)
+
+
 def test_the_lean_baseline_answers_what_the_booster_predicts(tmp_path, monkeypatch):
     import importlib
     import sys
@@ -137,7 +177,7 @@ def test_the_first_request_is_timed_on_a_fresh_server_apart_from_the_steady_ones
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    answered, stopped = [], []
+    answered, stopped, seen = [], [], []  # seen: (client port, arrival) per request
 
     class Cold(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -145,6 +185,7 @@ def test_the_first_request_is_timed_on_a_fresh_server_apart_from_the_steady_ones
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
             answered.append(self.headers["Content-Type"])
+            seen.append((self.client_address[1], time.monotonic()))
             if len(answered) == 1:
                 threading.Event().wait(0.2)  # the cold first request
             self.send_response(200)
@@ -168,10 +209,26 @@ def test_the_first_request_is_timed_on_a_fresh_server_apart_from_the_steady_ones
 
     case = first_request.Case("xgboost", Fake, [b"1,2", b"3,4"], "text/csv", steady=20, warmup=2)
     run = first_request.measure(case, workers=2)
-    assert stopped == [True] and len(answered) == 2 + 2 + 20 and set(answered) == {"text/csv"}
+    new, gaps, idle = first_request.NEW_CONNECTIONS, first_request.IDLE_GAPS_S, first_request.IDLE_REQUESTS
+    assert stopped == [True] and len(answered) == 2 + 2 + 20 + new + len(gaps) * idle
+    assert set(answered) == {"text/csv"}
     assert run["first_ms"] >= 200 and len(run["first_per_connection_ms"]) == 2
     assert run["steady"]["count"] == 20 and run["steady"]["p50_ms"] < 200
     assert run["ratio"] == run["first_ms"] / run["steady"]["p50_ms"]
+    # controls, after the steady requests: each on its own new connection, then the kept one after each idle gap
+    kept = seen[2][0]
+    assert {port for port, _ in seen[2:24]} == {kept}
+    controls = seen[24:24 + new]
+    assert len({port for port, _ in controls}) == new and kept not in {port for port, _ in controls}
+    assert run["warm_new_connection"]["count"] == new
+    assert run["warm_new_connection"]["ratio"] == run["warm_new_connection"]["p50_ms"] / run["steady"]["p50_ms"]
+    after = seen[24 + new - 1:]  # each idle request, with the request before it
+    assert {port for port, _ in after[1:]} == {kept}
+    waited = [later - earlier for (_, earlier), (_, later) in zip(after, after[1:])]
+    assert [entry["gap_s"] for entry in run["after_idle"]] == list(gaps)
+    assert all(w >= gap for w, gap in zip(waited, [g for g in gaps for _ in range(idle)]))
+    assert all(entry["count"] == idle and entry["ratio"] == entry["p50_ms"] / run["steady"]["p50_ms"]
+               for entry in run["after_idle"])
 
 
 def test_the_app_cpu_split_runs_requests_through_our_wsgi_app(tmp_path):
