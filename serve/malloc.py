@@ -13,8 +13,8 @@ import ctypes
 import ctypes.util
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
-MMAP_THRESHOLD = 16 * 1024 * 1024
-TRIM_THRESHOLD = 32 * 1024 * 1024
+MMAP_THRESHOLD = 32 * 1024 * 1024  # the largest mallopt(3) documents for 64-bit systems
+TRIM_THRESHOLD = 64 * 1024 * 1024
 
 
 def keep_freed_memory() -> bool:
