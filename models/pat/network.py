@@ -22,6 +22,10 @@ FFN_DIM = 256
 DROPOUT = 0.1
 LAYER_NORM_EPS = 1e-6
 HEAD_HIDDEN = 128
+# Attention projects q, k and v for a group of heads at a time, so that each group's q, k and v stay under this many
+# bytes, well under malloc's mmap threshold (32 MiB in the serving process: serve.malloc). A block above it is mapped
+# afresh on every call, and the first write to each of its pages costs a page fault.
+GROUP_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -130,22 +134,39 @@ class SelfAttention(nn.Module):
         return proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
     def _fused(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """q, k and v's weights and biases side by side, for one matrix product instead of three (fewer, larger
-        products: each costs a wake-up of the thread team). Rebuilt when a weight changes (loading copies in place)."""
+        """q, k and v's weights and biases in one matrix, head by head (each head's q, k and v rows together), for one
+        matrix product per group of heads instead of three (fewer, larger products: each costs a wake-up of the thread
+        team). Rebuilt when a weight changes (loading copies in place)."""
         params = (self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias)
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         if getattr(self, "_fused_key", None) != key:
+            heads, width = self.num_heads, self.head_dim
             with torch.no_grad():
-                self._fused_params = (torch.cat(params[:3]), torch.cat(params[3:]))
+                weight = torch.stack([w.view(heads, width, -1) for w in params[:3]], dim=1)
+                bias = torch.stack([b.view(heads, width) for b in params[3:]], dim=1)
+                self._fused_params = (weight.reshape(3 * heads * width, -1), bias.reshape(-1))
             self._fused_key = key
         return self._fused_params
+
+    def heads_per_group(self, batch: int, length: int, element_size: int) -> int:
+        """How many heads one matrix product projects: as many as keep their q, k and v under GROUP_BYTES."""
+        per_head = batch * length * 3 * self.head_dim * element_size
+        return max(1, min(self.num_heads, GROUP_BYTES // per_head))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
         weight, bias = self._fused()
-        qkv = F.linear(x, weight, bias).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-        return self.o(out.transpose(1, 2).reshape(batch, length, -1))
+        width, group = self.head_dim, self.heads_per_group(batch, length, x.element_size())
+        heads = None  # (B, N, H, width): every head's output, side by side for the output projection
+        for first in range(0, self.num_heads, group):
+            count = min(group, self.num_heads - first)
+            rows = slice(3 * width * first, 3 * width * (first + count))
+            qkv = F.linear(x, weight[rows], bias[rows]).view(batch, length, count, 3, width).permute(3, 0, 2, 1, 4)
+            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+            if heads is None:
+                heads = out.new_empty(batch, length, self.num_heads, width)
+            heads[:, :, first:first + count] = out.transpose(1, 2)
+        return self.o(heads.view(batch, length, -1))
 
     def attention_received(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N): attention each key patch receives, summed over queries, averaged over heads.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.pat.network import EncoderSpec, PatEncoder, TaskHead, sinusoidal_encoding, spec_for
+from models.pat.network import GROUP_BYTES, EncoderSpec, PatEncoder, TaskHead, sinusoidal_encoding, spec_for
 from models.pat.weights import load_encoder, load_head
 from tests.unit import pat_reference as ref
 
@@ -155,3 +155,27 @@ def test_fused_qkv_projection_equals_three_projections_and_follows_new_weights()
         attention.k.weight.mul_(2.0)  # in place, as load_state_dict copies
         attention.v.bias.add_(1.0)
         torch.testing.assert_close(attention(x), separate(), rtol=0, atol=1e-5)
+
+
+def test_attention_in_head_groups_equals_all_heads_at_once(monkeypatch):
+    """Under a small GROUP_BYTES, q, k and v are projected a few heads at a time (their blocks stay small enough for
+    malloc to reuse); the answer is the one of all heads in one product."""
+    from models.pat import network
+
+    torch.manual_seed(4)
+    attention = PatEncoder(spec_for("PAT-M")).blocks[0].attention.eval()
+    x = torch.randn(3, 50, attention.head_dim)
+    with torch.no_grad():
+        whole = attention(x)
+        per_head = 3 * 50 * 3 * attention.head_dim * 4
+        monkeypatch.setattr(network, "GROUP_BYTES", 5 * per_head)  # groups of 5, 5 and 2 of the 12 heads
+        assert attention.heads_per_group(3, 50, 4) == 5
+        torch.testing.assert_close(attention(x), whole, rtol=0, atol=1e-6)
+
+
+def test_a_week_at_batch_8_is_projected_in_groups_under_the_limit():
+    attention = PatEncoder(spec_for("PAT-M")).blocks[0].attention
+    per_head = 8 * 560 * 3 * attention.head_dim * 4
+    group = attention.heads_per_group(8, 560, 4)
+    assert 1 <= group < attention.num_heads and group * per_head <= GROUP_BYTES
+    assert PatEncoder(spec_for("PAT-S")).blocks[0].attention.heads_per_group(1, 560, 4) == 6  # one product
