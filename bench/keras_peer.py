@@ -183,18 +183,24 @@ def _attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> in
     return 4 * batch * heads * queries * key_shape[2] * dim
 
 
-def encoder_flops(encoder, batch: int = 1) -> int:
-    """Floating-point operations of one encoder call on `batch` weeks, by torch's FLOP counter. In torch 2.13 the
-    counter has no formula for CPU attention (aten._scaled_dot_product_flash_attention_for_cpu, or
-    aten.scaled_dot_product_attention itself under inference mode) and would leave out most of the work, so
-    attention is counted analytically (`_attention_flops`)."""
+def flop_counter():
+    """torch's FLOP counter, with attention counted analytically (`_attention_flops`): in torch 2.13 it has no formula
+    for CPU attention (aten._scaled_dot_product_flash_attention_for_cpu, or aten.scaled_dot_product_attention itself
+    under inference mode) and would leave out most of the work."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
     mapping = {aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
                aten.scaled_dot_product_attention: _attention_flops}
-    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def encoder_flops(encoder, batch: int = 1) -> int:
+    """Floating-point operations of one encoder call on `batch` weeks (`flop_counter`)."""
+    import torch
+
+    with torch.inference_mode(), flop_counter() as counter:
         encoder.encode(torch.zeros(batch, WEEK))
     return counter.get_total_flops()
 

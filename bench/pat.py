@@ -123,11 +123,12 @@ def matmul_flops_per_s(device: torch.device, size: int, budget_s: float) -> floa
 
 
 def flops_per_week(model: PatArtifact) -> int:
-    """Floating-point operations of one week's encoder pass and heads, by torch's FLOP counter."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """Floating-point operations of one week's encoder pass and heads, by torch's FLOP counter with attention counted
+    analytically (bench.keras_peer.flop_counter)."""
+    from bench.keras_peer import flop_counter
 
     x = torch.zeros(1, WEEK_MINUTES)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), flop_counter() as counter:
         embedding = model.encoder.embed(x)
         for head in model.heads.values():
             head(embedding)

@@ -226,10 +226,13 @@ def print_keras(keras: dict) -> None:
               f"{entry['max_abs_diff_embedding']:.2e}; from float64 math: ours {exact.get('ours', float('nan')):.2e}, "
               f"Keras {exact.get('keras', float('nan')):.2e}")
         for batch, row in entry["batches"].items():
+            roof = (f"; roof {_fmt(row['roof_ms'])} ms at the fp32 GEMM rate, at most {row['attainable_speedup']:.2f}x "
+                    f"attainable" if "roof_ms" in row else "")
             print(f"    batch {batch}: ours {_fmt(row['ours_p50_ms'])} ms, Keras {_fmt(row['keras_p50_ms'])} ms per "
-                  f"call: {row['speedup_median']:.2f}x [{row['speedup_min']:.2f}-{row['speedup_max']:.2f}]")
+                  f"call: {row['speedup_median']:.2f}x [{row['speedup_min']:.2f}-{row['speedup_max']:.2f}]{roof}")
     for goal in keras["goals"]:
-        print(f"  [{'MET' if goal['met'] else 'NOT MET':>7}] {goal['goal']}: {goal['value']:.3g}")
+        attainable = f" (attainable {goal['attainable']:.2f}x)" if goal.get("attainable") else ""
+        print(f"  [{'MET' if goal['met'] else 'NOT MET':>7}] {goal['goal']}: {goal['value']:.3g}{attainable}")
 
 
 def other_benchmarks(directory: Path, own: set[str]) -> dict:

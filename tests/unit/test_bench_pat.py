@@ -19,7 +19,7 @@ def test_the_precision_benchmark_runs_end_to_end_and_writes_its_figures(tmp_path
     assert sorted(runs) == [("float32", 1), ("fp16", 1)]
     for run in runs.values():
         assert run["variant"] == "PAT-S" and run["runs"] >= 3 and run["weeks_per_s"] > 0 and run["p50_ms"] > 0
-        assert run["flops_per_week"] > 1e7 and run["share_of_matmul_rate"] > 0
+        assert run["flops_per_week"] > 1.0e9 and run["share_of_matmul_rate"] > 0  # attention counted: ~70 % of it
     # fp16 embeddings differ from float32 ones, a little (embeddings are of magnitude ~1).
     assert 0 < report["fp16_vs_float32_embedding_max_abs_diff"]["PAT-S"] < 0.1
     goals = report["goals"]
@@ -51,12 +51,14 @@ def test_the_report_prints_the_keras_comparison_and_its_goals(capsys):
         "max_abs_diff_tokens": 6.5e-5, "max_abs_diff_embedding": 7e-7,
         "tokens_vs_float64": {"ours": 3e-5, "keras": 5e-5},
         "batches": {"1": {"ours_p50_ms": 30.0, "keras_p50_ms": 51.0, "speedup_median": 1.7, "speedup_min": 1.6,
-                          "speedup_max": 1.8}}}},
-             "goals": [{"goal": "PAT-S batch 1: ours >= 1.5x Keras's speed", "value": 1.7, "met": True}]}
+                          "speedup_max": 1.8, "roof_ms": 20.0, "attainable_speedup": 2.55}}}},
+             "goals": [{"goal": "PAT-S batch 1: ours >= 1.5x Keras's speed", "value": 1.7, "met": True,
+                        "attainable": 2.55}]}
     report.print_keras(keras)
     printed = capsys.readouterr().out
     assert "from float64 math: ours 3.00e-05, Keras 5.00e-05" in printed and "1.70x [1.60-1.80]" in printed
-    assert "[    MET] PAT-S batch 1" in printed
+    assert "roof 20.0 ms at the fp32 GEMM rate, at most 2.55x attainable" in printed
+    assert "[    MET] PAT-S batch 1: ours >= 1.5x Keras's speed: 1.7 (attainable 2.55x)" in printed
     plan = suite.Plan.quick()
     assert suite.estimate_s(plan, [], False, keras=True) > suite.estimate_s(plan, [], False)
 
