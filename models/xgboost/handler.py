@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from serve import codecs
+from serve import codecs, json_codec
 from serve.errors import BadRequest
 from serve.handler import Handler, Request
 
@@ -121,6 +121,10 @@ class XGBoostHandler(Handler):
             return len(saver.submit(obj.save_raw, "ubj").result())
 
     def input_fn(self, body: bytes, request: Request) -> Any:
+        if request.content_type == codecs.JSON:
+            rows = json_codec.numeric_rows(body)  # rows of numbers, the common batch: no Python float per value
+            if rows is not None:
+                return rows
         if request.content_type == codecs.LIBSVM and self.settings.family.libsvm_one_based:
             request = replace(request, params={"indexing": "1", **request.params})
         return super().input_fn(body, request)
