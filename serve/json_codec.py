@@ -27,13 +27,21 @@ def decode_json(body: bytes, params: Mapping[str, str]) -> Any:
     return _json(body)
 
 
+# null is read as this number, then set to NaN, when the body holds exactly as many of that value as it holds nulls:
+# any model that reads float32 refuses a value this large anyway, and a body that holds it takes decode_json.
+_NULL_AS = b"-1.2345e300"
+_NULL_VALUE = float(_NULL_AS)
+
+
 def numeric_rows(body: bytes) -> np.ndarray | None:
-    """`{"instances": [[number, ...], ...]}`, nothing else in it and every row as wide, as float64 rows parsed in C++
-    (simdjson, correctly rounded like orjson and float()); None for any other document, which decode_json then reads
-    (null values, request options beside "instances", named features, an integer beyond 64 bits, invalid JSON)."""
+    """`{"instances": [[number or null, ...], ...]}`, nothing else in it and every row as wide, as float64 rows (null:
+    NaN) parsed in C++ (simdjson, correctly rounded like orjson and float()); None for any other document, which
+    decode_json then reads (request options beside "instances", named features, strings, an integer beyond 64 bits,
+    invalid JSON)."""
+    nulls = body.count(b"null")
     parser = simdjson.Parser()
     try:
-        document = parser.parse(body)
+        document = parser.parse(body.replace(b"null", _NULL_AS) if nulls else body)
         if not isinstance(document, simdjson.Object) or len(document) != 1 or "instances" not in document:
             return None
         instances = document["instances"]
@@ -48,6 +56,11 @@ def numeric_rows(body: bytes) -> np.ndarray | None:
     # as_buffer flattens nested arrays: a row holding an array would add a "[" beyond the rows' own.
     if len(widths) != 1 or min(widths) < 1 or values.size != rows * min(widths) or body.count(b"[") != rows + 1:
         return None
+    if nulls:
+        missing = values == _NULL_VALUE
+        if np.count_nonzero(missing) != nulls:
+            return None
+        values = np.where(missing, np.nan, values)
     return values.reshape(rows, -1)
 
 

@@ -49,11 +49,15 @@ def test_what_the_fast_path_reads_equals_orjson_and_numpy(doc):
 def test_rows_of_numbers_take_the_fast_path(rows):
     body = orjson.dumps({"instances": rows})
     assert numeric_rows(body).tobytes() == np.array(rows, dtype=np.float64).tobytes()
+    with_missing = [[None if i == j else value for j, value in enumerate(row)] for i, row in enumerate(rows)]
+    body = orjson.dumps({"instances": with_missing})  # null: a missing value, NaN
+    assert numeric_rows(body).tobytes() == np.array(with_missing, dtype=np.float64).tobytes()
 
 
 @pytest.mark.parametrize("body", [
     b'{"instances": [[[], 5], [[1, 2], 3]]}',  # as many leaves as a 2x2 table, one row holding an array
-    b'{"instances": [[1, 2], [3]]}', b'{"instances": [[1, null]]}', b'{"instances": [[1, true]]}',
+    b'{"instances": [[1, 2], [3]]}', b'{"instances": [[1, -1.2345e300, null]]}', b'{"instances": [[1, true]]}',
+    b'{"instances": [[null, 2], [null]]}',
     b'{"instances": [["1", 2]]}', b'{"instances": [[1, 2]], "top_k": 3}', b'{"instances": []}', b'{"instances": [[]]}',
     b'{"instances": [1, 2]}', b'[[1, 2]]', b'{"instances": [[1e400]]}', b'{"instances": [[18446744073709551616]]}',
     b'{"instances": [[1, 2]]', b'\xff', b'{"instances": [{"features": [1]}]}', b'{"instances": [[1]], "instances": [[2]]}'])
