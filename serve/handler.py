@@ -5,7 +5,7 @@ serves requests through the four hooks of AWS's inference toolkit, so a user's `
 (serve.user_hooks):
 
     model_fn(model_dir) -> model
-    input_fn(body, request) -> data          # decoders[request.content_type]
+    input_fn(body, request) -> data          # decode(): decoders[request.content_type]
     predict_fn(data, model, request) -> output
     output_fn(output, request) -> Output     # encoders[request.accept]
 
@@ -82,8 +82,13 @@ class Handler:
         """A model from a user's model_fn, in the form this handler's predict_fn serves (called once, at load)."""
         return model
 
-    def input_fn(self, body: bytes, request: Request) -> Any:
+    def decode(self, body: bytes, request: Request) -> Any:
+        """The body as this family decodes it: what a user's predict_fn gets when inference.py has no input_fn."""
         return self.decoders[request.content_type](body, request.params)
+
+    def input_fn(self, body: bytes, request: Request) -> Any:
+        """What this handler's own predict_fn takes: `decode`'s data, or the same values in a faster form."""
+        return self.decode(body, request)
 
     def predict_fn(self, data: Any, model: Any, request: Request) -> Any:
         raise NotImplementedError

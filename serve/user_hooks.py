@@ -96,8 +96,8 @@ class ScriptHandler(Handler):
     def input_fn(self, body: bytes, request: Request) -> Any:
         if "transform_fn" in self.hooks:
             return body
-        if "input_fn" not in self.hooks:
-            return self.inner.input_fn(body, request)
+        if "input_fn" not in self.hooks:  # a user's predict_fn gets the decoded body, as in AWS's toolkit
+            return self.inner.input_fn(body, request) if self.inner_predicts else self.inner.decode(body, request)
         try:
             return self.hooks["input_fn"](body, request.content_type_header or request.content_type)
         except ServeError:

@@ -85,10 +85,10 @@ class PatHandler(Handler):
                 return self._adopted
         raise TypeError(f"model_fn returned a {type(model).__name__}; the PAT predict_fn needs a PatArtifact")
 
-    def input_fn(self, body: bytes, request: Request) -> PatRequest:
+    def decode(self, body: bytes, request: Request) -> PatRequest:
         if request.content_type == codecs.CSV:
             check_csv_text(body)
-        return as_request(super().input_fn(body, request), request)
+        return as_request(super().decode(body, request), request)
 
     def predict_fn(self, data: Any, model: Any, request: Request) -> Any:
         model = self.as_model(model)

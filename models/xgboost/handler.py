@@ -120,14 +120,17 @@ class XGBoostHandler(Handler):
         with ThreadPoolExecutor(1) as saver:
             return len(saver.submit(obj.save_raw, "ubj").result())
 
+    def decode(self, body: bytes, request: Request) -> Any:
+        if request.content_type == codecs.LIBSVM and self.settings.family.libsvm_one_based:
+            request = replace(request, params={"indexing": "1", **request.params})
+        return super().decode(body, request)
+
     def input_fn(self, body: bytes, request: Request) -> Any:
-        if request.content_type == codecs.JSON:
+        if request.content_type == codecs.JSON:  # for predict_fn below; a user's predict_fn gets decode's document
             rows = json_codec.numeric_rows(body)  # rows of numbers, the common batch: no Python float per value
             if rows is not None:
                 return rows
-        if request.content_type == codecs.LIBSVM and self.settings.family.libsvm_one_based:
-            request = replace(request, params={"indexing": "1", **request.params})
-        return super().input_fn(body, request)
+        return self.decode(body, request)
 
     def predict_fn(self, data: Any, model: Any, request: Request) -> Any:
         model, keys = as_model(model), self.settings.family.inference_output

@@ -165,3 +165,23 @@ def test_a_failing_input_fn_echoes_no_header_value(tmp_path, outcome_dir):
     with pytest.raises(BadRequest) as refused:
         handler.input_fn(b"1,2", request)
     assert "could not decode" in str(refused.value) and "zq-marker" not in str(refused.value)
+
+
+def test_a_user_predict_fn_gets_the_decoded_document_and_the_handlers_own_the_fast_form(tmp_path, outcome_dir):
+    """Without an input_fn in inference.py, a user's predict_fn gets the JSON document as decoded (null as None, as
+    AWS's toolkit gives it), never the float64 rows the XGBoost handler reads for its own predict_fn."""
+    body, request = b'{"instances": [[1.0, null, 3.0, 4.0]]}', Request(content_type=codecs.JSON, accept=codecs.JSON)
+    user = build_handler(Settings(model_dir=with_script(tmp_path / "user", outcome_dir, """
+        def predict_fn(data, model):
+            return [len(data["instances"][0])]
+    """)))
+    assert user.input_fn(body, request) == {"instances": [[1.0, None, 3.0, 4.0]]}
+    assert user.predict_fn(user.input_fn(body, request), user.model, request) == [4]
+    own = build_handler(Settings(model_dir=with_script(tmp_path / "own", outcome_dir, """
+        import pathlib, xgboost as xgb
+
+        def model_fn(model_dir):
+            return xgb.Booster(model_file=str(pathlib.Path(model_dir, "xgboost-model")))
+    """)))
+    rows = own.input_fn(body, request)
+    assert isinstance(rows, np.ndarray) and np.isnan(rows[0, 1])
