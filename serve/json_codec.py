@@ -38,6 +38,8 @@ def numeric_rows(body: bytes) -> np.ndarray | None:
     NaN) parsed in C++ (simdjson, correctly rounded like orjson and float()); None for any other document, which
     decode_json then reads (request options beside "instances", named features, strings, an integer beyond 64 bits,
     invalid JSON)."""
+    if body.startswith(b"\xef\xbb\xbf"):  # simdjson skips a byte order mark; orjson, and so decode_json, refuses it
+        return None
     nulls = body.count(b"null")
     parser = simdjson.Parser()
     try:

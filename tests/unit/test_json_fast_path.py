@@ -60,6 +60,6 @@ def test_rows_of_numbers_take_the_fast_path(rows):
     b'{"instances": [[null, 2], [null]]}',
     b'{"instances": [["1", 2]]}', b'{"instances": [[1, 2]], "top_k": 3}', b'{"instances": []}', b'{"instances": [[]]}',
     b'{"instances": [1, 2]}', b'[[1, 2]]', b'{"instances": [[1e400]]}', b'{"instances": [[18446744073709551616]]}',
-    b'{"instances": [[1, 2]]', b'\xff', b'{"instances": [{"features": [1]}]}', b'{"instances": [[1]], "instances": [[2]]}'])
+    b'{"instances": [[1, 2]]', b'\xff', b'\xef\xbb\xbf{"instances": [[1, 2]]}', b'{"instances": [{"features": [1]}]}', b'{"instances": [[1]], "instances": [[2]]}'])
 def test_other_documents_are_left_to_decode_json(body):
     assert numeric_rows(body) is None
