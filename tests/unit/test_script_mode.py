@@ -181,7 +181,7 @@ def test_a_user_predict_fn_gets_the_decoded_document_and_the_handlers_own_the_fa
         import pathlib, xgboost as xgb
 
         def model_fn(model_dir):
-            return xgb.Booster(model_file=str(pathlib.Path(model_dir, "xgboost-model")))
+            return xgb.Booster(model_file=bytearray(pathlib.Path(model_dir, "xgboost-model").read_bytes()))
     """)))
     rows = own.input_fn(body, request)
     assert isinstance(rows, np.ndarray) and np.isnan(rows[0, 1])
