@@ -183,6 +183,16 @@ def _attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> in
     return 4 * batch * heads * queries * key_shape[2] * dim
 
 
+def with_serving_wait_policy(env: dict) -> dict:
+    """`env` with the OpenMP wait policy the image sets (serve.settings.apply_process_defaults): ours is timed as it
+    serves. libgomp reads it once, when torch loads, so it must be in a process's environment from its start."""
+    from serve.settings import apply_process_defaults
+
+    defaults: dict = {}
+    apply_process_defaults(defaults)
+    return {**env, "OMP_WAIT_POLICY": defaults["OMP_WAIT_POLICY"]}
+
+
 def flop_counter():
     """torch's FLOP counter, with attention counted analytically (`_attention_flops`): in torch 2.13 it has no formula
     for CPU attention (aten._scaled_dot_product_flash_attention_for_cpu, or aten.scaled_dot_product_attention itself

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from bench import pat
 
@@ -232,3 +233,23 @@ def test_the_keras_peer_run_prints_each_speed_goal_with_what_is_attainable(monke
     assert ("[NOT MET] PAT-M batch 8: ours >= 2.0x Keras's speed: 1.41 (attainable 1.99x; beyond this CPU's fp32 "
             "GEMM rate)") in printed
     assert "[    MET] PAT-M tokens and embedding within 1e-4 of Keras: 5e-05\n" in printed
+
+
+def test_the_keras_comparison_runs_in_a_process_of_its_own_with_the_images_wait_policy():
+    """libgomp reads OMP_WAIT_POLICY once, when torch loads: `python -m bench` runs the comparison as `python -m
+    bench.pat --peer keras` in a process started with the policy the image sets, with the plan's repeats and budget."""
+    import sys
+
+    from bench import __main__ as bench_main
+    from bench import keras_peer, suite
+    from serve.settings import apply_process_defaults
+
+    image: dict = {}
+    apply_process_defaults(image)
+    env = keras_peer.with_serving_wait_policy({"OMP_WAIT_POLICY": "ACTIVE", "PATH": "/bin"})
+    assert env == {"OMP_WAIT_POLICY": image["OMP_WAIT_POLICY"], "PATH": "/bin"}
+    quick = bench_main.keras_command(suite.Plan.quick(), Path("/tmp/k.json"))
+    assert quick == [sys.executable, "-m", "bench.pat", "--peer", "keras", "--variants", "S", "--batches", "1", "8",
+                     "--quick", "--repeats", "1", "--out", "/tmp/k.json"]
+    full = bench_main.keras_command(suite.Plan(), Path("/tmp/k.json"))
+    assert full[6:9] == ["S", "M", "L"] and "--quick" not in full and full[full.index("--repeats") + 1] == "3"
