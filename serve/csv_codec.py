@@ -12,6 +12,7 @@ import simdjson
 
 from serve.charset import check_charset, utf8_text
 from serve.errors import BadRequest, UnsupportedMediaType
+from serve.json_codec import NOT_NUMBERS, float64s
 from serve.output_forms import scores
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -79,10 +80,10 @@ def vectorized_rows(body: bytes) -> np.ndarray | None:
     bounds = np.concatenate(([-1], newlines[_CHUNK_ROWS - 1::_CHUNK_ROWS], [len(data)]))
     try:
         for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            numbers = np.frombuffer(parser.parse(b"[" + data[start + 1:end] + b"]").as_buffer(of_type="d"))
+            numbers = float64s(parser.parse(b"[" + data[start + 1:end] + b"]"))
             values[done:done + numbers.size] = numbers
             done += numbers.size
-    except (ValueError, TypeError, RuntimeError):  # not numbers, or an integer beyond 64 bits (float() reads it)
+    except NOT_NUMBERS:  # the slow path reads what it can (an integer beyond 64 bits) and says what it cannot
         return None
     values[empty] = np.nan
     return values.reshape(rows, width)

@@ -27,6 +27,17 @@ def decode_json(body: bytes, params: Mapping[str, str]) -> Any:
     return _json(body)
 
 
+# What simdjson raises for a document that is not numbers: ValueError (not JSON, a number out of range), TypeError (a
+# value that is not a number), RuntimeError (an integer beyond 64 bits, which float() still reads).
+NOT_NUMBERS = (ValueError, TypeError, RuntimeError)
+
+
+def float64s(array: simdjson.Array) -> np.ndarray:
+    """A parsed array's numbers, nested arrays flattened, as float64s (in C++: no Python object per number); raises
+    one of NOT_NUMBERS for any other value."""
+    return np.frombuffer(array.as_buffer(of_type="d"), np.float64)
+
+
 # null is read as this number, then set to NaN, when the body holds exactly as many of that value as it holds nulls:
 # any model that reads float32 refuses a value this large anyway, and a body that holds it takes decode_json.
 _NULL_AS = b"-1.2345e300"
@@ -50,12 +61,12 @@ def numeric_rows(body: bytes) -> np.ndarray | None:
         if not isinstance(instances, simdjson.Array) or not len(instances):
             return None
         widths = {len(row) if isinstance(row, simdjson.Array) else -1 for row in instances}
-        values = np.frombuffer(instances.as_buffer(of_type="d"), np.float64)  # every leaf a number, or it raises
-    except (ValueError, TypeError, RuntimeError, KeyError):
+        values = float64s(instances)
+    except (*NOT_NUMBERS, KeyError):
         return None
     rows = len(instances)
     del instances, document  # the parser is free again
-    # as_buffer flattens nested arrays: a row holding an array would add a "[" beyond the rows' own.
+    # float64s flattens nested arrays: a row holding an array would add a "[" beyond the rows' own.
     if len(widths) != 1 or min(widths) < 1 or values.size != rows * min(widths) or body.count(b"[") != rows + 1:
         return None
     if nulls:
