@@ -216,16 +216,12 @@ def encoder_flops(encoder, batch: int = 1) -> int:
 
 
 def fp32_gemm_rate(size: int, budget_s: float) -> float:
-    """FLOP/s of a size x size float32 matmul on torch's current threads, run for about `budget_s`."""
+    """FLOP/s of a size x size float32 matmul on the CPU, on torch's current threads, run for about `budget_s`."""
     import torch
 
-    a, b = (torch.randn(size, size) for _ in range(2))
-    torch.matmul(a, b)
-    runs, started = 0, time.perf_counter()
-    while runs < 3 or time.perf_counter() - started < budget_s:
-        torch.matmul(a, b)
-        runs += 1
-    return 2 * size ** 3 * runs / (time.perf_counter() - started)
+    from bench.machine import matmul_flops_per_s
+
+    return matmul_flops_per_s(torch.device("cpu"), size, budget_s, torch.float32)
 
 
 def add_roofs(results: dict) -> None:

@@ -93,3 +93,19 @@ class BusyCore:
     def __exit__(self, *exc) -> None:
         self.process.kill()
         self.process.wait()
+
+
+def matmul_flops_per_s(device, size: int, budget_s: float, dtype=None) -> float:
+    """The device's matmul rate on size x size matrices, on torch's current threads, run for about `budget_s` (fp16 by
+    default: what a GPU's tensor cores give a plain GEMM)."""
+    import torch
+
+    a, b = (torch.randn(size, size, device=device, dtype=dtype or torch.float16) for _ in range(2))
+    torch.matmul(a, b)
+    runs, started = 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - started < budget_s:
+        torch.matmul(a, b)
+        runs += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return 2 * size ** 3 * runs / (time.perf_counter() - started)

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.machine import Window, cpu_info
+from bench.machine import Window, cpu_info, matmul_flops_per_s
 from models.pat.artifact import ArtifactConfig, PatArtifact, Standardization, save_artifact
 from models.pat.network import PatEncoder, TaskHead, spec_for
 from models.pat.runner import WEEK_MINUTES, BatchKey, BatchRunner, choose_device
@@ -108,19 +108,6 @@ def bench_forward(device: torch.device, variants: list[str], batches: list[int],
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
-
-
-def matmul_flops_per_s(device: torch.device, size: int, budget_s: float) -> float:
-    """The device's fp16 matmul rate on size x size matrices (what its tensor cores give a plain GEMM)."""
-    a, b = (torch.randn(size, size, device=device, dtype=torch.float16) for _ in range(2))
-    torch.matmul(a, b)
-    runs, started = 0, time.perf_counter()
-    while runs < 3 or time.perf_counter() - started < budget_s:
-        torch.matmul(a, b)
-        runs += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return 2 * size ** 3 * runs / (time.perf_counter() - started)
 
 
 def flops_per_week(model: PatArtifact) -> int:
