@@ -81,6 +81,20 @@ class DiscardingSocket:
         self.sent += data
 
 
+class SettledConfig:
+    """gunicorn's settings as a worker reads them: each looked up once, then kept. A worker's settings never change
+    after it forks (a reload starts new workers), and gunicorn's parser, environ and response read some twenty of them
+    per request through Config.__getattr__."""
+
+    def __init__(self, cfg):
+        self._cfg = cfg
+
+    def __getattr__(self, name):
+        value = getattr(self._cfg, name)
+        setattr(self, name, value)
+        return value
+
+
 class ServeWorker(Worker):
     """A poller thread that reads every connection and hands each whole request to a pool of `threads` threads."""
 
@@ -88,6 +102,7 @@ class ServeWorker(Worker):
     _heartbeat = float("-inf")  # when the heartbeat was last written (time.monotonic)
 
     def init_process(self) -> None:
+        self.cfg = SettledConfig(self.cfg)
         settings = self.app.settings  # serve.server.Server
         self.read_timeout, self.max_body = settings.read_timeout_seconds, settings.max_payload_bytes
         self.poller = selectors.DefaultSelector()
