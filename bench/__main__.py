@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench import first_request as first_request_bench, load, machine, mlserver_peer, report, stages, suite, systems, \
-    venvs
+from bench import first_request as first_request_bench, load, machine, mlserver_peer, paired, report, stages, suite, \
+    systems, venvs
 from bench.mlserver_peer import MLServer
 from bench.models import prepare
 
@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                 kinds.remove(MLServer)
         measured = time.perf_counter()
         runs = suite.interleaved(models, plan, log_dir, kinds)
+        (log_dir / "paired").mkdir(exist_ok=True)  # apart: the stage split reads the interleaved servers' logs
+        single_pairs = {name: paired.measure(model, suite.Payloads.make(model), kinds, log_dir / "paired",
+                                             plan.paired_rounds, plan.paired_burst) for name, model in models.items()}
         primary = models["example"] if "example" in models else next(iter(models.values()))
         first_request = {"skipped": "--no-first-request"}
         if first:
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     import xgboost
 
     summary = report.summarize(runs)
+    for name, figures in single_pairs.items():
+        summary[name].update(paired.summarize(figures))
     cpu_info = machine.cpu_info()
     result = {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "containers": containers,
         "pat_vs_keras": pat_vs_keras,
         "runs": runs,
+        "paired_single_row": single_pairs,
         "stages": stages.split(list(log_dir.glob("*.log"))),  # our servers' own metric records, per log
         "other_benchmarks": report.other_benchmarks(
             args.out, OWN_FILES | ({KERAS_FILE} if keras else set()) | ({FIRST_FILE} if first else set())),

@@ -32,12 +32,14 @@ class Plan:
     keras_budget_s: float = 3.0  # per side and figure (at least 3 calls)
     first_request_steady: tuple[int, int] = first_request.STEADY  # keep-alive requests for the steady p50
     first_request_repeats: int = first_request.REPEATS  # fresh servers per family (quick too: the ratio is noisy)
+    paired_rounds: int = 10  # single-row bursts on every server in turn (bench.paired)
+    paired_burst: int = 600  # requests per burst and client
 
     @classmethod
     def quick(cls) -> "Plan":
         return cls(repeats=1, models=("example",), sequential=500, load_seconds=2, large_requests=3, image_starts=1,
                    load_requests=5000, pat_starts=1, keras_variants=("PAT-S",), keras_budget_s=1.0,
-                   first_request_steady=(200, 20))
+                   first_request_steady=(200, 20), paired_rounds=6, paired_burst=300)
 
 
 @dataclass
@@ -246,7 +248,10 @@ def estimate_s(plan: Plan, kinds: list, docker: bool, keras: bool = False, probe
     per_model = sum(FIXED_S.get(k, 5.0) + 2 * (plan.load_seconds + 1) + (plan.sequential + 100) * PER_REQUEST_S.get(
         k, 0.004) for k in keys) + plan.sequential * 0.0004 + 3
     weights = {"example": 1.0, "large": 2.0}
-    total = plan.repeats * sum(per_model * weights.get(name, 1.0) for name in plan.models)
+    # bench.paired, once per model: every system's start, then its bursts by the Python client and by wrk
+    paired = sum(FIXED_S.get(k.name, 5.0) + plan.paired_rounds * plan.paired_burst * 2 * PER_REQUEST_S.get(
+        k.name, 0.004) for k in kinds)
+    total = sum((plan.repeats * per_model + paired) * weights.get(name, 1.0) for name in plan.models)
     if first:
         total += plan.first_request_repeats * (FIRST_REQUEST_S["xgboost"] + (FIRST_REQUEST_S["pat"] if pat else 0.0))
     if docker:

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from bench import first_request, machine, micro, protocols, report, syscalls
+from bench import first_request, machine, micro, paired, protocols, report, syscalls
 
 ROWS = np.array([[1.5, np.nan, -2.25e-7], [0.1, 3.0, np.nan]])
 
@@ -85,8 +85,16 @@ def test_ratio_goals_are_medians_of_ratios_within_each_repeat():
                       # repeat 2 was slow for both: within the repeat ours is still 0.2x
                       "lean": [_server(5.0, 100, 1.5), _server(10.0, 120, 1.5), _server(2.5, 80, 1.5)]}}
     goals = {(g["model"], g["goal"]): g for g in report.ratio_goals(report.summarize(runs))}
+    assert goals["example", "single-row p50 / lean naive's"]["note"] == "lean not measured"  # only bench.paired's
+    summary = report.summarize(runs)
+    # round 2 was slow for both: within the round ours is still 0.2x
+    summary["example"].update(paired.summarize({paired.METRIC: {"ours": [1.0, 2.0, 1.0], "lean": [5.0, 10.0, 2.5]},
+                                                paired.WRK_METRIC: {"ours": [1.0], "lean": [3.0]}}))
+    goals = {(g["model"], g["goal"]): g for g in report.ratio_goals(summary)}
     p50 = goals["example", "single-row p50 / lean naive's"]
     assert (p50["min"], p50["median"], p50["max"], p50["n"]) == (0.2, 0.2, 0.4, 3) and p50["met"] is True
+    by_wrk = goals["example", "single-row p50 / lean naive's, by wrk -c1 (information)"]
+    assert by_wrk["median"] == 1 / 3 and by_wrk["met"] is None and by_wrk["note"] == "for information"
     c8 = goals["example", "8-connection throughput / lean naive's"]
     assert c8["median"] == 3.0 and c8["met"] is True and c8["higher_is_better"]  # at the limit is met
     assert goals["example", "10,000-row CSV / in-process floor"]["median"] == 1.2
@@ -151,6 +159,47 @@ def test_the_first_request_keeps_its_own_repeats_in_quick_runs_and_in_the_estima
     added = suite.estimate_s(more, [], False, pat=False) - suite.estimate_s(quick, [], False, pat=False)
     assert added == pytest.approx(suite.FIRST_REQUEST_S["xgboost"])
     assert suite.estimate_s(more, [], False, first=False) == suite.estimate_s(quick, [], False, first=False)
+
+
+def test_paired_rounds_time_every_server_in_turn_alternating_the_order(monkeypatch, tmp_path):
+    timed, stopped = [], []
+
+    class Kind:
+        protocols = (protocols.CSV,)
+
+        def __init__(self, model_dir, log_dir):
+            self.name = type(self).__name__.lower()
+
+        def stop(self):
+            stopped.append(self.name)
+
+    class Ours(Kind):
+        pass
+
+    class Lean(Kind):
+        pass
+
+    def fake(client):
+        def p50(server, protocol, bodies, count):
+            timed.append((server.name, client, count))
+            return {"ours": 1.0, "lean": 4.0}[server.name]
+        return p50
+
+    monkeypatch.setattr(paired, "_python_p50_ms", fake("python"))
+    monkeypatch.setattr(paired, "_wrk_p50_ms", fake("wrk"))
+
+    class Model:
+        name, model_dir = "example", tmp_path
+
+    class Payloads:
+        def for_protocol(self, protocol):
+            return [b"1,2\n"], b""
+
+    figures = paired.measure(Model(), Payloads(), [Ours, Lean], tmp_path, rounds=3, burst=7)
+    assert [name for name, client, _ in timed if client == "python"] == ["ours", "lean", "lean", "ours", "ours", "lean"]
+    assert {count for *_, count in timed} == {7} and len(timed) == 12
+    assert figures[paired.METRIC] == {"ours": [1.0] * 3, "lean": [4.0] * 3} and stopped == ["ours", "lean"]
+    assert paired.summarize(figures)[paired.METRIC]["ours/lean"]["median"] == 0.25
 
 
 def test_the_lean_baseline_answers_what_the_booster_predicts(tmp_path, monkeypatch):
