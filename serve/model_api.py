@@ -15,7 +15,8 @@ multi-model-server gave, since SageMaker and existing clients read those; errors
                                           `max_results` (or MMS's `limit`; 1-1000, default 100), `next_page_token`.
     GET    /models/{name}                 the model's description (memory, load time, invocations); 404.
     DELETE /models/{name}                 200 {"status": "Model \"name\" unregistered"}; 404; 409 while it first loads.
-    POST   /models/{name}/invoke          the /invocations pipeline on that model; 404 "Model not found: name".
+    POST   /models/{name}/invoke          the /invocations pipeline on that model; 404 when it is not loaded (an
+                                          invocation's errors never name the model it sent).
     POST   /invocations                   X-Amzn-SageMaker-Target-Model names the model (exact model_name; it may be
                                           left out while exactly one model is loaded, as MMS allowed).
 """

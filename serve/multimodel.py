@@ -69,6 +69,14 @@ def _shown(name: str) -> str:
     return name if len(name) <= 200 else name[:200] + "..."
 
 
+def _called(model: "Model", invoked: bool, first: bool = False) -> str:
+    """How an error names a model (`first`: at the start of a sentence): by its name to the management API
+    (SageMaker's platform loaded it by that name); not by name to an invocation, whose errors never echo what its
+    request sent (the target model header)."""
+    called = "the target model" if invoked else f"model {_shown(model.name)}"
+    return called[0].upper() + called[1:] if first else called
+
+
 # --- the registry -------------------------------------------------------------------------------------------------
 
 
@@ -226,7 +234,7 @@ class ModelRegistry:
             with self._lock:
                 model = self._models.get(name)
                 if model is None:
-                    raise NotFound(f"Model not found: {_shown(name)}")
+                    raise NotFound("Model not found: the target model is not loaded")
                 if model.handler is not None:
                     model.in_flight += 1
                     model.invocations += 1
@@ -262,22 +270,24 @@ class ModelRegistry:
     def _load(self, model: Model, acquire: bool) -> Handler:
         """Load (or reload) a model within the budget, register it, and count one invocation in flight if asked."""
         if not model.url.is_dir():
-            raise NotFound(f"Model not found: no model directory at {model.url}")
+            raise NotFound("Model not found: the target model's directory is gone" if acquire
+                           else f"Model not found: no model directory at {model.url}")
         with self._load_lock:
             with self._lock:
-                evicted = self._evict_for(model.memory_bytes or directory_bytes(model.url), model)
+                evicted = self._evict_for(model.memory_bytes or directory_bytes(model.url), model, acquire)
             self._close(evicted)
-            handler, charged, seconds = self._build(model)
+            handler, charged, seconds = self._build(model, acquire)
             failure = None
             with self._lock:
                 try:
-                    evicted = self._evict_for(charged, model)
+                    evicted = self._evict_for(charged, model, acquire)
                 except InsufficientMemory as error:
                     evicted, failure = [handler], error
                 else:
                     if not self._register(model, handler, charged, seconds, acquire):
                         evicted.append(handler)
-                        failure = NotFound(f"Model not found: {_shown(model.name)} was unloaded while it reloaded")
+                        failure = NotFound(f"Model not found: {_called(model, acquire)} was unloaded while it "
+                                           "reloaded")
             self._close(evicted)
         if failure:
             raise failure
@@ -285,16 +295,17 @@ class ModelRegistry:
                                         "load_seconds": round(seconds, 4)})
         return handler
 
-    def _build(self, model: Model) -> tuple[Handler, int, float]:
+    def _build(self, model: Model, invoked: bool) -> tuple[Handler, int, float]:
         """The model's handler, the bytes it keeps, and the seconds it took to load."""
         started = time.perf_counter()
         try:
             handler = build_handler(self.settings, model.url, target=model.name)
         except MemoryError:
-            raise InsufficientMemory(f"not enough memory to load model {_shown(model.name)}") from None
+            raise InsufficientMemory(f"not enough memory to load {_called(model, invoked)}") from None
         except ModelLoadError as error:
             log.warning("model load failed", extra={"model": model.name, "reason": error.message})
-            raise UnservableModel(f"Model {_shown(model.name)} cannot be served: {error.message}") from None
+            raise UnservableModel(f"{_called(model, invoked, first=True)} cannot be served: {error.message}") \
+                from None
         return handler, handler.model_bytes(), time.perf_counter() - started
 
     def _register(self, model: Model, handler: Handler, charged: int, seconds: float, acquire: bool) -> bool:
@@ -310,13 +321,13 @@ class ModelRegistry:
         self._memory_in_use += charged
         return True
 
-    def _evict_for(self, needed: int, model: Model) -> list[Handler]:
+    def _evict_for(self, needed: int, model: Model, invoked: bool) -> list[Handler]:
         """Detach the least recently used idle models until `needed` more bytes fit the budget (the lock is held);
         their handlers, to close. Raises InsufficientMemory, evicting nothing, when they would not fit even so."""
         if not self.budget:
             return []
         if needed > self.budget:
-            raise InsufficientMemory(f"Model {_shown(model.name)} needs {_mib(needed)} MiB, more than the "
+            raise InsufficientMemory(f"{_called(model, invoked, first=True)} needs {_mib(needed)} MiB, more than the "
                                      f"{_mib(self.budget)} MiB budget for all models (SERVE_MODEL_MEMORY_MB)")
         free = self.budget - self._memory_in_use
         victims = []
@@ -328,7 +339,7 @@ class ModelRegistry:
                 free += other.memory_bytes
         if free < needed:
             raise InsufficientMemory(
-                f"Model {_shown(model.name)} needs {_mib(needed)} MiB and only {_mib(free)} MiB of the "
+                f"{_called(model, invoked, first=True)} needs {_mib(needed)} MiB and only {_mib(free)} MiB of the "
                 f"{_mib(self.budget)} MiB budget can be freed: the other models are busy")
         for victim in victims:
             victim.evictions += 1

@@ -261,7 +261,7 @@ def test_unload_a_model(client, root):
 def test_invoking_an_unknown_model_is_404_model_not_found(client):
     response = invoke(client, "nope")
     assert response.status_code == 404
-    assert response.get_json() == {"error": "Model not found: nope", "code": 404}
+    assert response.get_json() == {"error": "Model not found: the target model is not loaded", "code": 404}
 
 
 def test_invocations_picks_the_model_from_the_target_model_header(client, root, answers):

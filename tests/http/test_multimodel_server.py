@@ -72,7 +72,8 @@ def test_three_models_through_both_routes(server, root, answers):
     assert requests.get(server.url + "/models/m1").json()["invocations"] == 2
     assert requests.delete(server.url + "/models/m1").status_code == 200
     missing = requests.post(server.url + "/models/m1/invoke", data=BODY, headers=CSV)
-    assert missing.status_code == 404 and missing.json() == {"error": "Model not found: m1", "code": 404}
+    assert missing.status_code == 404 and missing.json() == {"error": "Model not found: the target model is not loaded",
+                                                            "code": 404}
 
 
 def test_failures_answer_in_json_and_harm_nothing(server, root, answers):

@@ -172,9 +172,12 @@ def test_bad_page_tokens_are_refused(models):
 
 def test_unknown_models_are_not_found(models):
     registry = registry_for(models)
-    for call in (registry.describe, registry.unload, lambda name: predict(registry, name)):
+    for call in (registry.describe, registry.unload):  # the management API names the model, as MMS does
         with pytest.raises(NotFound, match="Model not found: nope"):
             call("nope")
+    with pytest.raises(NotFound) as invoked:  # an invocation never echoes the target model it sent
+        predict(registry, "nope")
+    assert invoked.value.message == "Model not found: the target model is not loaded"
 
 
 def test_the_target_may_be_left_out_only_while_one_model_is_loaded(models):
@@ -252,7 +255,7 @@ def test_a_model_unloaded_while_it_reloads_stays_unloaded(big_models):
     registry.unload("gated")
     (gated / "open").touch()
     invocation.join(30)
-    assert outcome == ["Model not found: gated was unloaded while it reloaded"]
+    assert outcome == ["Model not found: the target model was unloaded while it reloaded"]
     assert registry.page()["models"] == [{"modelName": "b1", "modelUrl": str(big_models / "b1" / "model")}]
     assert registry.memory_in_use == 0  # b1 was evicted to make room for the reload; the reload was dropped
 
