@@ -304,8 +304,9 @@ class ModelRegistry:
             raise InsufficientMemory(f"not enough memory to load {_called(model, invoked)}") from None
         except ModelLoadError as error:
             log.warning("model load failed", extra={"model": model.name, "reason": error.message})
-            raise UnservableModel(f"{_called(model, invoked, first=True)} cannot be served: {error.message}") \
-                from None
+            if invoked:  # the loader's reason may quote the model's directory, named after the model
+                raise UnservableModel("The target model cannot be served; the server log says why") from None
+            raise UnservableModel(f"Model {_shown(model.name)} cannot be served: {error.message}") from None
         return handler, handler.model_bytes(), time.perf_counter() - started
 
     def _register(self, model: Model, handler: Handler, charged: int, seconds: float, acquire: bool) -> bool:

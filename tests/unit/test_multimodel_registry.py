@@ -239,6 +239,22 @@ def test_an_evicted_model_reloads_when_invoked(big_models):
     assert registry.memory_in_use <= registry.budget
 
 
+def test_a_failed_reload_on_an_invocation_does_not_name_the_model(big_models, tmp_path):
+    """The loader's reason quotes the model's directory, which SageMaker names after the model: an invocation's 422
+    says neither; the log line has the reason."""
+    name = "zq-secret-86420"
+    model_dir = make_model(tmp_path, name, 5, script=model_script(mib=4))
+    registry = registry_for(tmp_path, 6 * MIB)
+    registry.load(name, str(model_dir))
+    make_model(tmp_path, "other", 6, script=model_script(mib=4))
+    registry.load("other", str(tmp_path / "other" / "model"))  # evicts the first
+    assert registry.describe(name)["status"] == "evicted"
+    (model_dir / "code" / "inference.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(UnservableModel) as failed:
+        predict(registry, name)
+    assert failed.value.message == "The target model cannot be served; the server log says why"
+
+
 def test_a_model_unloaded_while_it_reloads_stays_unloaded(big_models):
     gated = make_model(big_models, "gated", 9, script=model_script(mib=4, gated=True))
     (gated / "open").touch()
