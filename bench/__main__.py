@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 kinds.remove(MLServer)
         measured = time.perf_counter()
         runs = suite.interleaved(models, plan, log_dir, kinds)
-        (log_dir / "paired").mkdir(exist_ok=True)  # apart: the stage split reads the interleaved servers' logs
+        # their logs apart: the stage split reads the interleaved servers' logs
         single_pairs = {name: paired.measure(model, suite.Payloads.make(model), kinds, log_dir / "paired",
                                              plan.paired_rounds, plan.paired_burst) for name, model in models.items()}
         primary = models["example"] if "example" in models else next(iter(models.values()))

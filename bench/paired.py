@@ -3,7 +3,8 @@ burst on each, in turn (the order alternating), so that each round's ratio compa
 
 The interleaved repeats (bench.suite) time one system for most of a minute before the next starts; on a shared VM
 whose speed drifts by a factor of two within minutes, a ratio of two such figures measures the drift as much as the
-servers. Here a round's bursts are a second or two apart, and the ratio is the median over rounds.
+servers. Here a round's bursts are seconds apart (a few for the slowest baseline), and the ratio is the median over
+rounds.
 
 Each burst is timed twice: by the bench's Python client (bench.client, the figure the goals use, as before: a real
 client's view, including the reconnection a server that closes each connection costs), and by wrk with one
@@ -19,8 +20,6 @@ from bench import load
 from bench.client import Client
 from bench.report import spread
 
-ROUNDS, BURST = 10, 600  # rounds, and requests per burst and client
-QUICK_ROUNDS, QUICK_BURST = 6, 300
 METRIC = "single-row p50, paired"  # the summary's entries (bench.report), by client
 WRK_METRIC = "single-row p50, paired, wrk -c1"
 
@@ -38,12 +37,14 @@ def _wrk_p50_ms(server, protocol, bodies: list[bytes], count: int) -> float:
                     content_type=protocol.content_type, accept=protocol.accept)["p50_ms"]
 
 
-def measure(model, payloads, kinds: list, log_dir: Path, rounds: int = ROUNDS, burst: int = BURST) -> dict:
-    """{metric: {system: [p50 ms per round]}} for ours (in CSV) and each other kind in its own protocol."""
+def measure(model, payloads, kinds: list, log_dir: Path, rounds: int, burst: int) -> dict:
+    """{metric: {system: [p50 ms per round]}} for ours (in CSV) and each other kind in its own protocol; `burst`
+    requests per burst and client. The servers' logs go to log_dir/<model>/."""
+    (log_dir / model.name).mkdir(parents=True, exist_ok=True)
     servers = []
     try:
         for kind in kinds:
-            servers.append(kind(model.model_dir, log_dir))
+            servers.append(kind(model.model_dir, log_dir / model.name))
         figures = {METRIC: {s.name: [] for s in servers}, WRK_METRIC: {s.name: [] for s in servers}}
         for index in range(rounds):
             print(f"bench: paired single-row round {index + 1}/{rounds}, {model.name} model", flush=True)
@@ -55,7 +56,10 @@ def measure(model, payloads, kinds: list, log_dir: Path, rounds: int = ROUNDS, b
         return figures
     finally:
         for server in servers:
-            server.stop()
+            try:
+                server.stop()
+            except Exception as error:  # stop the others all the same
+                print(f"bench: stopping {server.name} failed: {error}", flush=True)
 
 
 def summarize(figures: dict) -> dict:
@@ -67,6 +71,6 @@ def summarize(figures: dict) -> dict:
         ours = systems.get("ours", [])
         for name, values in systems.items():
             if name != "ours":
-                entry[f"ours/{name}"] = spread([a / b for a, b in zip(ours, values) if b])
+                entry[f"ours/{name}"] = spread([a / b for a, b in zip(ours, values) if a is not None and b])
         out[metric] = entry
     return out

@@ -177,7 +177,7 @@ def print_report(report: dict) -> None:
         systems = [k for k in next(iter(metrics.values())) if k != "unit" and "/" not in k]
         ratios = [k for k in next(iter(metrics.values())) if k.startswith("ours/")]
         print(f"\n== {model} model: {report['models'][model]}  (median [min-max] over {report['plan']['repeats']} "
-              f"interleaved repeats; ratios taken within each repeat)")
+              f"interleaved repeats; ratios taken within each repeat; the paired rows: over bench.paired's rounds)")
         print(f"{'metric':<16}{'unit':>7}" + "".join(f"{k:>20}" for k in systems) + "".join(f"{k:>15}" for k in ratios))
         for metric, entry in metrics.items():
             cells = []
