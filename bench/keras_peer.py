@@ -207,11 +207,14 @@ def flop_counter():
 
 
 def encoder_flops(encoder, batch: int = 1) -> int:
-    """Floating-point operations of one encoder call on `batch` weeks (`flop_counter`)."""
+    """Floating-point operations of one encoder call on `batch` weeks (`flop_counter`), after a first call: what is
+    computed once from the weights (the attention's folded maps) is not part of a call."""
     import torch
 
-    with torch.inference_mode(), flop_counter() as counter:
-        encoder.encode(torch.zeros(batch, WEEK))
+    with torch.inference_mode():
+        encoder.encode(torch.zeros(1, WEEK))
+        with flop_counter() as counter:
+            encoder.encode(torch.zeros(batch, WEEK))
     return counter.get_total_flops()
 
 

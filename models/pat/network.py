@@ -4,7 +4,8 @@ A port of the authors' Keras model, layer for layer: patches of P minutes -> Den
 per-patch Conv1D + ReLU + mean) -> + fixed sinusoidal encoding -> post-LN transformer blocks.
 Keras' MultiHeadAttention is built with key_dim=96 for every size, so each head is 96 wide
 (inner width H*96) and scores are scaled by 1/sqrt(96); nn.MultiheadAttention cannot express
-that, hence the explicit projections here.
+that, hence the explicit projections here. The weights are Keras' layer for layer; attention
+computes the same function with half the projections (SelfAttention).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ FFN_DIM = 256
 DROPOUT = 0.1
 LAYER_NORM_EPS = 1e-6
 HEAD_HIDDEN = 128
-# Attention projects q, k and v for a group of heads at a time, so that each group's q, k and v stay under this many
-# bytes, well under malloc's mmap threshold (32 MiB in the serving process: serve.malloc). A block above it is mapped
-# afresh on every call, and the first write to each of its pages costs a page fault.
+# Attention projects the queries of a group of heads at a time, so that each group's queries (and its attention output)
+# stay under this many bytes, well under malloc's mmap threshold (32 MiB in the serving process: serve.malloc). A block
+# above it is mapped afresh on every call, and the first write to each of its pages costs a page fault.
 GROUP_BYTES = 8 << 20
 
 
@@ -117,7 +118,16 @@ class ConvPatchEmbedding(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Keras MultiHeadAttention(num_heads=H, key_dim=dim) applied as self-attention."""
+    """Keras MultiHeadAttention(num_heads=H, key_dim=dim) applied as self-attention.
+
+    Computed with two of its four projections. A head's score of query x against key x' is
+    (x Wq + bq) . (x' Wk + bk) / sqrt(dim) = (x A + u) . x' + (terms the same for every key, which the
+    softmax drops), with A = Wq Wk^T / sqrt(dim) and u = bq Wk^T / sqrt(dim): so the keys are the
+    block's input itself. Since a softmax row sums to 1, the head's share of the output,
+    P (x' Wv + bv) Wo_h, is (P x') (Wv Wo_h) plus a constant, so the values are the input too and one
+    product maps every head's output to the model's width. A, u, Wv Wo_h and the constants are computed
+    from the Keras weights in float64 when they change (loading copies in place).
+    """
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -133,40 +143,51 @@ class SelfAttention(nn.Module):
         batch, length, _ = x.shape
         return proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def _fused(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """q, k and v's weights and biases in one matrix, head by head (each head's q, k and v rows together), for one
-        matrix product per group of heads instead of three (fewer, larger products: each costs a wake-up of the thread
-        team). Rebuilt when a weight changes (loading copies in place)."""
-        params = (self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias)
+    def _folded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each head's query map A^T (stacked: H*dim x dim) and u, the heads' output map ((Wv Wo_h)^T side by side:
+        dim x H*dim) and the output bias, in the weights' dtype and device."""
+        params = (self.q.weight, self.k.weight, self.v.weight, self.o.weight, self.q.bias, self.v.bias, self.o.bias)
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-        if getattr(self, "_fused_key", None) != key:
+        if getattr(self, "_folded_key", None) != key:
             heads, width = self.num_heads, self.head_dim
             with torch.no_grad():
-                weight = torch.stack([w.view(heads, width, -1) for w in params[:3]], dim=1)
-                bias = torch.stack([b.view(heads, width) for b in params[3:]], dim=1)
-                self._fused_params = (weight.reshape(3 * heads * width, -1), bias.reshape(-1))
-            self._fused_key = key
-        return self._fused_params
+                wq, wk, wv, wo, bq, bv, bo = (p.detach().double() for p in params)
+                wq, wk, wv = (w.view(heads, width, -1) for w in (wq, wk, wv))  # (H, head width, model width)
+                wo_h = wo.view(wo.shape[0], heads, width).transpose(0, 1)  # (H, model width, head width)
+                scale = 1.0 / math.sqrt(width)
+                query = torch.matmul(wk.transpose(1, 2), wq) * scale  # A^T per head: x A = F.linear(x, A^T)
+                query_bias = torch.einsum("hd,hdi->hi", bq.view(heads, width), wk) * scale
+                out = torch.matmul(wo_h, wv)  # (Wv Wo_h)^T per head
+                out_bias = bo + torch.einsum("hd,hod->o", bv.view(heads, width), wo_h)
+                dtype, device = self.q.weight.dtype, self.q.weight.device
+                self._folded_params = tuple(t.to(dtype=dtype, device=device) for t in (
+                    query.reshape(heads * query.shape[1], -1), query_bias.reshape(-1),
+                    out.transpose(0, 1).reshape(out.shape[1], -1), out_bias))
+            self._folded_key = key
+        return self._folded_params
 
     def heads_per_group(self, batch: int, length: int, element_size: int) -> int:
-        """How many heads one matrix product projects: as many as keep their q, k and v under GROUP_BYTES."""
-        per_head = batch * length * 3 * self.head_dim * element_size
+        """How many heads one matrix product projects: as many as keep their queries under GROUP_BYTES."""
+        per_head = batch * length * self.head_dim * element_size
         return max(1, min(self.num_heads, GROUP_BYTES // per_head))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = x.shape
-        weight, bias = self._fused()
-        width, group = self.head_dim, self.heads_per_group(batch, length, x.element_size())
-        heads = None  # (B, N, H, width): every head's output, side by side for the output projection
+        batch, length, dim = x.shape
+        query, query_bias, out, out_bias = self._folded()
+        group = self.heads_per_group(batch, length, x.element_size())
+        heads = None  # (B, N, H, dim): every head's P x, side by side for the output map
         for first in range(0, self.num_heads, group):
             count = min(group, self.num_heads - first)
-            rows = slice(3 * width * first, 3 * width * (first + count))
-            qkv = F.linear(x, weight[rows], bias[rows]).view(batch, length, count, 3, width).permute(3, 0, 2, 1, 4)
-            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+            rows = slice(dim * first, dim * (first + count))
+            q = F.linear(x, query[rows], query_bias[rows]).view(batch, length, count, dim).transpose(1, 2)
+            keys = x.unsqueeze(1).expand(batch, count, length, dim)  # one input for every head: no copy on the CPU
+            if keys.device.type != "cpu":  # GPU attention kernels are not all written for a head stride of 0
+                keys = keys.contiguous()
+            attended = F.scaled_dot_product_attention(q, keys, keys, scale=1.0)  # the scale is in A
             if heads is None:
-                heads = out.new_empty(batch, length, self.num_heads, width)
-            heads[:, :, first:first + count] = out.transpose(1, 2)
-        return self.o(heads.view(batch, length, -1))
+                heads = attended.new_empty(batch, length, self.num_heads, dim)
+            heads[:, :, first:first + count] = attended.transpose(1, 2)
+        return F.linear(heads.view(batch, length, -1), out, out_bias)
 
     def attention_received(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N): attention each key patch receives, summed over queries, averaged over heads.

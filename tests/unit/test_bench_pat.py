@@ -20,7 +20,8 @@ def test_the_precision_benchmark_runs_end_to_end_and_writes_its_figures(tmp_path
     assert sorted(runs) == [("float32", 1), ("fp16", 1)]
     for run in runs.values():
         assert run["variant"] == "PAT-S" and run["runs"] >= 3 and run["weeks_per_s"] > 0 and run["p50_ms"] > 0
-        assert run["flops_per_week"] > 1.0e9 and run["share_of_matmul_rate"] > 0  # attention counted: ~70 % of it
+        # attention counted: ~0.72 of PAT-S's ~0.92 GFLOP a week (without it, ~0.2)
+        assert run["flops_per_week"] > 0.8e9 and run["share_of_matmul_rate"] > 0
     # fp16 embeddings differ from float32 ones, a little (embeddings are of magnitude ~1).
     assert 0 < report["fp16_vs_float32_embedding_max_abs_diff"]["PAT-S"] < 0.1
     goals = report["goals"]
@@ -185,7 +186,8 @@ def test_the_encoder_flop_count_includes_cpu_attention_and_matches_the_spec():
     spec, batch = encoder.spec, 1
     n, d, inner = 10080 // spec.patch_size, spec.embed_dim, spec.num_heads * spec.embed_dim
     patches = 2 * batch * n * spec.patch_size * d
-    projections = 2 * batch * n * d * 3 * inner + 2 * batch * n * inner * d + 2 * 2 * batch * n * d * spec.ffn_dim
+    # the queries and the heads' output map (attention folds Keras' four projections into two), and the feed-forward
+    projections = 2 * batch * n * d * inner + 2 * batch * n * inner * d + 2 * 2 * batch * n * d * spec.ffn_dim
     attention = 4 * batch * spec.num_heads * n * n * d  # Q K^T and the weights times V
     analytic = patches + spec.num_layers * (projections + attention)
     assert abs(encoder_flops(encoder, batch) - analytic) <= 0.02 * analytic

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -136,29 +138,39 @@ def test_head_output_is_a_probability_per_row():
     assert ((probability >= 0) & (probability <= 1)).all()
 
 
-def test_fused_qkv_projection_equals_three_projections_and_follows_new_weights():
-    """Attention projects q, k and v with one matrix product (models.pat.network.SelfAttention._fused); the answer is
-    the three separate products', also after the weights change in place (as loading does)."""
+def test_folded_attention_equals_keras_four_projections_and_follows_new_weights():
+    """Attention computes with two projections folded from Keras' four (models.pat.network.SelfAttention._folded);
+    the answer is the four projections' in float64 to float32's precision, also after the weights change in place
+    (as loading does)."""
     import torch.nn.functional as F
 
     torch.manual_seed(3)
     attention = PatEncoder(spec_for("PAT-S")).blocks[0].attention.eval()
     x = torch.randn(2, 40, attention.head_dim)
 
-    def separate():
-        out = F.scaled_dot_product_attention(attention._split(attention.q, x), attention._split(attention.k, x),
-                                             attention._split(attention.v, x))
-        return attention.o(out.transpose(1, 2).reshape(2, 40, -1))
+    def four_projections_in_float64():
+        a, x64 = copy.deepcopy(attention).double(), x.double()
+        out = F.scaled_dot_product_attention(a._split(a.q, x64), a._split(a.k, x64), a._split(a.v, x64))
+        return a.o(out.transpose(1, 2).reshape(2, 40, -1))
+
+    def check():
+        expected = four_projections_in_float64()
+        bound = 1e-5 * expected.abs().max().item()  # float32 keeps about 7 digits; these sums have ~100 terms
+        torch.testing.assert_close(attention(x).double(), expected, rtol=0, atol=bound)
 
     with torch.no_grad():
-        torch.testing.assert_close(attention(x), separate(), rtol=0, atol=1e-5)
+        for p in attention.parameters():  # biases too: the fold drops or moves each of them
+            p.normal_(0, 0.3)
+        check()
         attention.k.weight.mul_(2.0)  # in place, as load_state_dict copies
+        attention.q.bias.add_(1.0)
         attention.v.bias.add_(1.0)
-        torch.testing.assert_close(attention(x), separate(), rtol=0, atol=1e-5)
+        attention.o.bias.add_(-0.5)
+        check()
 
 
 def test_attention_in_head_groups_equals_all_heads_at_once(monkeypatch):
-    """Under a small GROUP_BYTES, q, k and v are projected a few heads at a time (their blocks stay small enough for
+    """Under a small GROUP_BYTES, queries are projected a few heads at a time (their blocks stay small enough for
     malloc to reuse); the answer is the one of all heads in one product."""
     from models.pat import network
 
@@ -167,7 +179,7 @@ def test_attention_in_head_groups_equals_all_heads_at_once(monkeypatch):
     x = torch.randn(3, 50, attention.head_dim)
     with torch.no_grad():
         whole = attention(x)
-        per_head = 3 * 50 * 3 * attention.head_dim * 4
+        per_head = 3 * 50 * attention.head_dim * 4
         monkeypatch.setattr(network, "GROUP_BYTES", 5 * per_head)  # groups of 5, 5 and 2 of the 12 heads
         assert attention.heads_per_group(3, 50, 4) == 5
         torch.testing.assert_close(attention(x), whole, rtol=0, atol=1e-6)
@@ -175,7 +187,7 @@ def test_attention_in_head_groups_equals_all_heads_at_once(monkeypatch):
 
 def test_a_week_at_batch_8_is_projected_in_groups_under_the_limit():
     attention = PatEncoder(spec_for("PAT-M")).blocks[0].attention
-    per_head = 8 * 560 * 3 * attention.head_dim * 4
+    per_head = 8 * 560 * attention.head_dim * 4
     group = attention.heads_per_group(8, 560, 4)
     assert 1 <= group < attention.num_heads and group * per_head <= GROUP_BYTES
     assert PatEncoder(spec_for("PAT-S")).blocks[0].attention.heads_per_group(1, 560, 4) == 6  # one product
