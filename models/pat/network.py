@@ -126,7 +126,8 @@ class SelfAttention(nn.Module):
     block's input itself. Since a softmax row sums to 1, the head's share of the output,
     P (x' Wv + bv) Wo_h, is (P x') (Wv Wo_h) plus a constant, so the values are the input too and one
     product maps every head's output to the model's width. A, u, Wv Wo_h and the constants are computed
-    from the Keras weights in float64 when they change (loading copies in place).
+    from the Keras weights in float64 when they change (loading copies in place). For inference: no
+    gradient reaches the Keras weights through them (nothing here trains the encoder).
     """
 
     def __init__(self, dim: int, num_heads: int):
@@ -180,7 +181,9 @@ class SelfAttention(nn.Module):
             count = min(group, self.num_heads - first)
             rows = slice(dim * first, dim * (first + count))
             q = F.linear(x, query[rows], query_bias[rows]).view(batch, length, count, dim).transpose(1, 2)
-            keys = x.unsqueeze(1).expand(batch, count, length, dim)  # one input for every head: no copy on the CPU
+            # one input for every head, in the queries' dtype (under autocast, one cast of x rather than two of the
+            # expanded keys): no copy on the CPU
+            keys = x.to(q.dtype).unsqueeze(1).expand(batch, count, length, dim)
             if keys.device.type != "cpu":  # GPU attention kernels are not all written for a head stride of 0
                 keys = keys.contiguous()
             attended = F.scaled_dot_product_attention(q, keys, keys, scale=1.0)  # the scale is in A
