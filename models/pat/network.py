@@ -176,21 +176,25 @@ class SelfAttention(nn.Module):
         batch, length, dim = x.shape
         query, query_bias, out, out_bias = self._folded()
         group = self.heads_per_group(batch, length, x.element_size())
-        heads = None  # (B, N, H, dim): every head's P x, side by side for the output map
+        keys, heads = None, None  # heads: (B, N, H*dim), every head's P x side by side, for the output map
         for first in range(0, self.num_heads, group):
             count = min(group, self.num_heads - first)
             rows = slice(dim * first, dim * (first + count))
-            q = F.linear(x, query[rows], query_bias[rows]).view(batch, length, count, dim).transpose(1, 2)
-            # one input for every head, in the queries' dtype (under autocast, one cast of x rather than two of the
-            # expanded keys): no copy on the CPU
-            keys = x.to(q.dtype).unsqueeze(1).expand(batch, count, length, dim)
-            if keys.device.type != "cpu":  # GPU attention kernels are not all written for a head stride of 0
-                keys = keys.contiguous()
-            attended = F.scaled_dot_product_attention(q, keys, keys, scale=1.0)  # the scale is in A
-            if heads is None:
-                heads = attended.new_empty(batch, length, self.num_heads, dim)
-            heads[:, :, first:first + count] = attended.transpose(1, 2)
-        return F.linear(heads.view(batch, length, -1), out, out_bias)
+            # Every head attends over the same keys and values (the input), so the group's heads are one sequence
+            # of N*count queries: a token's queries head after head, as the projection lays them out. A softmax row
+            # is one query's, so the result is the same; the kernel gets longer query blocks, and its output is
+            # already (B, N, count*dim).
+            q = F.linear(x, query[rows], query_bias[rows]).view(batch, 1, length * count, dim)
+            if keys is None:
+                keys = x.to(q.dtype).unsqueeze(1)  # under autocast, x cast once to the queries' dtype
+            attended = F.scaled_dot_product_attention(q, keys, keys, scale=1.0).view(batch, length, count * dim)
+            if count == self.num_heads:
+                heads = attended
+            else:
+                if heads is None:
+                    heads = attended.new_empty(batch, length, self.num_heads * dim)
+                heads[:, :, rows] = attended
+        return F.linear(heads, out, out_bias)
 
     def attention_received(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N): attention each key patch receives, summed over queries, averaged over heads.
