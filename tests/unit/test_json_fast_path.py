@@ -60,6 +60,15 @@ def test_rows_of_numbers_take_the_fast_path(rows):
     b'{"instances": [[null, 2], [null]]}',
     b'{"instances": [["1", 2]]}', b'{"instances": [[1, 2]], "top_k": 3}', b'{"instances": []}', b'{"instances": [[]]}',
     b'{"instances": [1, 2]}', b'[[1, 2]]', b'{"instances": [[1e400]]}', b'{"instances": [[18446744073709551616]]}',
-    b'{"instances": [[1, 2]]', b'\xff', b'\xef\xbb\xbf{"instances": [[1, 2]]}', b'{"instances": [{"features": [1]}]}', b'{"instances": [[1]], "instances": [[2]]}'])
+    b'null', b'{"instances": [[1, null]], "note": "null"}', b'{"instances": [[1, 2]]', b'\xff', b'\xef\xbb\xbf{"instances": [[1, 2]]}', b'{"instances": [{"features": [1]}]}', b'{"instances": [[1]], "instances": [[2]]}'])
 def test_other_documents_are_left_to_decode_json(body):
     assert numeric_rows(body) is None
+
+
+def test_the_null_stand_in_sent_as_a_number_stays_a_number():
+    """A body that sends the value null is read as, and no null, keeps it (the model then refuses it as beyond
+    float32); the nulls replaced are counted from the length the replacement adds."""
+    rows = numeric_rows(b'{"instances": [[-1.2345e300, 2]]}')
+    assert rows.tolist() == [[-1.2345e300, 2.0]]
+    rows = numeric_rows(bytearray(b'{"instances": [[null, 2], [3, null]]}'))
+    assert np.isnan(rows).tolist() == [[True, False], [False, True]]

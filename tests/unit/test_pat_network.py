@@ -185,6 +185,28 @@ def test_attention_in_head_groups_equals_all_heads_at_once(monkeypatch):
         torch.testing.assert_close(attention(x), whole, rtol=0, atol=1e-6)
 
 
+def test_attention_takes_a_strided_kernel_output(monkeypatch):
+    """CUDA's flash attention pads a head width that is not a multiple of 8 and returns a slice of its output, which
+    is not contiguous: the heads' outputs are read from it whatever its strides (simulated here on the CPU)."""
+    from models.pat import network
+
+    functional = torch.nn.functional
+    attend = functional.scaled_dot_product_attention
+
+    def padded(q, k, v, scale):
+        pad = (-q.shape[-1]) % 8 or 8
+        out = attend(*(functional.pad(t, (0, pad)) for t in (q, k, v)), scale=scale)
+        return out[..., :q.shape[-1]]
+
+    torch.manual_seed(6)
+    attention = network.SelfAttention(30, 3).eval()
+    x = torch.randn(2, 7, 30)
+    with torch.no_grad():
+        plain = attention(x)
+        monkeypatch.setattr(functional, "scaled_dot_product_attention", padded)
+        torch.testing.assert_close(attention(x), plain, rtol=0, atol=1e-6)
+
+
 def test_a_week_at_batch_8_is_projected_in_groups_under_the_limit():
     attention = PatEncoder(spec_for("PAT-M")).blocks[0].attention
     per_head = 8 * 560 * attention.head_dim * 4
