@@ -187,7 +187,8 @@ class SelfAttention(nn.Module):
             q = F.linear(x, query[rows], query_bias[rows]).view(batch, 1, length * count, dim)
             if keys is None:
                 keys = x.to(q.dtype).unsqueeze(1)  # under autocast, x cast once to the queries' dtype
-            # reshape, not view: CUDA's flash kernel pads a head width that is not a multiple of 8 and returns a slice
+            # the scale is in A; reshape, not view: CUDA's flash kernel pads a head width that is not a multiple of 8
+            # and returns a slice
             attended = F.scaled_dot_product_attention(q, keys, keys, scale=1.0).reshape(batch, length, count * dim)
             if count == self.num_heads:
                 heads = attended
